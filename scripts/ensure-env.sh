@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create (once) and print the path of the Python environment of spgnet-repro.
+#
+# The environment lives outside the checkout, keyed by a hash of env/requirements.txt (change
+# that file, or its recipe comment, to force a rebuild), so fresh clones reuse it and a changed
+# specification builds a new one:
+#   ${SPGNET_ENV_ROOT:-$HOME/.cache/spgnet-repro}/venv-<hash>
+# SPGNET_VENV overrides the whole path. The steps follow the project's install recipe
+# (torch/torchvision from the local wheel store, inplace-abn 1.1.0 built without build isolation,
+# setuptools_scm<10, numpy<2.4). Progress goes to stderr; stdout carries only the path.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+req="$here/env/requirements.txt"
+hash="$(sha256sum "$req" | cut -c1-12)"
+venv="${SPGNET_VENV:-${SPGNET_ENV_ROOT:-$HOME/.cache/spgnet-repro}/venv-$hash}"
+python="${SPGNET_PYTHON:-python3}"
+
+if [ ! -f "$venv/.complete" ]; then
+  echo "ensure-env: building the environment in $venv (once; about 10 minutes)" >&2
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  "$python" -m venv "$venv"
+  # The machine's pip config lists local indexes that do not all exist; their warnings are noise.
+  export PIP_NO_WARN_SCRIPT_LOCATION=1
+  pip=("$venv/bin/python" -m pip --quiet --no-input)
+  "${pip[@]}" install --upgrade pip "setuptools<81" wheel >&2
+  "${pip[@]}" install "$(grep '^torch==' "$req")" "$(grep '^torchvision==' "$req")" >&2
+  "${pip[@]}" install "setuptools_scm<10" >&2
+  # inplace-abn 1.1.0 is sdist-only and builds a CUDA extension whenever torch is a CUDA build.
+  CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" \
+    MAX_JOBS="${MAX_JOBS:-2}" \
+    "${pip[@]}" install --no-build-isolation --no-cache-dir "$(grep '^inplace-abn==' "$req")" >&2
+  grep -v -E '^(#|$|torch==|torchvision==|inplace-abn==)' "$req" | xargs "${pip[@]}" install >&2
+  "$venv/bin/python" -m pip check >&2
+  touch "$venv/.complete"
+fi
+
+# The project itself: an editable install pointing at this checkout (re-pointed when another
+# clone of the project last installed it).
+if ! "$venv/bin/python" - "$here" <<'PY' 2>/dev/null; then
+import pathlib, sys, spgnet
+sys.exit(pathlib.Path(spgnet.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())
+PY
+  "$venv/bin/python" -m pip --quiet install --no-deps --no-build-isolation -e "$here" >&2
+fi
+echo "$venv"

@@ -1,0 +1,116 @@
+"""``spgnet <verb>``: parses arguments and calls one function; no logic lives here.
+
+Each verb names the function that does its work as ``"module:function"``; the module is imported
+only when the verb runs, so ``spgnet experiments`` answers without importing torch. Every function
+takes the parsed ``argparse.Namespace`` and returns the exit status. A
+:class:`spgnet.config.ConfigError` (or any ``SpgnetError``) becomes a one-line message on stderr and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from spgnet.errors import SpgnetError
+
+
+def _profile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="mini", help="params/profiles/<name>.yaml (default: mini)")
+    parser.add_argument("--data-root", default=None, help="root of the real data sets (paper profile)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spgnet", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, target: str, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(target=target)
+        return sub
+
+    p = verb("experiments", "spgnet.registry_cli:list_experiments", "list the registered experiments (one per paper table row)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument("--table", default=None, help="only the rows of this table")
+
+    p = verb("profile", "spgnet.analysis.profile:main", "#Params and #FLOPs at the paper's input size, beside the paper's values")
+    p.add_argument("names", nargs="*", help="experiments (default: every reproducible one)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+
+    p = verb("memory", "spgnet.analysis.memory:main", "peak memory of one training step of an experiment's model")
+    p.add_argument("names", nargs="+", help="experiments to measure")
+    p.add_argument("--crop", type=int, default=513, help="square crop side (default 513)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--norm", default=None, help="normalisation layer (default: a working layer for the device)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("make-synthetic", "spgnet.data.synthetic:main", "generate a street-scene data set in the Cityscapes (or VOC / Person-Part) layout")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--kind", default="cityscapes", choices=["cityscapes", "voc", "person_part"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=96)
+    p.add_argument("--num-val", type=int, default=24)
+    p.add_argument("--num-test", type=int, default=8)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+
+    p = verb("prepare-data", "spgnet.data.prepare:main", "check a data set tree and write the split lists the pipeline reads")
+    p.add_argument("--dataset", required=True, choices=["cityscapes", "voc", "person_part"])
+    p.add_argument("--root", required=True, help="the data set's root folder")
+    p.add_argument("--out", required=True, help="folder for the split lists")
+
+    p = verb("train", "spgnet.engine.train:main", "train one experiment")
+    p.add_argument("experiment")
+    _profile_args(p)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--pretrained", default=None, help="ImageNet checkpoint file (torchvision format)")
+    p.add_argument("--iterations", type=int, default=None, help="override the schedule's iterations")
+
+    p = verb("evaluate", "spgnet.engine.evaluate:main", "evaluate a trained experiment (single/multi-scale, flip, GAP/AP/TILED)")
+    p.add_argument("experiment")
+    _profile_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="metrics JSON file")
+    p.add_argument("--strategy", default=None, choices=["GAP", "AP", "TILED"])
+    p.add_argument("--predictions", default=None, help="folder for prediction PNGs (labelIds)")
+
+    p = verb("score", "spgnet.engine.score:main", "score prediction PNGs against Cityscapes ground truth")
+    p.add_argument("pred_dir")
+    p.add_argument("gt_dir")
+    p.add_argument("--json", action="store_true")
+
+    p = verb("attention", "spgnet.analysis.attention:main", "guided-attention maps (Sec. 4.5, Figs. 4-7)")
+    p.add_argument("experiment")
+    _profile_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output folder for the figures")
+
+    p = verb("report", "spgnet.analysis.report:main", "render reports/tables.md from results/ and the registry")
+    _profile_args(p)
+    p.add_argument("--results", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--out", default="reports/tables.md")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    module_name, function_name = args.target.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+        return int(function(args) or 0)
+    except SpgnetError as err:
+        print(f"spgnet {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spgnet {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

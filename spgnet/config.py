@@ -1,0 +1,444 @@
+"""Typed configuration: the only code that reads ``params/``.
+
+The registry ``params/experiments.yaml`` holds one named experiment per row of the paper's tables
+(with the paper's numbers for that row); ``params/profiles/<name>.yaml`` holds what differs between
+running on the embedded synthetic data on a laptop (``mini``, ``smoke``) and at paper scale on GPUs
+(``paper``): data roots, schedule, hardware. :func:`resolve` merges an experiment with a profile
+into one :class:`RunConfig`; nothing else in the package looks at the YAML files.
+
+An experiment may name a ``base`` experiment and override parts of it (a deep merge). Rows whose
+model and training settings are identical share one training run (:func:`training_groups`): Table
+12's GAP/TILED/AP rows, for instance, evaluate one trained network three ways.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spgnet.errors import SpgnetError
+
+#: Project root (the folder holding ``params/``); ``SPGNET_ROOT`` overrides it.
+PROJECT_ROOT = Path(os.environ.get("SPGNET_ROOT", Path(__file__).resolve().parent.parent))
+PARAMS_DIR = PROJECT_ROOT / "params"
+EXPERIMENTS_FILE = PARAMS_DIR / "experiments.yaml"
+PROFILES_DIR = PARAMS_DIR / "profiles"
+
+
+class ConfigError(SpgnetError):
+    """A bad registry entry, profile or override; the message is one line naming the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Typed sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one network (Sections 3.1-3.4, Tables 3-7, 9, 11, 12)."""
+
+    arch: str = "spgnet"  # "spgnet", or a Table 1 peer registered in spgnet.models
+    backbones: tuple[str, ...] = ("resnet18",)  # one per stage (Table 6 mixes them)
+    channels: int = 128  # decoder channels D (Table 9)
+    link: str = "spg_sigmoid"  # stage-to-stage link (Tables 3, 4)
+    identity: bool = True  # SPG identity path (Table 3 "Id.")
+    supervise: bool = True  # loss on earlier stages' per-class logits (Table 3 "Sup.")
+    csfa: bool = True  # Cross Stage Feature Aggregation (Sec. 3.1)
+    gap: bool = True  # global average pooling branch (Table 12)
+    decoder: str = "upsample"  # "upsample" (ours, Sec. 3.3) or "fpn" (Table 11)
+    num_classes: int = 19
+    norm: str = "inplace_abn_sync"  # see spgnet.models.norm.NORM_LAYERS
+    pretrained: str | None = None  # ImageNet checkpoint file (torchvision format) or None
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.backbones)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and augmentation (Sec. 4.2 and 4.6)."""
+
+    dataset: str = "cityscapes"
+    split: str = "train"  # "train" for ablations, "trainval" for the test-set model (Sec. 4.2)
+    crop: int = 769
+    batch_size: int = 8
+    iterations: int = 80000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    scale_step: float = 0.25
+    ohem: bool = False  # Table 8
+    ohem_threshold: float = 0.7  # keep pixels whose true-class probability is below this ...
+    ohem_min_kept: int = 100000  # ... but never fewer than this many per batch
+    aux_weight: float = 1.0  # weight of each earlier stage's loss
+    checkpoint_every: int = 5000
+    log_every: int = 50
+    workers: int = 4
+    device: str = "cuda"
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Inference settings (Sec. 4.3, Table 12)."""
+
+    split: str = "val"
+    strategy: str = "AP"  # "GAP", "AP" or "TILED" (Table 12); models without GAP ignore it
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tile_overlap: float = 1.0 / 3.0
+    submission: bool = False  # write labelIds PNGs for the Cityscapes test server
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """What the paper reports for one row, transcribed once, here."""
+
+    miou: float | None = None
+    params_m: float | None = None
+    flops_g: float | None = None
+    flops_note: str | None = None  # e.g. "8 (tiles) x 30.6B" (Table 12)
+    per_class: dict | None = None  # Table 2: {class name: IoU}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of one of the paper's tables."""
+
+    name: str
+    table: str
+    row: str
+    description: str
+    columns: dict  # the row's descriptive cells as the paper prints them ("#Stage": 2, ...)
+    paper: PaperNumbers
+    model: ModelConfig | None  # None for rows the paper cites from other works
+    train: TrainConfig | None
+    eval: EvalConfig | None
+
+    @property
+    def reproducible(self) -> bool:
+        return self.model is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Generic helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated by ``override``, recursing into nested mappings; neither is modified."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _build(cls, values: dict | None, where: str):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a one-line error."""
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(known))})"
+        )
+    for key, value in list(values.items()):
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_registry(path: Path = EXPERIMENTS_FILE) -> tuple[dict, dict[str, dict]]:
+    data = _load_yaml(path)
+    if not isinstance(data, dict) or "experiments" not in data:
+        raise ConfigError(f"{path}: expected a mapping with an 'experiments' key")
+    defaults = data.get("defaults") or {}
+    raw = data["experiments"]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: 'experiments' must map names to entries")
+    return defaults, raw
+
+
+def _expand(name: str, raw: dict[str, dict], path: Path, seen: tuple[str, ...] = ()) -> dict:
+    """The entry ``name`` with its chain of ``base`` experiments merged in."""
+    if name in seen:
+        raise ConfigError(f"{path}: experiment '{name}' has a cyclic 'base' chain")
+    entry = raw[name]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: experiment '{name}' must be a mapping")
+    base_name = entry.get("base")
+    if base_name is None:
+        return {k: v for k, v in entry.items() if k != "base"}
+    if base_name not in raw:
+        raise ConfigError(f"{path}: experiment '{name}' has unknown base '{base_name}'")
+    base = _expand(base_name, raw, path, seen + (name,))
+    # A row inherits how its base is built and run, never its table, row label or numbers.
+    base = {k: v for k, v in base.items() if k in ("model", "train", "eval", "description")}
+    return deep_merge(base, {k: v for k, v in entry.items() if k != "base"})
+
+
+_ENTRY_KEYS = {"table", "row", "description", "columns", "paper", "model", "train", "eval", "cited"}
+
+
+def _experiment(name: str, entry: dict, defaults: dict, path: Path) -> Experiment:
+    where = f"{path}: experiment '{name}'"
+    unknown = sorted(set(entry) - _ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(_ENTRY_KEYS))})")
+    for required in ("table", "row"):
+        if required not in entry:
+            raise ConfigError(f"{where}: missing key '{required}'")
+    paper = _build(PaperNumbers, entry.get("paper"), f"{where}.paper")
+    if entry.get("cited"):
+        model = train = evaluation = None
+    else:
+        model = _build(ModelConfig, deep_merge(defaults.get("model", {}), entry.get("model", {})), f"{where}.model")
+        train = _build(TrainConfig, deep_merge(defaults.get("train", {}), entry.get("train", {})), f"{where}.train")
+        evaluation = _build(EvalConfig, deep_merge(defaults.get("eval", {}), entry.get("eval", {})), f"{where}.eval")
+    return Experiment(
+        name=name,
+        table=str(entry["table"]),
+        row=str(entry["row"]),
+        description=str(entry.get("description", "")),
+        columns=dict(entry.get("columns") or {}),
+        paper=paper,
+        model=model,
+        train=train,
+        eval=evaluation,
+    )
+
+
+_REGISTRY_CACHE: dict[Path, dict[str, Experiment]] = {}
+
+
+def load_registry(path: Path = EXPERIMENTS_FILE) -> dict[str, Experiment]:
+    """All experiments of the registry, in file order, keyed by name."""
+    path = Path(path)
+    if path not in _REGISTRY_CACHE:
+        defaults, raw = _raw_registry(path)
+        _REGISTRY_CACHE[path] = {
+            name: _experiment(name, _expand(name, raw, path), defaults, path) for name in raw
+        }
+    return _REGISTRY_CACHE[path]
+
+
+def get_experiment(name: str, path: Path = EXPERIMENTS_FILE) -> Experiment:
+    registry = load_registry(path)
+    if name not in registry:
+        raise ConfigError(f"unknown experiment '{name}' (valid names: {', '.join(registry)})")
+    return registry[name]
+
+
+def table_order(table: str) -> tuple:
+    """Sort key for table labels: "1" < "2" < ... < "12" < "4.6"."""
+    try:
+        return (0, float(table))
+    except ValueError:
+        return (1, table)
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles and resolution
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where one dataset lives under a profile, and how to generate it if it is synthetic."""
+
+    root: str
+    synthetic: dict | None = None  # arguments of `spgnet make-synthetic`; None for real data
+
+    def path(self) -> Path:
+        root = Path(os.path.expandvars(os.path.expanduser(self.root)))
+        return root if root.is_absolute() else PROJECT_ROOT / root
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between the embedded default and paper scale."""
+
+    name: str
+    description: str
+    datasets: dict[str, DatasetSource]
+    seeds: tuple[int, ...] = (0,)
+    experiments: tuple[str, ...] | None = None  # None: every reproducible experiment
+    model: dict = field(default_factory=dict)  # overrides of every experiment's model section
+    train: dict = field(default_factory=dict)  # ... of the train section
+    eval: dict = field(default_factory=dict)  # ... of the eval section
+    dataset_overrides: dict = field(default_factory=dict)  # {dataset: {train: {...}, eval: {...}}}
+    resources: dict = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus per rule kind
+
+
+_PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str, data_root: str | None = None) -> Profile:
+    """Read ``params/profiles/<name>.yaml``; ``data_root`` replaces every dataset root's
+    ``${data_root}`` placeholder (the paper profile's roots are relative to it)."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown profile '{name}' (valid profiles: {', '.join(available_profiles())})")
+    raw = _load_yaml(path) or {}
+    unknown = sorted(set(raw) - _PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(_PROFILE_KEYS))})")
+    datasets = {}
+    for dataset, source in (raw.get("datasets") or {}).items():
+        source = dict(source)
+        root = str(source.get("root", ""))
+        if "${data_root}" in root:
+            if not data_root:
+                raise ConfigError(f"{path}: datasets.{dataset}.root needs data_root (pass --config data_root=DIR)")
+            root = root.replace("${data_root}", str(data_root))
+        source["root"] = root
+        datasets[dataset] = _build(DatasetSource, source, f"{path}: datasets.{dataset}")
+    experiments = raw.get("experiments")
+    profile = Profile(
+        name=name,
+        description=str(raw.get("description", "")),
+        datasets=datasets,
+        seeds=tuple(raw.get("seeds") or (0,)),
+        experiments=tuple(experiments) if experiments else None,
+        model=raw.get("model") or {},
+        train=raw.get("train") or {},
+        eval=raw.get("eval") or {},
+        dataset_overrides=raw.get("dataset_overrides") or {},
+        resources=raw.get("resources") or {},
+    )
+    if profile.experiments:
+        for exp in profile.experiments:
+            get_experiment(exp)  # fails with the list of valid names
+    return profile
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One experiment under one profile: everything a train or evaluate run needs."""
+
+    experiment: str
+    profile: str
+    table: str
+    row: str
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    data: DatasetSource
+    paper: PaperNumbers
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _override(section, overrides: dict, where: str):
+    values = deep_merge(dataclasses.asdict(section), overrides)
+    return _build(type(section), values, where)
+
+
+def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: dict) -> RunConfig:
+    """Merge an experiment with a profile (and optional ``model=``/``train=``/``eval=`` dicts)."""
+    exp = experiment if isinstance(experiment, Experiment) else get_experiment(experiment)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if not exp.reproducible:
+        raise ConfigError(f"experiment '{exp.name}' is a row the paper cites from another work; nothing to run")
+    unknown = sorted(set(overrides) - {"model", "train", "eval"})
+    if unknown:
+        raise ConfigError(f"unknown override section '{unknown[0]}' (valid: eval, model, train)")
+    dataset = exp.train.dataset
+    if dataset not in prof.datasets:
+        raise ConfigError(
+            f"profile '{prof.name}' has no datasets.{dataset} (experiment '{exp.name}' needs it)"
+        )
+    per_dataset = prof.dataset_overrides.get(dataset, {})
+    where = f"profile '{prof.name}'"
+    model = _override(exp.model, deep_merge(prof.model, overrides.get("model", {})), f"{where}: model")
+    train = _override(
+        exp.train,
+        deep_merge(deep_merge(prof.train, per_dataset.get("train", {})), overrides.get("train", {})),
+        f"{where}: train",
+    )
+    evaluation = _override(
+        exp.eval,
+        deep_merge(deep_merge(prof.eval, per_dataset.get("eval", {})), overrides.get("eval", {})),
+        f"{where}: eval",
+    )
+    return RunConfig(
+        experiment=exp.name,
+        profile=prof.name,
+        table=exp.table,
+        row=exp.row,
+        model=model,
+        train=train,
+        eval=evaluation,
+        data=prof.datasets[dataset],
+        paper=exp.paper,
+    )
+
+
+def config_hash(*sections) -> str:
+    """Short stable hash of dataclass sections (used to find rows that share a training run)."""
+    payload = json.dumps([dataclasses.asdict(s) for s in sections], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def training_groups(registry: dict[str, Experiment] | None = None) -> dict[str, list[str]]:
+    """Map each training run's canonical name to the experiments that evaluate it.
+
+    Rows with identical model and train sections are one training run, named after the first of
+    them in registry order; each row then only differs in how it is evaluated.
+    """
+    registry = registry if registry is not None else load_registry()
+    by_hash: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for exp in registry.values():
+        if not exp.reproducible:
+            continue
+        key = config_hash(exp.model, exp.train)
+        canonical = by_hash.setdefault(key, exp.name)
+        groups.setdefault(canonical, []).append(exp.name)
+    return groups
+
+
+def training_run_of(name: str) -> str:
+    """Canonical training-run name of experiment ``name`` (see :func:`training_groups`)."""
+    for canonical, members in training_groups().items():
+        if name in members:
+            return canonical
+    get_experiment(name)  # raises for unknown names
+    raise ConfigError(f"experiment '{name}' is a cited row; it has no training run")
