@@ -37,10 +37,11 @@ fi
 
 # The project itself: an editable install pointing at this checkout (re-pointed when another
 # clone of the project last installed it).
-if ! "$venv/bin/python" - "$here" <<'PY' 2>/dev/null; then
+if ! "$venv/bin/python" -I - "$here" <<'PY' 2>/dev/null; then
 import pathlib, sys, spgnet
 sys.exit(pathlib.Path(spgnet.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())
 PY
-  "$venv/bin/python" -m pip --quiet install --no-deps --no-build-isolation -e "$here" >&2
+  "$venv/bin/python" -m pip --quiet install --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e "$here" >&2
 fi
 echo "$venv"

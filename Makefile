@@ -1,0 +1,21 @@
+# The two commands of README.md. Each creates the Python environment first when it is missing
+# (scripts/ensure-env.sh: once, about 10 minutes; later calls reuse it).
+PROFILE ?= mini
+CORES ?= all
+PYTEST_ARGS ?=
+
+.PHONY: reproduce test profile
+
+## reproduce: the whole reproduction on the embedded default (Tables 1-12 -> reports/tables.md)
+reproduce:
+	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" && \
+	  snakemake --cores $(CORES) --config profile=$(PROFILE) reproduce_all
+
+## test: the test suite (what CI runs)
+test:
+	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" && \
+	  python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+
+## profile: #Params / #FLOPs of every experiment at paper scale
+profile:
+	@venv=$$(bash scripts/ensure-env.sh) && "$$venv/bin/spgnet" profile

@@ -1,0 +1,138 @@
+"""ResNet encoders from torchvision, with fused norm+activation layers (Sec. 4.2).
+
+torchvision's ResNets give the structure and the ImageNet weight layout; the only change is that
+each block's batch norms become the configured :mod:`spgnet.models.norm` layer, with the
+activation fused into the norm where it directly follows it (``bn1``/``bn2``) and kept separate
+after the residual sum. That is how inplace-abn's own ResNets are built, and it is what lets
+``InPlaceABN`` save memory. The activation is leaky ReLU (slope 0.01) everywhere.
+
+Only the first SPGNet stage has the stem (7x7 conv, stride 2, 3x3 max-pool, stride 2; Sec. 4.2);
+later stages start at ``layer1``, fed at stride 4 by the SPG module (Fig. 2a). This is pinned down
+by the paper's #Params/#FLOPs (``architecture-counts.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from spgnet.errors import SpgnetError
+from spgnet.models.norm import LEAKY_SLOPE, NormAct, norm_only
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+class NormActBasicBlock(BasicBlock):
+    """torchvision's ``BasicBlock`` whose ``bn1`` carries the activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class NormActBottleneck(Bottleneck):
+    """torchvision's ``Bottleneck`` whose ``bn1`` and ``bn2`` carry the activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def fuse_block_activations(block: nn.Module, factory: NormAct) -> nn.Module:
+    """Turn a torchvision block built with identity-activation norms into its NormAct twin."""
+    block.bn1 = factory(block.bn1.num_features)
+    if isinstance(block, Bottleneck):
+        block.bn2 = factory(block.bn2.num_features)
+        block.__class__ = NormActBottleneck
+    elif isinstance(block, BasicBlock):
+        block.__class__ = NormActBasicBlock
+    else:  # pragma: no cover - torchvision has only these two
+        raise TypeError(f"unsupported block {type(block).__name__}")
+    block.relu = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    return block
+
+
+def bottleneck(in_ch: int, out_ch: int, factory: NormAct) -> NormActBottleneck:
+    """A ResNet bottleneck ``in_ch -> out_ch`` (mid channels ``out_ch / 4``; Sec. 3.3).
+
+    A projection shortcut (1x1 conv + norm) is added when the channel count changes, as in ResNet.
+    """
+    downsample = None
+    if in_ch != out_ch:
+        downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), factory(out_ch, activation="identity"))
+    block = Bottleneck(in_ch, out_ch // Bottleneck.expansion, downsample=downsample, norm_layer=norm_only(factory))
+    return fuse_block_activations(block, factory)
+
+
+def load_imagenet_weights(module: nn.Module, path: str | Path) -> list[str]:
+    """Load a torchvision-format ImageNet checkpoint (e.g. ``resnet50-0676ba61.pth``) from disk.
+
+    Keys the module does not have (``fc.*``, ``num_batches_tracked``, the stem for later stages)
+    are skipped; returns the module's keys the file did not provide. Never downloads.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpgnetError(f"{path}: ImageNet checkpoint not found") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's bad input
+        raise SpgnetError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise SpgnetError(f"{path}: no tensor matches the encoder (is it a torchvision ResNet checkpoint?)")
+    module.load_state_dict(usable, strict=False)
+    return sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
+
+
+class ResNetEncoder(nn.Module):
+    """``layer1..layer4`` of a torchvision ResNet (plus the stem when ``stem``), no ``fc``.
+
+    ``forward(x, skips)`` returns the four feature maps (strides 4, 8, 16, 32 of the image); when
+    ``skips`` is given, ``skips[k](...)`` -> tensor is added to the output of layer ``k+1`` before
+    it feeds the next layer (Cross Stage Feature Aggregation, Fig. 2c).
+    """
+
+    def __init__(self, name: str, factory: NormAct, stem: bool = True):
+        super().__init__()
+        if name not in RESNETS:
+            raise SpgnetError(f"unknown backbone '{name}' (valid: {', '.join(RESNETS)})")
+        net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_only(factory))
+        self.name = name
+        self.has_stem = stem
+        if stem:
+            self.conv1 = net.conv1
+            self.bn1 = factory(net.bn1.num_features)
+            self.maxpool = net.maxpool
+        for index in range(1, 5):
+            layer = getattr(net, f"layer{index}")
+            for block in layer:
+                fuse_block_activations(block, factory)
+            setattr(self, f"layer{index}", layer)
+        expansion = 4 if name in ("resnet50", "resnet101", "resnet152") else 1
+        #: channels of the four outputs
+        self.channels = tuple(c * expansion for c in (64, 128, 256, 512))
+        #: channels ``layer1`` expects as input (what a later stage must be fed)
+        self.in_channels = 64
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        if self.has_stem:
+            x = self.maxpool(self.bn1(self.conv1(x)))
+        features = []
+        for index in range(4):
+            x = getattr(self, f"layer{index + 1}")(x)
+            if skips is not None:
+                x = x + skips[index]
+            features.append(x)
+        return features
