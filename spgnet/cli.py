@@ -90,10 +90,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder for the figures")
 
+    p = verb("dvc-plan", "spgnet.dvc_plan:main", "write workflow/dvc-plan.yaml, the stages dvc.yaml iterates over")
+    p.add_argument("--profile", default="mini")
+    p.add_argument("--out", default=None, help="default: workflow/dvc-plan.yaml")
+    p.add_argument("--check", action="store_true", help="fail if the file is stale instead of writing it")
+
     p = verb("report", "spgnet.analysis.report:main", "render reports/tables.md from results/ and the registry")
     _profile_args(p)
     p.add_argument("--results", default=None, help="results folder (default results/<profile>)")
-    p.add_argument("--out", default="reports/tables.md")
+    p.add_argument("--out", default=None, help="default: <profile's report_dir>/tables.md")
+    p.add_argument("--strict", action="store_true", help="fail on the first missing result file")
 
     return parser
 

@@ -300,6 +300,7 @@ class Profile:
     eval: dict = field(default_factory=dict)  # ... of the eval section
     dataset_overrides: dict = field(default_factory=dict)  # {dataset: {train: {...}, eval: {...}}}
     resources: dict = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus per rule kind
+    report_dir: str = "reports"  # where tables.md and figures/ are written
 
 
 _PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
@@ -341,6 +342,7 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         eval=raw.get("eval") or {},
         dataset_overrides=raw.get("dataset_overrides") or {},
         resources=raw.get("resources") or {},
+        report_dir=str(raw.get("report_dir", "reports")),
     )
     if profile.experiments:
         for exp in profile.experiments:

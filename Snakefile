@@ -1,0 +1,37 @@
+# spgnet-repro: regenerate the paper's Tables 1-12 as reports/tables.md.
+#
+#   snakemake --cores all reproduce_all                      # embedded default (profile mini)
+#   snakemake --cores all table3                             # the results of one table
+#   snakemake --cores all reproduce_all --config profile=paper data_root=/data
+#   snakemake --workflow-profile workflow/profiles/slurm reproduce_all --config profile=paper data_root=/data
+#
+# Wiring only: every job is one `spgnet <verb>` call; spgnet.pipeline decides what runs.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "workflow/config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule reproduce_all:
+    default_target: True
+    input:
+        f"{PLAN.report_dir}/tables.md",
+
+
+for _table in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]:
+
+    rule:
+        name:
+            f"table{_table}"
+        input:
+            eval_files(table_experiments(_table)),
+            f"results/{PROFILE}/profile.json",

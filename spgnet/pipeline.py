@@ -1,0 +1,140 @@
+"""The pipeline's plan: which data sets, training runs and evaluations a profile needs, and where
+each result lives. Snakemake (``workflow/``), DVC (``dvc.yaml``, generated from this plan) and the
+report all read it, so the three agree by construction.
+
+Layout under ``results/<profile>/``::
+
+    profile.json                              #Params/#FLOPs at paper scale (every profile)
+    runs/<run>/seed<k>/checkpoint.pt          training (one per distinct model+train settings)
+    runs/<run>/seed<k>/train_metrics.json     ... its final metrics, train_log.csv its curve
+    runs/<run>/seed<k>/eval/<evaluation>.json one per distinct evaluation of that run
+    data/<dataset>/summary.json               the checked data set and its split lists
+
+Rows that share a training run (Table 12's GAP/TILED/AP rows, the ResNet-18 rows repeated across
+Tables 3-7) are trained once; rows that also share the evaluation settings are evaluated once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from spgnet.config import (
+    ConfigError,
+    Experiment,
+    Profile,
+    RunConfig,
+    config_hash,
+    load_profile,
+    load_registry,
+    resolve,
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One experiment row: which training run it evaluates and under which evaluation name."""
+
+    experiment: str
+    run: str
+    evaluation: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: Profile
+    experiments: tuple[str, ...]  # reproducible rows this profile runs, registry order
+    runs: dict[str, RunConfig]  # training run name -> its resolved config (of the canonical row)
+    evaluations: dict[str, Evaluation]  # experiment -> Evaluation
+    seeds: tuple[int, ...]
+
+    # ---- paths (relative to the project root) ----
+    @property
+    def results(self) -> str:
+        return f"results/{self.profile.name}"
+
+    def run_dir(self, run: str, seed: int) -> str:
+        return f"{self.results}/runs/{run}/seed{seed}"
+
+    def checkpoint(self, run: str, seed: int) -> str:
+        return f"{self.run_dir(run, seed)}/checkpoint.pt"
+
+    def eval_json(self, experiment: str, seed: int) -> str:
+        ev = self.evaluations[experiment]
+        return f"{self.run_dir(ev.run, seed)}/eval/{ev.evaluation}.json"
+
+    def data_summary(self, dataset: str) -> str:
+        return f"{self.results}/data/{dataset}/summary.json"
+
+    @property
+    def profile_json(self) -> str:
+        return f"{self.results}/profile.json"
+
+    @property
+    def report_dir(self) -> str:
+        return self.profile.report_dir
+
+    def datasets(self) -> dict:
+        """Data sets the selected runs need: name -> DatasetSource."""
+        return {cfg.train.dataset: cfg.data for cfg in self.runs.values()}
+
+    def unique_evaluations(self) -> dict[str, Evaluation]:
+        """evaluation name -> Evaluation (each evaluated once)."""
+        return {ev.evaluation: ev for ev in self.evaluations.values()}
+
+    def attention_experiment(self) -> str | None:
+        """The row whose guided attention is drawn (Sec. 4.5 uses the best model, 2 x R50, D=256;
+        a profile that does not run it uses its first Cityscapes row with SPG(sigmoid))."""
+        preferred = "t9-r50-d256"
+        if preferred in self.evaluations:
+            return preferred
+        for name in self.experiments:
+            cfg = self.runs[self.evaluations[name].run]
+            if cfg.model.link == "spg_sigmoid" and cfg.train.dataset == "cityscapes" and cfg.model.arch == "spgnet":
+                return name
+        return None
+
+    def experiment_config(self, experiment: str) -> RunConfig:
+        return resolve(experiment, self.profile)
+
+
+def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[int] | None = None) -> Plan:
+    """The plan of ``profile`` (``data_root`` fills the paper profile's dataset roots)."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root)
+    registry = load_registry()
+    selected: list[Experiment] = [
+        e for e in registry.values() if e.reproducible and (prof.experiments is None or e.name in prof.experiments)
+    ]
+    if not selected:
+        raise ConfigError(f"profile '{prof.name}' selects no reproducible experiment")
+    # Canonical names come from the whole registry, so a run keeps its name whatever is selected.
+    train_owner: dict[str, str] = {}
+    eval_owner: dict[str, str] = {}
+    for exp in registry.values():
+        if exp.reproducible:
+            train_owner.setdefault(config_hash(exp.model, exp.train), exp.name)
+            eval_owner.setdefault(config_hash(exp.model, exp.train, exp.eval), exp.name)
+    runs: dict[str, RunConfig] = {}
+    evaluations: dict[str, Evaluation] = {}
+    for exp in selected:
+        run = train_owner[config_hash(exp.model, exp.train)]
+        if run not in runs:
+            runs[run] = resolve(registry[run], prof)
+        evaluations[exp.name] = Evaluation(exp.name, run, eval_owner[config_hash(exp.model, exp.train, exp.eval)])
+    chosen_seeds = tuple(seeds) if seeds else prof.seeds
+    if any(not isinstance(s, int) or s < 0 for s in chosen_seeds):
+        raise ConfigError(f"seeds: {list(chosen_seeds)} must be non-negative integers")
+    return Plan(prof, tuple(e.name for e in selected), runs, evaluations, chosen_seeds)
+
+
+def describe(plan: Plan) -> dict:
+    """A JSON-ready summary of the plan (for the report header and debugging)."""
+    return {
+        "profile": plan.profile.name,
+        "description": plan.profile.description,
+        "seeds": list(plan.seeds),
+        "experiments": list(plan.experiments),
+        "runs": {name: dataclasses.asdict(cfg.train) for name, cfg in plan.runs.items()},
+        "datasets": {name: {"root": src.root, "synthetic": src.synthetic} for name, src in plan.datasets().items()},
+    }
+

@@ -1,0 +1,22 @@
+# Evaluation: one job per distinct evaluation of each training run (single scale, multi-scale +
+# flip, GAP / AP / TILED, the test-set submission), and the guided-attention figures.
+RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
+
+
+rule evaluate:
+    input:
+        checkpoint=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/checkpoint.pt",
+    output:
+        metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.json",
+    params:
+        predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
+        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+    log:
+        f"results/{PROFILE}/logs/evaluate_{{run}}_{{evaluation}}_seed{{seed}}.log",
+    threads: RESOURCES_EVAL["threads"]
+    resources:
+        mem_mb=RESOURCES_EVAL["mem_mb"],
+        gpu=RESOURCES_EVAL["gpu"],
+    shell:
+        "OMP_NUM_THREADS={threads} spgnet evaluate {wildcards.evaluation} --profile {PROFILE} {params.data_root} "
+        "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
