@@ -1,0 +1,88 @@
+"""The Snakemake workflow and the DVC pipeline: dry runs, agreement, config errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spgnet.config import PROJECT_ROOT
+from spgnet.dvc_plan import DVC_PLAN, dvc_variables, render
+from spgnet.pipeline import make_plan
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*args, cwd=PROJECT_ROOT, env=None):
+    environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=environment, timeout=300)
+
+
+def _dry_run_jobs(*config) -> dict[str, int]:
+    result = _run("snakemake", "-n", "--cores", "2", "reproduce_all", "--config", *config)
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    table = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", result.stdout, re.S)
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table.group(1), re.M)}
+
+
+@pytest.mark.parametrize("profile", ["mini", "smoke"])
+def test_dry_run_covers_every_step(profile):
+    plan = make_plan(profile)
+    jobs = _dry_run_jobs(f"profile={profile}")
+    assert jobs["train"] == len(plan.runs)
+    assert jobs["evaluate"] == len(plan.unique_evaluations())
+    for step in ("prepare_data", "profile", "attention", "report", "reproduce_all"):
+        assert jobs[step] >= 1, step
+    assert any(name.startswith("synthetic_") for name in jobs)
+
+
+def test_dry_run_of_the_paper_profile(tmp_path):
+    for folder in ("cityscapes", "VOCdevkit/VOC2012", "person_part"):
+        (tmp_path / folder).mkdir(parents=True)
+    jobs = _dry_run_jobs("profile=paper", f"data_root={tmp_path}", "seeds=[0,1]")
+    plan = make_plan("paper", data_root=str(tmp_path))
+    assert jobs["train"] == 2 * len(plan.runs)
+    assert not any(name.startswith("synthetic_") for name in jobs)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (["profile=nope"], "config: key 'profile': unknown profile 'nope' (valid: mini, paper, smoke)"),
+        (["profle=mini"], "config: unknown key 'profle' (valid keys: data_root, profile, seeds)"),
+        (["profile=paper"], "needs data_root"),
+        (["profile=paper", "data_root=/nonexistent/x"], "config: key 'data_root': /nonexistent/x/cityscapes"),
+        (["seeds=[x]"], "config: key 'seeds'"),
+    ],
+)
+def test_bad_config_fails_at_start_with_one_line(config, message):
+    result = _run("snakemake", "-n", "--cores", "1", "--config", *config)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "config error" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-1500:]
+
+
+def test_dvc_plan_file_is_up_to_date():
+    assert (PROJECT_ROOT / DVC_PLAN).read_text() == render("mini")
+
+
+def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
+    plan = make_plan("mini")
+    variables = dvc_variables(plan)
+    assert set(variables["runs"]) == set(plan.runs)
+    assert set(variables["evaluations"]) == set(plan.unique_evaluations())
+    snakemake_evals = {plan.eval_json(e, plan.seeds[0]) for e in plan.experiments}
+    assert {v["metrics"] for v in variables["evaluations"].values()} == snakemake_evals
+    stages = _run("dvc", "stage", "list", "--name-only")
+    assert stages.returncode == 0, stages.stderr
+    names = stages.stdout.split()
+    assert {n.split("@", 1)[1] for n in names if n.startswith("train@")} == set(plan.runs)
+    assert {n.split("@", 1)[1] for n in names if n.startswith("evaluate@")} == set(plan.unique_evaluations())
+    dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    assert {"data", "prepare", "train", "evaluate", "profile", "report"} <= set(dvc_yaml["stages"])
