@@ -1,0 +1,89 @@
+"""``build_dataset``: one split of Cityscapes, PASCAL VOC 2012 or Person-Part as a torch Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from spgnet.data import cityscapes, person_part, voc
+from spgnet.data.base import Record, SegmentationDataset
+from spgnet.data.labels import DATASETS, SPLITS
+from spgnet.errors import SpgnetError
+
+READERS: dict[str, ModuleType] = {"cityscapes": cityscapes, "voc": voc, "person_part": person_part}
+
+
+def reader(dataset: str) -> ModuleType:
+    try:
+        return READERS[dataset]
+    except KeyError:
+        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASETS)})") from None
+
+
+def base_splits(split: str) -> tuple[str, ...]:
+    """The on-disk splits making up ``split`` (trainval = train then val, Sec. 4.2)."""
+    if split not in SPLITS:
+        raise SpgnetError(f"unknown split '{split}' (valid: {', '.join(SPLITS)})")
+    return ("train", "val") if split == "trainval" else (split,)
+
+
+def scan(dataset: str, root: Path, split: str) -> tuple[list[Record], list[str]]:
+    """Records of ``split`` (trainval concatenated) and the problems found while listing it."""
+    module = reader(dataset)
+    records, problems = [], []
+    for part in base_splits(split):
+        part_records, part_problems = module.scan(Path(root), part)
+        records += part_records
+        problems += part_problems
+    return records, problems
+
+
+def read_split_list(list_file: Path, root: Path, dataset: str) -> list[Record]:
+    """Records from a ``<split>.txt`` written by ``spgnet prepare-data`` (image and label paths
+    relative to the root, tab-separated; an empty label field for unlabelled images)."""
+    if not Path(list_file).is_file():
+        raise SpgnetError(f"{list_file}: split list not found (run spgnet prepare-data)")
+    records = []
+    with open(list_file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise SpgnetError(f"{list_file}:{number}: expected 'image<TAB>label', got {len(fields)} fields")
+            image = Path(root) / fields[0]
+            label = Path(root) / fields[1] if fields[1] else None
+            name = cityscapes.name_of(image) if dataset == "cityscapes" else image.stem
+            records.append(Record(image=image, label=label, name=name))
+    return records
+
+
+def build_dataset(
+    dataset: str, root: Path, split: str, transform=None, *, list_dir: Path | None = None
+) -> SegmentationDataset:
+    """One split of ``dataset`` read from ``root``.
+
+    ``split`` is "train", "val", "test" or "trainval" (train + val). Items are
+    ``{"image": FloatTensor[3,H,W] (ImageNet-normalised), "label": LongTensor[H,W] (train ids,
+    255 = ignore), "name": str, "path": str}``. ``transform=None`` gives full-size images
+    (evaluation); pass a :class:`spgnet.data.transforms.TrainTransform` for training.
+    ``list_dir``: read the split from ``<list_dir>/<split>.txt`` written by ``spgnet
+    prepare-data`` (trainval: its train.txt then val.txt) instead of listing the tree.
+    """
+    module = reader(dataset)
+    root = Path(root)
+    if not root.is_dir():
+        raise SpgnetError(f"{root}: data set root not found (dataset '{dataset}')")
+    if list_dir is not None:
+        records = []
+        for part in base_splits(split):
+            records += read_split_list(Path(list_dir) / f"{part}.txt", root, dataset)
+    else:
+        records, problems = scan(dataset, root, split)
+        if problems:
+            more = f" (and {len(problems) - 1} more; run spgnet prepare-data to list them)" if len(problems) > 1 else ""
+            raise SpgnetError(problems[0] + more)
+    if not records:
+        raise SpgnetError(f"{root}: split '{split}' of dataset '{dataset}' has no images")
+    return SegmentationDataset(dataset, records, module.label_lut(), transform=transform, split=split)

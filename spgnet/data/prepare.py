@@ -1,0 +1,208 @@
+"""``spgnet prepare-data``: check a data set tree and write the split lists the pipeline reads.
+
+Checks, each problem reported on one line naming the file:
+
+* images without labels and labels without images (train and val; test labels are optional),
+* missing split folders or split lists,
+* unreadable or truncated image and label files,
+* image and label of different sizes, label files that are not single-channel,
+* label values outside the data set's class set (Cityscapes label ids 0..33; VOC 0..20 and 255;
+  Person-Part 0..6 and 255).
+
+When anything is wrong it prints every problem, then a one-line summary, exits non-zero and
+writes nothing. Otherwise it writes, through a temporary folder renamed into place:
+
+* ``<out>/<split>.txt`` for train, val, test (when present) and trainval: one line per image,
+  ``<image path>\\t<label path>`` relative to the root (empty label for unlabelled test images);
+* ``<out>/summary.json``: images per split, the classes present and their pixel counts.
+
+An existing ``<out>`` is replaced only if it is empty or was written by prepare-data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from spgnet.data.labels import IGNORE_INDEX, class_names
+from spgnet.errors import SpgnetError
+
+SUMMARY = "summary.json"
+TOOL = "spgnet prepare-data"
+
+
+def _reader(dataset: str):
+    from spgnet.data import cityscapes, person_part, voc
+
+    readers = {"cityscapes": cityscapes, "voc": voc, "person_part": person_part}
+    if dataset not in readers:
+        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(readers)})")
+    return readers[dataset]
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or err.__class__.__name__
+    return f"{err.__class__.__name__}: {text}" if text != err.__class__.__name__ else text
+
+
+def check_record(record, valid_values: frozenset, lut: np.ndarray) -> tuple[list[str], np.ndarray | None]:
+    """Problems of one image/label pair, and the pair's histogram of train ids (256 bins)."""
+    problems = []
+    try:
+        with Image.open(record.image) as img:
+            img.load()
+            image_size = img.size
+    except Exception as err:  # PIL raises many types for broken files
+        return [f"{record.image}: unreadable or truncated image ({_one_line(err)})"], None
+    if record.label is None:
+        return [], None
+    try:
+        with Image.open(record.label) as lab:
+            lab.load()
+            mode, label_size = lab.mode, lab.size
+            values = np.array(lab) if mode in ("L", "P") else None
+    except Exception as err:
+        return [f"{record.label}: unreadable or truncated label ({_one_line(err)})"], None
+    if values is None:
+        return [f"{record.label}: label image has mode {mode}, expected a single-channel (L or P) PNG"], None
+    if label_size != image_size:
+        problems.append(
+            f"{record.label}: label is {label_size[0]}x{label_size[1]} but image {record.image} is {image_size[0]}x{image_size[1]}"
+        )
+    counts = np.bincount(values.ravel(), minlength=256)
+    bad = [int(v) for v in np.flatnonzero(counts) if int(v) not in valid_values]
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        problems.append(f"{record.label}: label values outside the class set: {shown}")
+    hist = np.bincount(lut[np.flatnonzero(counts)], weights=counts[np.flatnonzero(counts)], minlength=256)
+    return problems, hist.astype(np.int64)
+
+
+def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, list[str]]:
+    """(records per split, summary, problems) of the tree at ``root``."""
+    module = _reader(dataset)
+    root = Path(root)
+    if not root.is_dir():
+        raise SpgnetError(f"{root}: data set root not found")
+    names = class_names(dataset)
+    lut = module.label_lut()
+    problems: list[str] = []
+    splits: dict[str, list] = {}
+    for split in module.BASE_SPLITS:
+        if split not in module.LABELLED_SPLITS and not module.has_split(root, split):
+            continue
+        records, found = module.scan(root, split)
+        problems += found
+        splits[split] = records
+    summary = {"tool": TOOL, "dataset": dataset, "root": str(root), "classes": names, "splits": {}}
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for split, records in splits.items():
+                hist = np.zeros(256, np.int64)
+                progress = None
+                if sys.stderr.isatty():
+                    from tqdm import tqdm
+
+                    progress = tqdm(total=len(records), desc=f"prepare-data {split}", unit="img", leave=False)
+                for found, counts in pool.map(lambda r: check_record(r, module.VALID_LABEL_VALUES, lut), records):
+                    problems += found
+                    if counts is not None:
+                        hist += counts
+                    if progress is not None:
+                        progress.update(1)
+                if progress is not None:
+                    progress.close()
+                summary["splits"][split] = {
+                    "images": len(records),
+                    "labelled": sum(r.label is not None for r in records),
+                    "classes_present": [n for i, n in enumerate(names) if hist[i] > 0],
+                    "pixels_per_class": {n: int(hist[i]) for i, n in enumerate(names)},
+                    "ignore_pixels": int(hist[IGNORE_INDEX]),
+                }
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+    return splits, summary, problems
+
+
+def _relative(path: Path | None, root: Path) -> str:
+    return "" if path is None else Path(os.path.relpath(path, root)).as_posix()
+
+
+def _check_out(out: Path) -> bool:
+    """True when ``out`` exists and may be replaced."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise SpgnetError(f"{out}: exists and is not a folder")
+    entries = list(out.iterdir())
+    if not entries:
+        return True
+    try:
+        previous = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+        ours = previous.get("tool") == TOOL
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    foreign = [e.name for e in entries if not (e.is_file() and (e.suffix == ".txt" or e.name == SUMMARY))]
+    if not ours or foreign:
+        raise SpgnetError(f"{out}: exists and was not written by prepare-data; remove it or choose another --out")
+    return True
+
+
+def write_lists(splits: dict, summary: dict, root: Path, out: Path) -> None:
+    out = Path(out)
+    replace = _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        lists = dict(splits)
+        if "train" in lists and "val" in lists:
+            lists["trainval"] = lists["train"] + lists["val"]
+        for split, records in lists.items():
+            lines = [f"{_relative(r.image, root)}\t{_relative(r.label, root)}\n" for r in records]
+            (tmp / f"{split}.txt").write_text("".join(lines), encoding="utf-8")
+        summary = dict(summary)
+        summary["lists"] = sorted(f"{s}.txt" for s in lists)
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if replace:
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prepare(dataset: str, root: Path, out: Path, stream=None) -> dict:
+    """Check the tree and write the lists; on problems print them all and raise SpgnetError."""
+    stream = stream if stream is not None else sys.stderr
+    root = Path(root)
+    _check_out(Path(out))  # fail early, before the (long) check
+    splits, summary, problems = check_tree(dataset, root)
+    if problems:
+        for line in problems:
+            print(line, file=stream)
+        raise SpgnetError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {root} ({dataset}); nothing written")
+    write_lists(splits, summary, root, Path(out))
+    return summary
+
+
+def main(args) -> int:
+    summary = prepare(args.dataset, Path(args.root), Path(args.out))
+    counts = ", ".join(f"{s} {v['images']}" for s, v in summary["splits"].items())
+    print(f"{args.root}: {args.dataset} OK ({counts} images); lists written to {args.out}")
+    return 0

@@ -1,0 +1,67 @@
+"""Class tables and Cityscapes id mappings (spgnet.data.labels)."""
+
+import numpy as np
+import pytest
+import torch
+from cityscapesscripts.helpers.labels import id2label, labels, trainId2label
+
+from spgnet.data import (
+    CITYSCAPES_CLASSES,
+    IGNORE_INDEX,
+    PERSON_PART_CLASSES,
+    VOC_CLASSES,
+    class_names,
+    labelid_to_trainid,
+    trainid_to_labelid,
+)
+from spgnet.data.labels import voc_palette
+from spgnet.errors import SpgnetError
+
+
+def test_cityscapes_classes_come_from_cityscapesscripts():
+    expected = [l.name for l in sorted((l for l in labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)]
+    assert CITYSCAPES_CLASSES == expected
+    assert len(CITYSCAPES_CLASSES) == 19
+    assert CITYSCAPES_CLASSES[0] == "road" and CITYSCAPES_CLASSES[-1] == "bicycle"
+
+
+def test_class_names_per_dataset():
+    assert class_names("cityscapes") == CITYSCAPES_CLASSES
+    assert len(class_names("voc")) == 21 and class_names("voc")[0] == "background"
+    assert class_names("person_part") == [
+        "background", "head", "torso", "upper arms", "lower arms", "upper legs", "lower legs"]
+    assert VOC_CLASSES[15] == "person" and PERSON_PART_CLASSES[1] == "head"
+    class_names("voc").append("x")  # a copy: the table itself is not modified
+    assert len(class_names("voc")) == 21
+    with pytest.raises(SpgnetError, match="unknown dataset 'coco'"):
+        class_names("coco")
+
+
+def test_ignore_index_and_void_classes():
+    assert IGNORE_INDEX == 255
+    void_ids = [l.id for l in labels if l.id >= 0 and l.trainId in (255, -1)]
+    assert (labelid_to_trainid(np.array(void_ids)) == 255).all()
+    ids = np.array([l.id for l in labels if 0 <= l.trainId < 255])
+    assert labelid_to_trainid(ids).tolist() == [id2label[i].trainId for i in ids]
+
+
+def test_trainid_to_labelid_uses_the_table_and_round_trips():
+    train_ids = np.arange(19, dtype=np.uint8).reshape(1, 19)
+    ids = trainid_to_labelid(train_ids)
+    assert ids.shape == (1, 19) and ids.dtype == np.uint8
+    assert ids.ravel().tolist() == [trainId2label[t].id for t in range(19)]
+    assert (labelid_to_trainid(ids) == train_ids).all()
+    assert trainid_to_labelid(np.array([255]))[0] == 0  # ignore -> 'unlabeled'
+    tensor = trainid_to_labelid(torch.tensor([[0, 13], [18, 255]]))
+    assert isinstance(tensor, torch.Tensor) and tensor.tolist() == [[7, 26], [33, 0]]
+    with pytest.raises(SpgnetError):
+        trainid_to_labelid(np.array([256]))
+    with pytest.raises(SpgnetError):
+        trainid_to_labelid(np.array([0.5]))
+
+
+def test_voc_palette():
+    palette = voc_palette()
+    assert len(palette) == 768
+    assert palette[:12] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]
+    assert palette[255 * 3 : 256 * 3] == [224, 224, 192]
