@@ -83,6 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred_dir")
     p.add_argument("gt_dir")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--format", default="auto", choices=["auto", "labelIds", "trainIds"],
+                   help="pixel values of the predictions (default: detect)")
 
     p = verb("attention", "spgnet.analysis.attention:main", "guided-attention maps (Sec. 4.5, Figs. 4-7)")
     p.add_argument("experiment")
@@ -100,6 +102,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results folder (default results/<profile>)")
     p.add_argument("--out", default=None, help="default: <profile's report_dir>/tables.md")
     p.add_argument("--strict", action="store_true", help="fail on the first missing result file")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to report (default: the profile's)")
+
+    p = verb("curves", "spgnet.analysis.curves:main", "training-curve figure from every run's train_log.csv")
+    _profile_args(p)
+    p.add_argument("--results", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--out", default=None, help="PNG file (default <report_dir>/figures/training-curves.png)")
 
     return parser
 

@@ -1,0 +1,269 @@
+"""``spgnet evaluate EXPERIMENT --checkpoint FILE --out METRICS.json``: score a trained network.
+
+Runs the experiment's ``eval`` section (split, scales, flip, GAP/AP/TILED strategy, see
+:mod:`spgnet.engine.inference`) over the evaluation split, accumulates a confusion matrix over the
+dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscapesscripts) and
+writes, atomically, a metrics JSON that DVC and the report read::
+
+    {"experiment", "profile", "strategy", "scales", "flip", "split",
+     "miou", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint"}
+
+IoUs are in percent (the paper's unit); undefined IoUs are ``null``. A split without labels (the
+Cityscapes test split: every pixel ignored) gets ``"miou": null`` and a ``"note"`` saying so.
+
+``--predictions DIR`` also writes one PNG per image: Cityscapes label ids named
+``<city>_<seq>_<frame>_leftImg8bit.png`` (the test server's format, also what ``spgnet score``
+reads), or class indices named ``<name>.png`` for the other data sets (VOC with its palette).
+``eval.submission: true`` requires ``--predictions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spgnet.config import RunConfig, load_profile, resolve
+from spgnet.engine.inference import STRATEGIES, predict
+from spgnet.engine.metrics import ConfusionMatrix, as_percent
+from spgnet.errors import SpgnetError
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers (module level so tests can replace the model / data builders)
+# --------------------------------------------------------------------------------------------
+
+
+def _build_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    from spgnet.models import build_model_from_config
+
+    return build_model_from_config(cfg.model, device=device)
+
+
+def _build_dataset(cfg: RunConfig):
+    from spgnet.data import build_dataset
+
+    return build_dataset(cfg.train.dataset, cfg.data.path(), cfg.eval.split)
+
+
+def _class_names(cfg: RunConfig) -> list[str]:
+    from spgnet.data.labels import class_names
+
+    names = list(class_names(cfg.train.dataset))
+    if len(names) != cfg.model.num_classes:
+        raise SpgnetError(
+            f"experiment '{cfg.experiment}': model.num_classes is {cfg.model.num_classes} but "
+            f"dataset '{cfg.train.dataset}' has {len(names)} classes"
+        )
+    return names
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    wanted = torch.device(cfg.train.device)
+    if wanted.type == "cuda" and not torch.cuda.is_available():
+        print("spgnet evaluate: note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
+        return torch.device("cpu")
+    return wanted
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load ``checkpoint.pt``'s ``"model"`` state dict into ``model``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpgnetError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise SpgnetError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise SpgnetError(f"{path}: not a spgnet checkpoint (no 'model' entry)")
+    state = ckpt["model"]
+    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        what = (f"missing '{result.missing_keys[0]}'" if result.missing_keys
+                else f"unexpected '{result.unexpected_keys[0]}'")
+        raise SpgnetError(
+            f"{path}: checkpoint does not fit the experiment's network ({what}; "
+            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys)"
+        )
+    return ckpt
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_prediction(pred: np.ndarray, name: str, folder: Path, dataset: str) -> Path:
+    """One prediction PNG (see the module docstring for names and values)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if dataset == "cityscapes":
+        from spgnet.data.labels import trainid_to_labelid
+
+        path = folder / f"{name}_leftImg8bit.png"
+        Image.fromarray(np.asarray(trainid_to_labelid(pred.astype(np.uint8)), dtype=np.uint8)).save(path)
+        return path
+    path = folder / f"{name}.png"
+    image = Image.fromarray(pred.astype(np.uint8))
+    if dataset == "voc":
+        from spgnet.data.labels import voc_palette
+
+        image.putpalette(voc_palette())  # "L" -> "P", pixel values kept
+    image.save(path)
+    return path
+
+
+def _first(batch):
+    return batch[0]
+
+
+def _progress(iterable, total: int):
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc="evaluate", unit="img", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    class_names: list[str],
+    scales=(1.0,),
+    flip: bool = False,
+    strategy: str = "GAP",
+    crop: int | None = None,
+    overlap: float = 1.0 / 3.0,
+    device: str | torch.device = "cpu",
+    predictions: str | Path | None = None,
+    dataset_name: str = "cityscapes",
+    workers: int = 0,
+) -> dict:
+    """Run ``model`` over ``dataset`` (items ``{"image", "label", "name"}``); returns
+    ``{"miou", "per_class", "num_images", "seconds_per_image", "labelled"}`` (IoUs in percent,
+    None where undefined) and, under ``"matrix"``, the ``[C, C+1]`` confusion matrix."""
+    if strategy not in STRATEGIES:
+        raise SpgnetError(f"unknown test strategy '{strategy}' (valid: {', '.join(STRATEGIES)})")
+    device = torch.device(device)
+    model.eval().to(device)
+    cm = ConfusionMatrix(len(class_names))
+    pred_dir = Path(predictions) if predictions else None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
+                                         collate_fn=_first)
+    seconds = 0.0
+    count = 0
+    for item in _progress(loader, total=len(dataset)):
+        image = item["image"].to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        probs = predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop, overlap=overlap)
+        pred = probs.argmax(0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - start
+        count += 1
+        label = item.get("label")
+        if label is not None:
+            label = torch.as_tensor(label)
+            if tuple(label.shape) != tuple(pred.shape):
+                raise SpgnetError(
+                    f"{item.get('path', item.get('name'))}: label is {tuple(label.shape)} but the image is {tuple(pred.shape)}"
+                )
+            cm.update(label.cpu(), pred.cpu())
+        if pred_dir is not None:
+            write_prediction(pred.cpu().numpy(), str(item["name"]), pred_dir, dataset_name)
+    labelled = cm.num_labelled > 0
+    iou = cm.iou()
+    miou = cm.miou() if labelled else float("nan")
+    return {
+        "miou": as_percent(miou),
+        "per_class": {name: (as_percent(v) if labelled else None) for name, v in zip(class_names, iou)},
+        "num_images": count,
+        "seconds_per_image": seconds / count if count else None,
+        "labelled": labelled,
+        "matrix": cm.mat.tolist(),
+    }
+
+
+def main(args) -> int:
+    profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
+    overrides = {"eval": {"strategy": args.strategy}} if getattr(args, "strategy", None) else {}
+    cfg = resolve(args.experiment, profile, **overrides)
+    ev = cfg.eval
+    predictions = getattr(args, "predictions", None)
+    if ev.submission and not predictions:
+        raise SpgnetError(f"experiment '{cfg.experiment}' writes a submission (eval.submission); pass --predictions DIR")
+    names = _class_names(cfg)
+    device = _device(cfg)
+    model = _build_model(cfg, device)
+    load_checkpoint(model, args.checkpoint)
+    dataset = _build_dataset(cfg)
+    if len(dataset) == 0:
+        raise SpgnetError(f"{cfg.data.path()}: split '{ev.split}' of {cfg.train.dataset} has no images")
+
+    from spgnet.engine.tracking import start_run
+
+    with start_run("evaluate", cfg, run_name=f"{cfg.experiment}/evaluate/{ev.strategy}") as tracker:
+        result = evaluate_model(
+            model, dataset, class_names=names, scales=ev.scales, flip=ev.flip, strategy=ev.strategy,
+            crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, predictions=predictions,
+            dataset_name=cfg.train.dataset, workers=cfg.train.workers,
+        )
+        metrics = {
+            "experiment": cfg.experiment,
+            "profile": cfg.profile,
+            "strategy": ev.strategy,
+            "scales": list(ev.scales),
+            "flip": ev.flip,
+            "split": ev.split,
+            "miou": result["miou"],
+            "per_class": result["per_class"],
+            "num_images": result["num_images"],
+            "seconds_per_image": result["seconds_per_image"],
+            "checkpoint": str(args.checkpoint),
+        }
+        if not result["labelled"]:
+            note = f"split '{ev.split}' has no labels (every pixel is ignore): no mIoU"
+            metrics["note"] = note
+            print(f"spgnet evaluate: note: {note}", file=sys.stderr)
+        write_json_atomic(args.out, metrics)
+        logged = {"seconds_per_image": result["seconds_per_image"] or 0.0}
+        if result["miou"] is not None:
+            logged["miou"] = result["miou"]
+            logged.update({f"iou/{k}": v for k, v in result["per_class"].items() if v is not None})
+        tracker.log_metrics(logged)
+        tracker.log_dict({"matrix": result["matrix"], "classes": names}, "confusion_matrix.json")
+        tracker.log_artifact(args.out)
+    miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
+    print(f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
+          f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {args.out}")
+    return 0
