@@ -35,11 +35,23 @@ if ATTENTION:
             "--checkpoint {input.checkpoint} --out {FIGURES} 2> {log}"
 
 
+rule curves:
+    input:
+        [f"{PLAN.run_dir(run, seed)}/train_log.csv" for run in PLAN.runs for seed in SEEDS],
+    output:
+        report(f"{FIGURES}/training-curves.png", category="Training curves"),
+    log:
+        f"results/{PROFILE}/logs/curves.log",
+    threads: 1
+    shell:
+        "spgnet curves --profile {PROFILE} --out {output} 2> {log}"
+
+
 rule report:
     input:
         profile=f"results/{PROFILE}/profile.json",
         evaluations=eval_files(PLAN.experiments),
-        curves=[f"{PLAN.run_dir(run, seed)}/train_log.csv" for run in PLAN.runs for seed in SEEDS],
+        curves=f"{FIGURES}/training-curves.png",
         figures=ATTENTION_FIGURES if ATTENTION else [],
     output:
         report(f"{PLAN.report_dir}/tables.md", category="Tables"),

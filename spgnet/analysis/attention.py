@@ -1,0 +1,300 @@
+"""``spgnet attention EXPERIMENT --checkpoint FILE --out DIR``: guided-attention maps (Sec. 4.5).
+
+Section 4.5 and Figure 4 describe the method; this module follows it step by step:
+
+1. The first SPG link's attention conv (``model.links[0].attention_conv``, a 1x1 conv C -> D whose
+   weight has shape ``[D, C, 1, 1]``) is the paper's C x D matrix.
+2. For class ``c``, its row ``weight[:, c, 0, 0]`` (D values) gives the indices of the 15 largest
+   weights (:func:`top_channels`): the guided-attention channels class ``c`` contributes most to.
+3. The guided-attention mask (``model(x, return_attention=True)["attention"][0]``, ``[D, H/4, W/4]``)
+   is reduced to the l2 norm over those channels at every pixel (:func:`class_attention`).
+4. Each map is min-max scaled to [0, 1] ("normalized between 0 (blue color) and 1 (red color)"),
+   bilinearly upsampled to the image and overlaid on it with the jet colour map.
+
+Figures (a grid: one row per val image, the image then one panel per class), written atomically:
+
+``fig5-general.png``          car, person, building, pole (Fig. 5)
+``fig6-person-rider.png``     person, rider (Fig. 6)
+``fig7-truck-bus-train.png``  truck, bus, train (Fig. 7)
+``attention.json``            experiment, checkpoint, images and each class's top-15 channels
+
+Cityscapes only (the figures' classes are Cityscapes classes). The model must have an SPG link;
+any other model is a :class:`~spgnet.errors.SpgnetError` naming the experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from spgnet.errors import SpgnetError
+
+#: Channels per class, as in Sec. 4.5 ("the indexes of the top 15 largest weights").
+TOP_K = 15
+#: Val images per figure (rows of the grid).
+NUM_IMAGES = 3
+#: Figure file -> (title, classes), Figs. 5-7.
+FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fig5-general.png": ("Figure 5: general classes", ("car", "person", "building", "pole")),
+    "fig6-person-rider.png": ("Figure 6: semantically similar classes", ("person", "rider")),
+    "fig7-truck-bus-train.png": ("Figure 7: failure cases", ("truck", "bus", "train")),
+}
+SIDECAR = "attention.json"
+OVERLAY_ALPHA = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# The computation (Sec. 4.5)
+# --------------------------------------------------------------------------------------------
+
+
+def attention_conv(model, experiment: str = "model"):
+    """The first SPG link's C -> D attention conv; a SpgnetError when the model has none."""
+    links = getattr(model, "links", None)
+    conv = getattr(links[0], "attention_conv", None) if links is not None and len(links) else None
+    if conv is None:
+        raise SpgnetError(
+            f"experiment '{experiment}' has no SPG link (no links[0].attention_conv): "
+            "guided attention needs a multi-stage SPGNet with link spg_sigmoid/spg_softmax/spg_sum"
+        )
+    return conv
+
+
+def top_channels(weight, class_index: int, k: int = TOP_K):
+    """Indices of the ``k`` largest weights of class ``class_index`` in a ``[D, C, 1, 1]`` weight,
+    largest first (all D channels if D < k)."""
+    import torch
+
+    column = weight.detach()[:, class_index].reshape(weight.shape[0])
+    return torch.topk(column, min(k, column.numel()), largest=True, sorted=True).indices
+
+
+def class_attention(mask, channels):
+    """l2 norm over ``channels`` of a ``[D, h, w]`` guided-attention mask, min-max scaled to [0, 1]
+    (a constant map becomes all zeros)."""
+    norm = mask.detach()[channels].float().pow(2).sum(0).sqrt()
+    low, high = norm.min(), norm.max()
+    if float(high - low) <= 0.0:
+        return norm.new_zeros(norm.shape)
+    return (norm - low) / (high - low)
+
+
+def attention_maps(model, image, classes: list[int], k: int = TOP_K, experiment: str = "model") -> dict:
+    """``{class index: [H, W] map in [0, 1]}`` for one normalised ``[3, H, W]`` image: the scaled
+    l2 norm of the class's top-``k`` channels, bilinearly upsampled to the image size."""
+    import torch
+    import torch.nn.functional as F
+
+    conv = attention_conv(model, experiment)
+    device = conv.weight.device
+    with torch.no_grad():
+        output = model(image.unsqueeze(0).to(device), return_attention=True)
+    masks = output.get("attention") or []
+    if not masks:
+        raise SpgnetError(f"experiment '{experiment}': the model returned no guided-attention mask")
+    mask = masks[0][0]
+    maps = {}
+    for c in classes:
+        small = class_attention(mask, top_channels(conv.weight, c, k))
+        full = F.interpolate(small[None, None], size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        maps[c] = full[0, 0].clamp_(0.0, 1.0).cpu()
+    return maps
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _denormalize(image):
+    from spgnet.data.transforms import denormalize
+
+    return denormalize(image)
+
+
+def _savefig_atomic(fig, path: Path, dpi: int = 100) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def render_figure(images: list, names: list[str], maps: list[dict], class_names: list[str],
+                  classes: tuple[str, ...], title: str, path: Path) -> Path:
+    """One grid figure: per image a row with the image and one jet overlay per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = {name: i for i, name in enumerate(class_names)}
+    rows, cols = len(images), 1 + len(classes)
+    height, width = images[0].shape[:2]
+    panel_w = 3.2
+    panel_h = max(panel_w * height / width, 1.2)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, panel_h * rows + 0.6), squeeze=False)
+    last = None
+    for r, (rgb, name, per_class) in enumerate(zip(images, names, maps)):
+        axes[r][0].imshow(rgb)
+        axes[r][0].set_title(name if r else f"image\n{name}", fontsize=7)
+        for j, cls in enumerate(classes, start=1):
+            ax = axes[r][j]
+            ax.imshow(rgb)
+            last = ax.imshow(per_class[index[cls]].numpy(), cmap="jet", vmin=0.0, vmax=1.0,
+                             alpha=OVERLAY_ALPHA, interpolation="bilinear")
+            if r == 0:
+                ax.set_title(cls, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{title} (top-{TOP_K} channels, l2 norm, scaled to [0, 1])", fontsize=9)
+    if last is not None:
+        fig.colorbar(last, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    try:
+        _savefig_atomic(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_figures(model, items: list[dict], out: str | Path, class_names: list[str],
+                  experiment: str = "model", k: int = TOP_K, extra: dict | None = None) -> list[Path]:
+    """Compute the maps of every figure's classes for ``items`` (dataset items with ``"image"`` and
+    ``"name"``) and write the three figures plus ``attention.json`` into ``out``."""
+    out = Path(out)
+    if not items:
+        raise SpgnetError(f"experiment '{experiment}': no images to visualise")
+    conv = attention_conv(model, experiment)
+    if conv.weight.shape[1] != len(class_names):
+        raise SpgnetError(
+            f"experiment '{experiment}': the attention conv has {conv.weight.shape[1]} classes, "
+            f"expected {len(class_names)} (Cityscapes)"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    wanted = sorted({index[c] for _, classes in FIGURES.values() for c in classes})
+    model.eval()
+    images, names, maps = [], [], []
+    for item in items:
+        maps.append(attention_maps(model, item["image"], wanted, k=k, experiment=experiment))
+        images.append(_denormalize(item["image"]))
+        names.append(str(item.get("name", len(names))))
+    written = []
+    for filename, (title, classes) in FIGURES.items():
+        written.append(render_figure(images, names, maps, class_names, classes, title, out / filename))
+    sidecar = {
+        **(extra or {}),
+        "experiment": experiment,
+        "images": names,
+        "top_k": k,
+        "top_channels": {class_names[c]: top_channels(conv.weight, c, k).tolist() for c in wanted},
+        "figures": list(FIGURES),
+    }
+    _write_json_atomic(out / SIDECAR, sidecar)
+    return written
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (module-level builders so tests can replace them)
+# --------------------------------------------------------------------------------------------
+
+
+def _build_dataset(cfg):
+    from spgnet.data import build_dataset
+
+    return build_dataset(cfg.train.dataset, cfg.data.path(), "val")
+
+
+def _load_model(cfg, checkpoint: str | Path, device):
+    import dataclasses
+
+    import torch
+
+    from spgnet.models import build_model_from_config
+    from spgnet.models.norm import usable_norm
+
+    with warnings.catch_warnings():
+        if not sys.stderr.isatty():
+            warnings.simplefilter("ignore", RuntimeWarning)
+        model_cfg = dataclasses.replace(cfg.model, norm=usable_norm(cfg.model.norm, device), pretrained=None)
+        model = build_model_from_config(model_cfg, device=device)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise SpgnetError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unreadable file
+        raise SpgnetError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise SpgnetError(f"{path}: not a spgnet checkpoint (no 'model' entry)")
+    state = ckpt["model"]
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        what = f"missing '{result.missing_keys[0]}'" if result.missing_keys else f"unexpected '{result.unexpected_keys[0]}'"
+        raise SpgnetError(f"{path}: checkpoint does not fit experiment '{cfg.experiment}' ({what})")
+    return model.to(device).eval()
+
+
+def main(args) -> int:
+    import torch
+
+    from spgnet.config import load_profile, resolve
+    from spgnet.data import class_names as dataset_classes
+
+    profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
+    cfg = resolve(args.experiment, profile)
+    if cfg.train.dataset != "cityscapes":
+        raise SpgnetError(
+            f"experiment '{cfg.experiment}' is trained on '{cfg.train.dataset}'; the guided-attention "
+            "figures (Sec. 4.5) are for Cityscapes classes"
+        )
+    if cfg.model.arch != "spgnet" or cfg.model.num_stages < 2 or not cfg.model.link.startswith("spg"):
+        raise SpgnetError(
+            f"experiment '{cfg.experiment}' has no SPG link (arch {cfg.model.arch}, "
+            f"{cfg.model.num_stages} stage(s), link {cfg.model.link}); guided attention needs one"
+        )
+    names = dataset_classes("cityscapes")
+    device = torch.device("cuda" if cfg.train.device == "cuda" and torch.cuda.is_available() else "cpu")
+    model = _load_model(cfg, args.checkpoint, device)
+    attention_conv(model, cfg.experiment)
+    from spgnet.engine.inference import configure_pooling
+
+    # the experiment's test-time pooling (TILED runs whole images with GAP here)
+    configure_pooling(model, "AP" if cfg.eval.strategy == "AP" else "GAP", cfg.train.crop)
+    dataset = _build_dataset(cfg)
+    count = min(int(getattr(args, "num_images", None) or NUM_IMAGES), len(dataset))
+    items = [dataset[i] for i in range(count)]
+    written = write_figures(model, items, args.out, names, experiment=cfg.experiment,
+                            extra={"profile": cfg.profile, "checkpoint": str(args.checkpoint)})
+    if sys.stdout.isatty():
+        for path in written:
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,562 @@
+"""``spgnet report --profile NAME``: the paper's Tables 1-12 beside this run, as Markdown.
+
+Reads only files (the registry, the profile's plan and ``results/<profile>/``) and renders
+``reports/templates/tables.md.j2`` with Jinja; the tables are pandas DataFrames turned into
+GitHub-flavoured Markdown. Every row of every table comes from the registry
+(:func:`spgnet.config.load_registry`), generically:
+
+* a row the paper cites from another work shows the paper's values and "cited, not reproduced";
+* a reproducible row the profile does not select says "not run in profile <name>";
+* a selected row reads ``runs/<run>/seed<k>/eval/<evaluation>.json`` for every seed of the plan
+  (mIoU in percent, as :mod:`spgnet.engine.evaluate` writes it) and shows the value, or
+  ``mean ± std (n=K)`` (sample standard deviation) when several seeds ran; an absent file says
+  "missing: <path>"; ``miou: null`` (the unlabelled Cityscapes test split) says the test server is
+  needed;
+* #Params and #FLOPs come from ``profile.json`` (``spgnet profile``: always paper scale, whatever
+  the profile), with the relative difference to the paper; TILED is "tiles x per-tile FLOPs".
+
+Each metric has two columns, "paper" and "this run". Table 2 (per class) is transposed: one row
+per class, one column pair per method. The report still renders when files are missing (so that a
+partial run can be inspected); ``strict`` (``args.strict``) turns the first missing file into a
+one-line :class:`~spgnet.errors.SpgnetError` instead. The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spgnet.config import PROJECT_ROOT, Experiment, load_registry, resolve, table_order
+from spgnet.errors import SpgnetError
+
+TEMPLATES_DIR = PROJECT_ROOT / "reports" / "templates"
+TEMPLATE = "tables.md.j2"
+
+#: Section headings (the paper's captions, shortened). Rows come from the registry, never from here.
+TITLES = {
+    "1": "Table 1. Comparison to state-of-the-art on the Cityscapes test set",
+    "2": "Table 2. Per-class results on the Cityscapes test set",
+    "3": "Table 3. Ablation of the SPG module (Cityscapes val, ResNet-18)",
+    "4": "Table 4. Supervise-and-excite vs squeeze/gather-and-excite (Cityscapes val, ResNet-18)",
+    "5": "Table 5. Number of stages (Cityscapes val, ResNet-18)",
+    "6": "Table 6. Encoder combination (Cityscapes val)",
+    "7": "Table 7. Encoder depth (Cityscapes val)",
+    "8": "Table 8. Online hard example mining (Cityscapes val)",
+    "9": "Table 9. Decoder channels (Cityscapes val, 2 stages, OHEM; last row: Sec. 4.4)",
+    "10": "Table 10. PASCAL Person-Part val",
+    "4.6": "PASCAL VOC 2012 (Sec. 4.6)",
+    "11": "Table 11. Upsample module (Cityscapes val, ResNet-18, no GAP)",
+    "12": "Table 12. Global average pooling and test strategy (Cityscapes val, ResNet-18)",
+}
+#: Sections printed right after another one instead of in numeric order.
+PLACED_AFTER = {"4.6": "10"}
+
+#: (key in PaperNumbers / profile.json, column heading)
+METRICS = (("miou", "mIoU (%)"), ("params_m", "#Params (M)"), ("flops_g", "#FLOPs (B)"))
+PAPER, THIS_RUN = "paper", "this run"
+SEED_MARK = 987654321  # placeholder seed that turns a plan path into a glob pattern
+
+#: Figures linked from the report: (file under the figures folder, caption).
+def _figure_list() -> list[tuple[str, str]]:
+    from spgnet.analysis.attention import FIGURES
+    from spgnet.analysis.curves import FIGURE_NAME
+
+    figures = [(name, f"{title} ({', '.join(classes)})") for name, (title, classes) in FIGURES.items()]
+    figures.append((FIGURE_NAME, "Training curves: loss and learning rate of every run"))
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Reading result files
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Problems:
+    """Missing or unreadable files, in the order the report meets them (document order)."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> str:
+        if text not in self.items:
+            self.items.append(text)
+        return text
+
+
+def _show(path: Path) -> str:
+    """A path as the report prints it: relative to the project root when under it."""
+    path = Path(path)
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(PROJECT_ROOT.resolve()))
+    return str(path)
+
+
+class ResultFiles:
+    """Cached JSON reads under the results folder; every absent file is recorded once."""
+
+    def __init__(self, plan, root: Path, problems: Problems):
+        self.plan, self.root, self.problems = plan, Path(root), problems
+        self._cache: dict[Path, tuple] = {}
+
+    def path(self, plan_path: str) -> Path:
+        """``plan_path`` (``results/<profile>/...``) under this report's results folder."""
+        return self.root / Path(plan_path).relative_to(self.plan.results)
+
+    def read(self, path: Path) -> tuple[dict | None, str | None]:
+        """(data, None) or (None, "missing: <path>" / "unreadable: <path> (...)")."""
+        if path not in self._cache:
+            if not path.is_file():
+                self._cache[path] = (None, f"missing: {_show(path)}")
+            else:
+                try:
+                    self._cache[path] = (json.loads(path.read_text(encoding="utf-8")), None)
+                except (OSError, ValueError) as err:
+                    self._cache[path] = (None, f"unreadable: {_show(path)} ({type(err).__name__})")
+        data, problem = self._cache[path]
+        if problem:
+            self.problems.add(problem)
+        return data, problem
+
+
+# --------------------------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------------------------
+
+
+def _decimals(values) -> int:
+    """Digits after the point of the paper's numbers in one column (80.10 is stored as 80.1, so
+    the column's maximum is used: Table 8 prints two)."""
+    digits = [len(repr(float(v)).split(".")[1].rstrip("0")) for v in values if v is not None]
+    return max([1, *digits])
+
+
+def _paper_flops(paper) -> str:
+    if paper.flops_note:  # "8 (tiles) x 30.6B" -> "8 x 30.6"
+        return re.sub(r"\s*\(tiles\)", "", paper.flops_note).strip().rstrip("B").strip()
+    return "-" if paper.flops_g is None else f"{paper.flops_g:.1f}"
+
+
+def _mean_std(values: list[float], decimals: int) -> str:
+    import pandas as pd
+
+    series = pd.Series(values, dtype="float64")
+    if len(series) == 1:
+        return f"{series.iloc[0]:.{decimals}f}"
+    return f"{series.mean():.{decimals}f} ± {series.std(ddof=1):.{decimals}f} (n={len(series)})"
+
+
+@dataclass
+class Measured:
+    """What the eval JSONs of one experiment hold, over the plan's seeds."""
+
+    status: str  # "ok", "cited", "not-run", "missing", "no-labels"
+    text: str = ""  # the cell when status != "ok"
+    miou: list = field(default_factory=list)
+    per_class: dict = field(default_factory=dict)  # class -> [values]
+    missing: list = field(default_factory=list)
+    short: str = ""  # the per-class cells' short form of ``text``
+
+
+class Report:
+    """Builds the template context for one plan and one results folder."""
+
+    def __init__(self, plan, results: Path, problems: Problems, figures_dir: Path, out: Path):
+        self.plan = plan
+        self.profile = plan.profile
+        self.files = ResultFiles(plan, results, problems)
+        self.problems = problems
+        self.results = Path(results)
+        self.figures_dir = Path(figures_dir)
+        self.out = Path(out)
+        self.registry = load_registry()
+        self._profile_rows = None
+        self._measured: dict[str, Measured] = {}
+
+    # ---- profile.json ------------------------------------------------------------------
+    def profile_rows(self) -> tuple[dict, dict | None, str | None]:
+        if self._profile_rows is None:
+            path = self.files.path(self.plan.profile_json)
+            data, problem = self.files.read(path)
+            rows = {r["name"]: r for r in (data or {}).get("experiments", []) if "name" in r}
+            self._profile_rows = (rows, data, problem, path)
+        rows, data, problem, _ = self._profile_rows
+        return rows, data, problem
+
+    def counted_cell(self, exp: Experiment, key: str) -> str:
+        if not exp.reproducible:
+            return "cited, not reproduced"
+        rows, _data, problem = self.profile_rows()
+        if problem:
+            return problem
+        row = rows.get(exp.name)
+        if row is None:
+            return self.problems.add(f"missing: {_show(self._profile_rows[3])} has no row '{exp.name}'")
+        rel = row.get("params_rel_diff" if key == "params_m" else "flops_rel_diff")
+        diff = "" if rel is None else f" ({rel:+.2%})"
+        if key == "params_m":
+            return f"{row['params_m']:.2f}{diff}"
+        if row.get("tiles"):
+            return f"{row['tiles']} x {row['flops_g']:.2f}{diff}"
+        return f"{row['flops_g']:.2f}{diff}"
+
+    # ---- eval JSONs --------------------------------------------------------------------
+    def measured(self, exp: Experiment) -> Measured:
+        if exp.name in self._measured:
+            return self._measured[exp.name]
+        if not exp.reproducible:
+            result = Measured("cited", "cited, not reproduced", short="cited")
+        elif exp.name not in self.plan.evaluations:
+            text = f"not run in profile {self.profile.name}"
+            result = Measured("not-run", text, short=text)
+        else:
+            result = self._read_evaluations(exp)
+        self._measured[exp.name] = result
+        return result
+
+    def _read_evaluations(self, exp: Experiment) -> Measured:
+        cfg = resolve(exp, self.profile)
+        result = Measured("ok")
+        notes = []
+        for seed in self.seeds_of(lambda k: self.plan.eval_json(exp.name, k)):
+            data, problem = self.files.read(self.files.path(self.plan.eval_json(exp.name, seed)))
+            if problem:
+                result.missing.append(problem)
+                continue
+            if data.get("miou") is None:
+                notes.append(data.get("note") or f"split '{data.get('split', cfg.eval.split)}' has no labels")
+                continue
+            result.miou.append(float(data["miou"]))
+            for name, value in (data.get("per_class") or {}).items():
+                if value is not None:
+                    result.per_class.setdefault(name, []).append(float(value))
+        if result.miou:
+            return result
+        if notes:
+            if cfg.eval.split == "test":
+                written = "; labelIds PNGs written for submission" if cfg.eval.submission else ""
+                result.status, result.short = "no-labels", "needs test server"
+                result.text = f"needs the test server (no test labels{written})"
+            else:
+                result.status, result.short = "no-labels", "n/a"
+                result.text = f"n/a: {notes[0]}"
+            if result.missing:
+                result.text += f" ({result.missing[0]})"
+            return result
+        result.status, result.text, result.short = "missing", result.missing[0], "missing"
+        return result
+
+    def seeds_of(self, plan_path) -> list[int]:
+        """The plan's seeds, plus any other seed whose file (``plan_path(seed)``) exists: a run made
+        with more seeds than the profile lists still counts."""
+        seeds = set(self.plan.seeds)
+        pattern = Path(plan_path(SEED_MARK)).relative_to(self.plan.results).as_posix()
+        for found in self.results.glob(pattern.replace(f"seed{SEED_MARK}", "seed*")):
+            match = re.search(r"/seed(\d+)/", "/" + found.relative_to(self.results).as_posix())
+            if match:
+                seeds.add(int(match.group(1)))
+        return sorted(seeds)
+
+    def miou_cell(self, exp: Experiment, decimals: int) -> str:
+        m = self.measured(exp)
+        if m.status != "ok":
+            return m.text
+        text = _mean_std(m.miou, decimals)
+        if m.missing:
+            text += f" ({len(m.miou)} of {len(m.miou) + len(m.missing)} seeds; {m.missing[0]})"
+        return text
+
+    def class_cell(self, exp: Experiment, name: str, decimals: int) -> str:
+        m = self.measured(exp)
+        if m.status != "ok":
+            return m.short
+        values = m.per_class.get(name)
+        return _mean_std(values, decimals) if values else "n/a"
+
+    # ---- tables ------------------------------------------------------------------------
+    def sections(self) -> list[dict]:
+        by_table: dict[str, list[Experiment]] = {}
+        for exp in self.registry.values():
+            by_table.setdefault(exp.table, []).append(exp)
+        return [self.section(table, by_table[table]) for table in section_order(by_table)]
+
+    def section(self, table: str, rows: list[Experiment]) -> dict:
+        per_class = any(exp.paper.per_class for exp in rows)
+        frame, align = (self.per_class_frame(rows) if per_class else self.metrics_frame(rows))
+        return {
+            "table": table,
+            "title": TITLES.get(table, f"Table {table}"),
+            "anchor": github_anchor(TITLES.get(table, f"Table {table}")),
+            "notes": self.notes(rows),
+            "markdown": to_markdown(frame, align),
+            "frame": frame,
+        }
+
+    def metrics_frame(self, rows: list[Experiment]):
+        import pandas as pd
+
+        descriptive = list(dict.fromkeys(k for exp in rows for k in exp.columns))
+        keys = [tuple(str(exp.columns.get(k, "")) for k in descriptive) for exp in rows]
+        with_label = not descriptive or len(set(keys)) < len(keys)
+        metrics = [(key, head) for key, head in METRICS if any(getattr(e.paper, key) is not None for e in rows)]
+        decimals = {key: _decimals(getattr(e.paper, key) for e in rows) for key, _ in metrics}
+        records = []
+        for exp in rows:
+            record = {"Row": exp.row} if with_label else {}
+            record.update({k: str(exp.columns.get(k, "")) for k in descriptive})
+            for key, head in metrics:
+                paper = getattr(exp.paper, key)
+                if key == "flops_g":
+                    record[f"{head} {PAPER}"] = _paper_flops(exp.paper)
+                else:
+                    record[f"{head} {PAPER}"] = "-" if paper is None else f"{paper:.{decimals[key]}f}"
+                if key == "miou":
+                    record[f"{head} {THIS_RUN}"] = self.miou_cell(exp, max(decimals[key], 2))
+                else:
+                    record[f"{head} {THIS_RUN}"] = self.counted_cell(exp, key)
+            record["Experiment"] = f"`{exp.name}`"
+            records.append(record)
+        frame = pd.DataFrame.from_records(records)
+        text_columns = (1 if with_label else 0) + len(descriptive)
+        align = ["l"] * text_columns + ["r"] * (2 * len(metrics)) + ["l"]
+        return frame, align
+
+    def per_class_frame(self, rows: list[Experiment]):
+        import pandas as pd
+
+        classes = list(dict.fromkeys(c for exp in rows for c in (exp.paper.per_class or {})))
+        decimals = max(2, _decimals(v for e in rows for v in (e.paper.per_class or {}).values()))
+        paper_decimals = _decimals(v for e in rows for v in [e.paper.miou, *(e.paper.per_class or {}).values()])
+        columns: dict[str, list[str]] = {"Class": ["**mIoU**", *classes]}
+        for exp in rows:
+            paper_values = [exp.paper.miou, *((exp.paper.per_class or {}).get(c) for c in classes)]
+            paper_head = f"{exp.row} {PAPER}" if exp.reproducible else f"{exp.row} {PAPER} (cited, not reproduced)"
+            columns[paper_head] = ["-" if v is None else f"{v:.{paper_decimals}f}" for v in paper_values]
+            if exp.reproducible:
+                columns[f"{exp.row} {THIS_RUN}"] = [
+                    self.miou_cell(exp, decimals), *(self.class_cell(exp, c, decimals) for c in classes)
+                ]
+        frame = pd.DataFrame(columns)
+        return frame, ["l"] + ["r"] * (len(columns) - 1)
+
+    def notes(self, rows: list[Experiment]) -> list[str]:
+        notes = []
+        settings = {}
+        for exp in rows:
+            if not exp.reproducible:
+                continue
+            cfg = resolve(exp, self.profile) if exp.train.dataset in self.profile.datasets else None
+            train, ev = (cfg.train, cfg.eval) if cfg else (exp.train, exp.eval)
+            text = f"{train.dataset}, trained on `{train.split}`, evaluated on `{ev.split}`"
+            settings.setdefault(text, []).append(exp.name)
+        if len(settings) == 1:
+            notes.append(f"This run: {next(iter(settings))}.")
+        elif settings:
+            notes.append("This run: " + "; ".join(
+                f"{text} ({', '.join(f'`{n}`' for n in names)})" for text, names in settings.items()) + ".")
+        on_test = [exp.name for exp in rows if exp.reproducible and exp.eval.split == "test"]
+        if on_test:
+            reproduced = [name for names in settings.values() for name in names]
+            which = "These rows are" if on_test == reproduced else ", ".join(f"`{n}`" for n in on_test) + ":"
+            notes.append(f"{which} the test-set model (Sec. 4.2: trained on train+val). The test split has "
+                         "no public labels, so its mIoU needs the evaluation server; `spgnet evaluate` writes the "
+                         "labelIds PNGs to submit.")
+        rows_by_name = self.profile_rows()[0]
+        if any(rows_by_name.get(exp.name, {}).get("tiles") for exp in rows):
+            notes.append("TILED #FLOPs: number of tiles x FLOPs of one training-crop tile (the paper prints "
+                         "\"8 (tiles) x 30.6B\").")
+        if any(exp.paper.per_class for exp in rows):
+            notes.append("Transposed: one row per class, a paper / this-run column pair per method.")
+        return notes
+
+    # ---- the rest of the page ------------------------------------------------------------
+    def header(self) -> dict:
+        import pandas as pd
+
+        datasets = []
+        for name, source in self.plan.datasets().items():
+            if source.synthetic:
+                s = source.synthetic
+                kind = (f"synthetic ({s.get('kind', name)} layout, {s.get('height')}x{s.get('width')}, "
+                        f"{s.get('num_train')} train / {s.get('num_val')} val / {s.get('num_test')} test images)")
+            else:
+                kind = "real data"
+            datasets.append(f"{name}: `{source.root}`, {kind}")
+        schedule = []
+        for run, cfg in self.plan.runs.items():
+            t = cfg.train
+            schedule.append({
+                "Run": f"`{run}`", "Data set": t.dataset, "Split": t.split, "Iterations": t.iterations,
+                "Batch": t.batch_size, "Crop": t.crop, "LR": t.lr, "OHEM": "✓" if t.ohem else "×",
+                "Device": t.device, "Norm": cfg.model.norm,
+            })
+        _rows, data, _problem = self.profile_rows()
+        return {
+            "profile": self.profile.name,
+            "description": self.profile.description,
+            "datasets": datasets,
+            "seeds": ", ".join(str(s) for s in self.plan.seeds),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "results": _show(self.results),
+            "convention": (data or {}).get("convention"),
+            "torch": (data or {}).get("torch"),
+            "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l"]),
+        }
+
+    def figures(self) -> list[dict]:
+        figures = []
+        for name, caption in _figure_list():
+            path = self.figures_dir / name
+            link = Path(os.path.relpath(path, self.out.parent)).as_posix()
+            missing = None if path.is_file() else self.problems.add(f"missing: {_show(path)}")
+            figures.append({"name": name, "caption": caption, "link": link, "missing": missing})
+        sidecar = self.figures_dir / "attention.json"
+        source = None
+        if sidecar.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(sidecar.read_text(encoding="utf-8"))
+                source = (f"experiment `{info.get('experiment')}`, checkpoint `{info.get('checkpoint', '?')}`, "
+                          f"val images {', '.join(info.get('images', []))}")
+        return figures, source
+
+    def training(self) -> str:
+        import pandas as pd
+
+        records = []
+        for run in self.plan.runs:
+            for seed in self.seeds_of(lambda k, run=run: f"{self.plan.run_dir(run, k)}/train_metrics.json"):
+                path = self.files.path(f"{self.plan.run_dir(run, seed)}/train_metrics.json")
+                data, problem = self.files.read(path)
+                if problem:
+                    records.append({"Run": f"`{run}`", "Seed": seed, "Iterations": problem, "Final loss": "",
+                                    "Seconds": "", "Device": "", "Norm layer": ""})
+                    continue
+                loss = data.get("final_loss")
+                records.append({
+                    "Run": f"`{run}`", "Seed": seed, "Iterations": data.get("iterations", ""),
+                    "Final loss": "" if loss is None else f"{loss:.4f}",
+                    "Seconds": data.get("seconds", ""), "Device": data.get("device", ""),
+                    "Norm layer": data.get("norm_layer", ""),
+                })
+        return to_markdown(pd.DataFrame.from_records(records), ["l", "r", "r", "r", "r", "l", "l"])
+
+    def context(self) -> dict:
+        from spgnet.models.inferred import INFERRED, RESIDUAL_MISSES
+
+        header = self.header()
+        sections = self.sections()
+        figures, figure_source = self.figures()
+        training = self.training()
+        return {
+            "header": header,
+            "sections": sections,
+            "inferred": INFERRED,
+            "residual_misses": RESIDUAL_MISSES,
+            "figures": figures,
+            "figure_source": figure_source,
+            "training": training,
+            "problems": self.problems.items,
+            "paper_label": PAPER,
+            "run_label": THIS_RUN,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown helpers
+# --------------------------------------------------------------------------------------------
+
+
+def section_order(tables) -> list[str]:
+    """Tables in the paper's numeric order, with :data:`PLACED_AFTER` sections moved."""
+    order = sorted((t for t in tables if t not in PLACED_AFTER), key=table_order)
+    for table, anchor in PLACED_AFTER.items():
+        if table in tables:
+            order.insert(order.index(anchor) + 1 if anchor in order else len(order), table)
+    return order
+
+
+def github_anchor(title: str) -> str:
+    """The anchor GitHub gives a heading."""
+    slug = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return slug.replace(" ", "-")
+
+
+def _escape(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(frame, align: list[str] | None = None) -> str:
+    """A DataFrame as a GitHub-flavoured Markdown table (``align``: "l", "r" or "c" per column)."""
+    columns = [str(c) for c in frame.columns]
+    align = align or ["l"] * len(columns)
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
+             "|" + "|".join(rule[a] for a in align) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_escape(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def render(context: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def build(profile: str, data_root: str | None = None, results: str | Path | None = None,
+          out: str | Path | None = None, figures: str | Path | None = None,
+          seeds: list[int] | None = None) -> tuple[str, Path, list[str]]:
+    """(Markdown text, output path, problems) without writing anything. ``seeds`` replaces the
+    profile's seeds (what the plan expects); seeds found on disk are added either way."""
+    from spgnet.pipeline import make_plan
+
+    plan = make_plan(profile, data_root=data_root, seeds=seeds)
+    results = Path(results) if results else PROJECT_ROOT / plan.results
+    out = Path(out) if out else PROJECT_ROOT / plan.report_dir / "tables.md"
+    figures = Path(figures) if figures else out.parent / "figures"
+    problems = Problems()
+    report = Report(plan, results, problems, figures, out)
+    return render(report.context()), out, problems.items
+
+
+def main(args) -> int:
+    text, out, problems = build(
+        args.profile,
+        data_root=getattr(args, "data_root", None),
+        results=getattr(args, "results", None),
+        out=getattr(args, "out", None),
+        figures=getattr(args, "figures", None),
+        seeds=getattr(args, "seeds", None),
+    )
+    if getattr(args, "strict", False) and problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SpgnetError(f"{problems[0]}{more}")
+    write_atomic(out, text)
+    return 0
