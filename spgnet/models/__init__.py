@@ -36,7 +36,7 @@ def build_model_from_config(cfg: ModelConfig, device: str | torch.device = "cpu"
     builders = _peer_builders()
     if cfg.arch not in builders:
         raise SpgnetError(f"unknown architecture '{cfg.arch}' (valid: {', '.join(architectures())})")
-    return builders[cfg.arch](cfg)
+    return builders[cfg.arch](cfg, device=device)
 
 
 def build_model(name: str, device: str | torch.device = "cpu", **overrides) -> nn.Module:

@@ -1,0 +1,251 @@
+"""Backbones of Table 1's competitors, built from torchvision and modified as their papers say.
+
+* :class:`ResNetBackbone` -- torchvision's ResNet-50/101/152 without ``fc``, optionally dilated to
+  output stride 8 (``replace_stride_with_dilation=[False, True, True]``, as in the DeepLab family,
+  PSPNet, DANet and DUC-HDC) and optionally with the "deep stem" of hszhao/semseg's and TorchSeg's
+  ResNets (three 3x3 convs 3->64->64->128 instead of the 7x7 conv, so ``layer1`` takes 128
+  channels). ``forward`` returns the outputs of ``layer1..layer4``.
+* :class:`DenseNetBackbone` -- torchvision's DenseNet-161 at output stride 8 as in the official
+  DenseASPP code (DeepMotionAIResearch/DenseASPP ``models/DenseASPP.py``): no pooling in
+  transitions 2 and 3, dilation 2 in dense block 3 and 4 in dense block 4, and an extra transition
+  after block 4 (2208 -> 1104 channels) followed by the final norm.
+
+Every norm layer is the configured :mod:`spgnet.models.norm` layer. In the ResNet blocks the
+activation is fused into ``bn1``/``bn2`` and kept separate after the residual sum, exactly as in
+:mod:`spgnet.models.backbone` (so ``InPlaceABN`` never sees a tensor that is used again); in the
+DenseNet the ``normN``+``reluN`` pairs become one fused layer. Module names follow torchvision, so
+a torchvision ImageNet checkpoint loads with :func:`load_pretrained` (never downloaded).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models.resnet import Bottleneck
+
+from spgnet.config import ModelConfig
+from spgnet.errors import SpgnetError
+from spgnet.models.backbone import fuse_block_activations
+from spgnet.models.norm import NormAct, norm_act, norm_only, usable_norm
+
+RESNETS = ("resnet50", "resnet101", "resnet152")
+DENSENETS = ("densenet161",)
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers of the peer models
+# --------------------------------------------------------------------------------------------
+
+
+def _default_device() -> str:
+    """Where the model will run when the caller does not say: ``meta`` while building under
+    ``torch.device("meta")`` (counting), CUDA when there is one, else the CPU."""
+    if torch.get_default_device().type == "meta":
+        return "meta"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def peer_factory(cfg: ModelConfig, device: str | torch.device | None = None) -> NormAct:
+    """The norm+activation factory of ``cfg.norm``, or the closest one that runs on ``device``."""
+    return norm_act(usable_norm(cfg.norm, device if device is not None else _default_device()))
+
+
+def single_backbone(cfg: ModelConfig, arch: str, allowed: tuple[str, ...]) -> str:
+    """The one backbone name of a peer model, checked against ``allowed``."""
+    if len(cfg.backbones) != 1:
+        raise SpgnetError(f"model.backbones: '{arch}' takes one backbone, got {len(cfg.backbones)}")
+    name = cfg.backbones[0]
+    if name not in allowed:
+        raise SpgnetError(f"model.backbones: unknown backbone '{name}' for '{arch}' (valid: {', '.join(allowed)})")
+    return name
+
+
+def upsample(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize to ``size`` (a no-op when it already has it)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def output_dict(out: torch.Tensor, aux: list[torch.Tensor], size, **extra) -> dict:
+    """The peers' common output: logits (and auxiliary logits) at the input size."""
+    result = {"out": upsample(out, size), "aux": [upsample(a, size) for a in aux]}
+    result.update(extra)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def load_pretrained(module: nn.Module, path: str | Path | None) -> list[str]:
+    """Load the tensors of a torchvision-format checkpoint that fit ``module`` (never downloads).
+
+    Tensors the module lacks (``fc``/``classifier``) or whose shape differs (the deep stem, the
+    DenseASPP ``norm5``) are skipped; returns the module's keys the file did not provide.
+    """
+    if path is None:
+        return []
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpgnetError(f"{path}: ImageNet checkpoint not found") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
+        raise SpgnetError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise SpgnetError(f"{path}: not a state dict")
+    renamed = {}
+    for key, value in state.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        match = _OLD_DENSENET_KEY.match(key)
+        renamed[match.group(1) + match.group(2) if match else key] = value
+    own = module.state_dict()
+    usable = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise SpgnetError(f"{path}: no tensor matches the backbone (is it a torchvision checkpoint?)")
+    module.load_state_dict(usable, strict=False)
+    missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
+    if missing:
+        warnings.warn(f"{path}: {len(missing)} backbone tensors not in the checkpoint (e.g. {missing[0]})",
+                      RuntimeWarning, stacklevel=2)
+    return missing
+
+
+def _init_convs(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet
+# --------------------------------------------------------------------------------------------
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet (no ``fc``): ``forward(x)`` -> ``[c1, c2, c3, c4]`` (strides 4, 8, 16/8, 32/8).
+
+    ``dilated``: ``replace_stride_with_dilation=[False, True, True]`` (output stride 8).
+    ``deep_stem``: ``conv1`` becomes 3x3 convs 3->64 (stride 2) ->64 ->128, each but the last
+    followed by norm+activation, then ``bn1`` (128) -- hszhao/semseg ``resnet.py`` and TorchSeg
+    ``furnace/base_model/resnet.py`` (``deep_stem=True, stem_width=64``); ``layer1`` is rebuilt for
+    128 input channels. ``dilations``: optional per-block dilation rates of ``layer3``/``layer4``
+    (Hybrid Dilated Convolution, DUC-HDC); ``None`` keeps torchvision's.
+    """
+
+    def __init__(self, name: str, factory: NormAct, dilated: bool = True, deep_stem: bool = False,
+                 dilations: dict[int, list[int]] | None = None, pretrained: str | None = None):
+        super().__init__()
+        if name not in RESNETS:
+            raise SpgnetError(f"unknown backbone '{name}' (valid: {', '.join(RESNETS)})")
+        replace = [False, True, True] if dilated else [False, False, False]
+        net = getattr(torchvision.models, name)(weights=None, replace_stride_with_dilation=replace,
+                                                norm_layer=norm_only(factory))
+        if deep_stem:
+            self.conv1 = nn.Sequential(
+                _conv3x3(3, 64, stride=2), factory(64),
+                _conv3x3(64, 64), factory(64),
+                _conv3x3(64, 128),
+            )
+            self.bn1 = factory(128)
+            net.inplanes, net.dilation = 128, 1  # _make_layer reads (and updates) both
+            net.layer1 = net._make_layer(Bottleneck, 64, len(net.layer1))
+            _init_convs(self.conv1)
+            _init_convs(net.layer1)
+        else:
+            self.conv1 = net.conv1
+            self.bn1 = factory(64)
+        self.maxpool = net.maxpool
+        for index in range(1, 5):
+            layer = getattr(net, f"layer{index}")
+            for block in layer:
+                fuse_block_activations(block, factory)
+            setattr(self, f"layer{index}", layer)
+        for index, rates in (dilations or {}).items():
+            layer = getattr(self, f"layer{index}")
+            for block, rate in zip(layer, rates):
+                block.conv2.dilation = (rate, rate)
+                block.conv2.padding = (rate, rate)
+        self.channels = (256, 512, 1024, 2048)
+        load_pretrained(self, pretrained)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.bn1(self.conv1(x)))
+        features = []
+        for index in range(1, 5):
+            x = getattr(self, f"layer{index}")(x)
+            features.append(x)
+        return features
+
+
+# --------------------------------------------------------------------------------------------
+# DenseNet
+# --------------------------------------------------------------------------------------------
+
+
+def _fuse_norm_relu(container: nn.Module, norm: str, relu: str, factory: NormAct) -> None:
+    setattr(container, norm, factory(getattr(container, norm).num_features))
+    setattr(container, relu, nn.Identity())
+
+
+class DenseNetBackbone(nn.Module):
+    """torchvision DenseNet-161 at output stride 8, as the official DenseASPP builds it.
+
+    ``features``: conv0/norm0/pool0, dense blocks 1-4 (block 3 with dilation 2, block 4 with
+    dilation 4), transitions 1-3 (only transition 1 pools), ``transition4`` (2208 -> 1104, no
+    pooling) and ``norm5`` (1104) with its activation (the official ``ASPP_3`` block applies an
+    in-place ReLU to the ``norm5`` output, which every later branch then sees).
+    """
+
+    def __init__(self, name: str, factory: NormAct, pretrained: str | None = None):
+        super().__init__()
+        if name not in DENSENETS:
+            raise SpgnetError(f"unknown backbone '{name}' (valid: {', '.join(DENSENETS)})")
+        net = getattr(torchvision.models, name)(weights=None)
+        features = net.features
+        _fuse_norm_relu(features, "norm0", "relu0", factory)
+        for index in range(1, 5):
+            block = getattr(features, f"denseblock{index}")
+            rate = {3: 2, 4: 4}.get(index, 1)
+            for layer in block.children():
+                _fuse_norm_relu(layer, "norm1", "relu1", factory)
+                _fuse_norm_relu(layer, "norm2", "relu2", factory)
+                if rate > 1:
+                    layer.conv2.dilation = (rate, rate)
+                    layer.conv2.padding = (rate, rate)
+            if index < 4:
+                transition = getattr(features, f"transition{index}")
+                _fuse_norm_relu(transition, "norm", "relu", factory)
+                if index > 1:
+                    transition.pool = nn.Identity()
+        channels = features.norm5.num_features  # 2208
+        del features.norm5
+        transition4 = torchvision.models.densenet._Transition(channels, channels // 2)
+        transition4.pool = nn.Identity()
+        _fuse_norm_relu(transition4, "norm", "relu", factory)
+        features.add_module("transition4", transition4)
+        features.add_module("norm5", factory(channels // 2))
+        self.features = features
+        self.channels = channels // 2
+        load_pretrained(self, pretrained)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
