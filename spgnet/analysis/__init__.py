@@ -1,0 +1,1 @@
+"""Analyses of trained and untrained networks: cost, memory, attention, curves."""

@@ -1,0 +1,144 @@
+"""Distributed training on CPU: sharding, InPlaceABNSync's statistics merge, 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from spgnet.engine import checkpoint as ckpt
+from spgnet.engine import distributed
+from spgnet.errors import SpgnetError
+
+
+def test_shard_splits_the_global_batch():
+    batch = list(range(8))
+    assert distributed.shard(batch, 0, 2) == [0, 2, 4, 6]
+    assert distributed.shard(batch, 1, 2) == [1, 3, 5, 7]
+    assert sorted(distributed.shard(batch, 0, 4) + distributed.shard(batch, 1, 4)
+                  + distributed.shard(batch, 2, 4) + distributed.shard(batch, 3, 4)) == batch
+    with pytest.raises(SpgnetError, match="not divisible"):
+        distributed.shard(list(range(3)), 0, 2)
+
+
+def test_setup_without_torchrun_is_one_process(monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = distributed.setup("cpu")
+    assert (info.rank, info.world_size, info.distributed, info.is_main) == (0, 1, False, True)
+    assert info.device == torch.device("cpu")
+
+
+def test_merge_statistics_equals_statistics_of_the_union():
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(n, 4, 3, 3, generator=g) * (i + 1) + i for i, n in enumerate((2, 5))]
+    means = torch.stack([p.mean(dim=(0, 2, 3)) for p in parts])
+    variances = torch.stack([p.var(dim=(0, 2, 3), unbiased=False) for p in parts])
+    counts = torch.tensor([[p.shape[0] * 9] for p in parts])
+    mean, var, count = distributed.merge_statistics(means, variances, counts)
+    union = torch.cat(parts)
+    assert torch.allclose(mean, union.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(var, union.var(dim=(0, 2, 3), unbiased=False), atol=1e-5)
+    assert count.tolist() == [63]
+
+
+def test_convert_inplace_abn_sync_shares_parameters():
+    from inplace_abn import InPlaceABN, InPlaceABNSync
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), InPlaceABN(4))
+    model.eval()
+    bn = model[1]
+    converted = distributed.convert_inplace_abn_sync(model)
+    assert isinstance(converted[1], InPlaceABNSync)
+    assert converted[1].weight is bn.weight and converted[1].running_var is bn.running_var
+    assert converted[1].training is False
+    assert set(dict(converted.state_dict())) == set(dict(model.state_dict()))
+
+
+_SCRIPT = textwrap.dedent(
+    '''
+    import json, os, sys
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from inplace_abn import InPlaceABN
+    from spgnet.config import resolve
+    from spgnet.engine.train import train
+
+
+    class SyncToy(nn.Module):
+        """No dropout: one process and two must compute the same thing."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = InPlaceABN(8)
+            self.heads = nn.ModuleList(nn.Conv2d(8, 3, 1) for _ in range(2))
+
+        def forward(self, x):
+            f = self.bn(self.conv(x))
+            return {"out": self.heads[1](f), "aux": [self.heads[0](f)]}
+
+
+    class Toy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, key):
+            index, rng = key
+            g = torch.Generator().manual_seed(int(index))
+            image = torch.randn(3, 12, 12, generator=g) * (1 + index)
+            label = (image[0] > 0).long() + (image[1] > 0).long()
+            return {"image": image, "label": label, "name": str(index), "path": ""}
+
+
+    out = sys.argv[1]
+    cfg = resolve("t3-spg-sigmoid", "mini", model={"norm": "inplace_abn_sync", "num_classes": 3},
+                  train=dict(iterations=4, batch_size=4, checkpoint_every=2, log_every=1, workers=0,
+                             device="cpu", amp=False))
+    torch.manual_seed(0)
+    metrics = train(cfg, out, seed=0, model=SyncToy(), dataset=Toy())
+    rank = int(os.environ.get("RANK", "0"))
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
+        json.dump({"norm": metrics["norm_layer"], "world": metrics["world_size"], "loss": metrics["final_loss"]}, handle)
+    '''
+)
+
+
+def test_cpu_ddp_two_processes_match_one_process(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, InPlaceABNSync with the Python reduction) gives the
+    weights of one process on the same global batch."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_SCRIPT)
+    env = dict(os.environ, SPGNET_TRACKING="0", SPGNET_PROGRESS="off", OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+         str(script), str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-4000:]
+
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    two = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert one["world"] == 1 and one["norm"] == "InPlaceABN"
+    assert all(r["world"] == 2 and r["norm"] == "InPlaceABNSync" for r in two)
+    assert two[0]["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    # Only rank 0 writes the run folder.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "checkpoint.pt", "rank0.json", "rank1.json", "train_log.csv", "train_metrics.json"]
+    a = ckpt.load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
