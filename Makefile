@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 
 ## reproduce: the whole reproduction on the embedded default (Tables 1-12 -> reports/tables.md)
 reproduce:
-	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" && \
+	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
 	  snakemake --cores $(CORES) --config profile=$(PROFILE) reproduce_all
 
 ## test: the test suite (what CI runs)
 test:
-	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" && \
+	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
 	  python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 ## profile: #Params / #FLOPs of every experiment at paper scale
