@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from spgnet.errors import SpgnetError
 
@@ -243,6 +242,8 @@ def format_table(results: list[dict]) -> str:
         r = results[0]
         lines.append(f"one training step (forward, loss, backward, SGD) at batch {r['batch_size']} x "
                      f"{r['crop']}x{r['crop']} on {r['device']}; peak = {r['method']}; ratio to {r['name']}")
+    notes = sorted({f"{r['name']}: {r['note']}" for r in results if r.get("note")})
+    lines.extend(f"note: {note}" for note in notes)
     return "\n".join(lines)
 
 
