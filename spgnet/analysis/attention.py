@@ -32,6 +32,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from spgnet.atomic import atomic_path
 from spgnet.errors import SpgnetError
 
 #: Channels per class, as in Sec. 4.5 ("the indexes of the top 15 largest weights").
@@ -118,17 +119,8 @@ def _denormalize(image):
 
 
 def _savefig_atomic(fig, path: Path, dpi: int = 100) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def render_figure(images: list, names: list[str], maps: list[dict], class_names: list[str],
