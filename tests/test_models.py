@@ -188,6 +188,27 @@ def test_a_missing_imagenet_checkpoint_is_a_clear_error(tmp_path):
         build_model_from_config(cfg)
 
 
+def test_imagenet_reader_unwraps_and_rejects_what_is_not_a_state_dict(tmp_path):
+    from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights
+
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+    encoder = ResNetEncoder("resnet18", norm_act("batchnorm"), stem=False)
+    assert load_imagenet_weights(encoder, path) == []  # the stem and fc are skipped, not missing
+    torch.testing.assert_close(encoder.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    torch.save([1, 2], path)
+    with pytest.raises(SpgnetError, match="wrapped.pth: not a state dict"):
+        load_imagenet_weights(encoder, path)
+    torch.save({"classifier.weight": torch.zeros(2)}, path)
+    with pytest.raises(SpgnetError, match=r"no tensor matches the encoder \(is it a torchvision ResNet checkpoint\?\)"):
+        load_imagenet_weights(encoder, path)
+    path.write_bytes(b"junk")
+    with pytest.raises(SpgnetError, match="wrapped.pth: not a readable torch checkpoint"):
+        load_imagenet_weights(encoder, path)
+
+
 def test_registry_models_build_for_every_reproducible_spgnet_row():
     """Every SPGNet row's model section is valid (built on meta: no memory, no time)."""
     from spgnet.config import load_registry

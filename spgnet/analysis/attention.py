@@ -24,12 +24,8 @@ any other model is a :class:`~spgnet.errors.SpgnetError` naming the experiment.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 from spgnet.atomic import atomic_path
@@ -198,18 +194,9 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2)
+        handle.write("\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,35 +211,9 @@ def _build_dataset(cfg):
 
 
 def _load_model(cfg, checkpoint: str | Path, device):
-    import dataclasses
+    from spgnet.engine.checkpoint import load_trained_model
 
-    import torch
-
-    from spgnet.models import build_model_from_config
-    from spgnet.models.norm import usable_norm
-
-    with warnings.catch_warnings():
-        if not sys.stderr.isatty():
-            warnings.simplefilter("ignore", RuntimeWarning)
-        model_cfg = dataclasses.replace(cfg.model, norm=usable_norm(cfg.model.norm, device), pretrained=None)
-        model = build_model_from_config(model_cfg, device=device)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise SpgnetError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unreadable file
-        raise SpgnetError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise SpgnetError(f"{path}: not a spgnet checkpoint (no 'model' entry)")
-    state = ckpt["model"]
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        what = f"missing '{result.missing_keys[0]}'" if result.missing_keys else f"unexpected '{result.unexpected_keys[0]}'"
-        raise SpgnetError(f"{path}: checkpoint does not fit experiment '{cfg.experiment}' ({what})")
-    return model.to(device).eval()
+    return load_trained_model(checkpoint, cfg, device)
 
 
 def main(args) -> int:

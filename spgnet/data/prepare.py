@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from spgnet.atomic import atomic_dir
 from spgnet.data.labels import IGNORE_INDEX, class_names
 from spgnet.errors import SpgnetError
 
@@ -159,13 +159,8 @@ def _check_out(out: Path) -> bool:
 
 def write_lists(splits: dict, summary: dict, root: Path, out: Path) -> None:
     out = Path(out)
-    replace = _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    _check_out(out)
+    with atomic_dir(out) as tmp:
         lists = dict(splits)
         if "train" in lists and "val" in lists:
             lists["trainval"] = lists["train"] + lists["val"]
@@ -175,16 +170,6 @@ def write_lists(splits: dict, summary: dict, root: Path, out: Path) -> None:
         summary = dict(summary)
         summary["lists"] = sorted(f"{s}.txt" for s in lists)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if replace:
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def prepare(dataset: str, root: Path, out: Path, stream=None) -> dict:

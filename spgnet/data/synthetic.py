@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from spgnet.atomic import atomic_dir
 from spgnet.errors import SpgnetError
 
 MANIFEST = "spgnet_synthetic.json"
@@ -211,30 +211,16 @@ def generate(
     out = Path(out)
     args = _arguments(kind, seed, num_train, num_val, num_test, height, width)
     _check_arguments(args)
-    replace = _check_existing(out, args)
+    _check_existing(out, args)
     counts = {"train": args["num_train"], "val": args["num_val"], "test": args["num_test"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     progress = _progress(sum(counts.values()), f"make-synthetic {kind}")
     try:
-        writer = _write_cityscapes if kind == "cityscapes" else _write_pascal
-        names = writer(tmp, args, counts, progress)
-        manifest = {"tool": "spgnet make-synthetic", "format_version": FORMAT_VERSION, "arguments": args,
-                    "counts": {s: len(n) for s, n in names.items()}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if replace:
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out) as tmp:
+            writer = _write_cityscapes if kind == "cityscapes" else _write_pascal
+            names = writer(tmp, args, counts, progress)
+            manifest = {"tool": "spgnet make-synthetic", "format_version": FORMAT_VERSION, "arguments": args,
+                        "counts": {s: len(n) for s, n in names.items()}}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     finally:
         if progress is not None:
             progress.close()

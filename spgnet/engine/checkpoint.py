@@ -65,14 +65,80 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (one-line error when unreadable)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (one-line error naming the file when it
+    is missing or unreadable)."""
     path = Path(path)
     if not path.is_file():
-        raise SpgnetError(f"{path}: no checkpoint there")
+        raise SpgnetError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise SpgnetError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})".splitlines()[0]) from None
+        raise SpgnetError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path, experiment: str | None = None) -> dict[str, Any]:
+    """Load the ``"model"`` weights of the trained checkpoint at ``path`` into ``model``; returns the
+    checkpoint. DDP's ``module.`` prefix is dropped. A missing or unreadable file, a file without
+    ``"model"``, or weights that do not fit ``model`` (missing, unexpected or differently shaped
+    tensors) is a one-line :class:`SpgnetError` naming the file (and ``experiment`` when given).
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise SpgnetError(f"{path}: not a spgnet checkpoint (no 'model' entry)")
+    state = ckpt["model"]
+    if state and all(key.startswith("module.") for key in state):  # saved from DistributedDataParallel
+        state = model_state(state)
+    target = f"experiment '{experiment}'" if experiment else "the experiment's network"
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and hasattr(value, "shape") and tuple(own[key].shape) != tuple(value.shape):
+            raise SpgnetError(
+                f"{path}: checkpoint does not fit {target} ('{key}' is {list(value.shape)}, "
+                f"expected {list(own[key].shape)})"
+            )
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # anything the shape check did not foresee: still one line
+        raise SpgnetError(f"{path}: checkpoint does not fit {target} ({_first_line(err)})") from None
+    if result.missing_keys or result.unexpected_keys:
+        what = (f"missing '{result.missing_keys[0]}'" if result.missing_keys
+                else f"unexpected '{result.unexpected_keys[0]}'")
+        raise SpgnetError(
+            f"{path}: checkpoint does not fit {target} ({what}; "
+            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys)"
+        )
+    return ckpt
+
+
+def load_trained_model(path: str | Path, cfg, device: str | torch.device = "cpu", build=None) -> torch.nn.Module:
+    """The network of run config ``cfg`` with the trained weights of ``path``, on ``device``, in eval
+    mode. ``build(model_cfg, device)`` makes the network (default
+    :func:`spgnet.models.build_model_from_config`); it gets ``cfg.model`` with the norm layer that
+    runs on ``device`` and no ImageNet weights (the checkpoint replaces them). Errors as
+    :func:`load_model_weights`.
+    """
+    import dataclasses
+    import sys
+    import warnings
+
+    from spgnet.models.norm import usable_norm
+
+    if build is None:
+        from spgnet.models import build_model_from_config as build
+    with warnings.catch_warnings():
+        if not sys.stderr.isatty():  # the norm substitution warning is for people, not logs
+            warnings.simplefilter("ignore", RuntimeWarning)
+        model_cfg = dataclasses.replace(cfg.model, norm=usable_norm(cfg.model.norm, device), pretrained=None)
+        model = build(model_cfg, device=device)
+    load_model_weights(model, path, experiment=cfg.experiment)
+    return model.to(device).eval()
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (just ``Type`` when there is no message)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -6,9 +6,15 @@ dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscape
 writes, atomically, a metrics JSON that DVC and the report read::
 
     {"experiment", "profile", "strategy", "scales", "flip", "split",
-     "miou", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint"}
+     "miou", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint",
+     "device", "device_name", "threads", "image_size_min", "image_size_max"}
 
-IoUs are in percent (the paper's unit); undefined IoUs are ``null``. A split without labels (the
+IoUs are in percent (the paper's unit); undefined IoUs are ``null``. ``seconds_per_image`` is the
+mean time of one image's test-time forward passes (every scale and flip of the strategy) and its
+argmax, without data loading or writing predictions (CUDA synchronised around it); the last keys
+say where it was measured: ``device`` ("cpu", "cuda", ...), ``device_name`` (GPU or CPU model),
+``threads`` (``torch.get_num_threads()``) and the smallest and largest image as ``[H, W]`` (the
+report's companion of Table 1 prints them). A split without labels (the
 Cityscapes test split: every pixel ignored) gets ``"miou": null`` and a ``"note"`` saying so.
 
 ``--predictions DIR`` also writes one PNG per image: Cityscapes label ids named
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -31,6 +38,7 @@ import numpy as np
 import torch
 
 from spgnet.config import RunConfig, load_profile, resolve
+from spgnet.engine.checkpoint import load_model_weights
 from spgnet.engine.inference import STRATEGIES, predict
 from spgnet.engine.metrics import ConfusionMatrix, as_percent
 from spgnet.errors import SpgnetError
@@ -73,31 +81,6 @@ def _device(cfg: RunConfig) -> torch.device:
     return wanted
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load ``checkpoint.pt``'s ``"model"`` state dict into ``model``; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpgnetError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt file
-        raise SpgnetError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise SpgnetError(f"{path}: not a spgnet checkpoint (no 'model' entry)")
-    state = ckpt["model"]
-    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        what = (f"missing '{result.missing_keys[0]}'" if result.missing_keys
-                else f"unexpected '{result.unexpected_keys[0]}'")
-        raise SpgnetError(
-            f"{path}: checkpoint does not fit the experiment's network ({what}; "
-            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys)"
-        )
-    return ckpt
-
-
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
@@ -135,6 +118,21 @@ def write_prediction(pred: np.ndarray, name: str, folder: Path, dataset: str) ->
     return path
 
 
+#: Where ``seconds_per_image`` was measured (see the module docstring).
+TIMING_KEYS = ("device", "device_name", "threads", "image_size_min", "image_size_max")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model (``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _first(batch):
     return batch[0]
 
@@ -169,7 +167,9 @@ def evaluate_model(
 ) -> dict:
     """Run ``model`` over ``dataset`` (items ``{"image", "label", "name"}``); returns
     ``{"miou", "per_class", "num_images", "seconds_per_image", "labelled"}`` (IoUs in percent,
-    None where undefined) and, under ``"matrix"``, the ``[C, C+1]`` confusion matrix."""
+    None where undefined), where the time was measured (:data:`TIMING_KEYS`: ``device``,
+    ``device_name``, ``threads``, ``image_size_min``/``image_size_max`` as ``[H, W]``) and, under
+    ``"matrix"``, the ``[C, C+1]`` confusion matrix."""
     if strategy not in STRATEGIES:
         raise SpgnetError(f"unknown test strategy '{strategy}' (valid: {', '.join(STRATEGIES)})")
     device = torch.device(device)
@@ -180,8 +180,12 @@ def evaluate_model(
                                          collate_fn=_first)
     seconds = 0.0
     count = 0
+    smallest = largest = None
     for item in _progress(loader, total=len(dataset)):
         image = item["image"].to(device)
+        size = [int(v) for v in image.shape[-2:]]
+        smallest = size if smallest is None else [min(a, b) for a, b in zip(smallest, size)]
+        largest = size if largest is None else [max(a, b) for a, b in zip(largest, size)]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -209,6 +213,11 @@ def evaluate_model(
         "per_class": {name: (as_percent(v) if labelled else None) for name, v in zip(class_names, iou)},
         "num_images": count,
         "seconds_per_image": seconds / count if count else None,
+        "device": device.type,
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "image_size_min": smallest,
+        "image_size_max": largest,
         "labelled": labelled,
         "matrix": cm.mat.tolist(),
     }
@@ -225,7 +234,7 @@ def main(args) -> int:
     names = _class_names(cfg)
     device = _device(cfg)
     model = _build_model(cfg, device)
-    load_checkpoint(model, args.checkpoint)
+    load_model_weights(model, args.checkpoint, experiment=cfg.experiment)
     dataset = _build_dataset(cfg)
     if len(dataset) == 0:
         raise SpgnetError(f"{cfg.data.path()}: split '{ev.split}' of {cfg.train.dataset} has no images")
@@ -250,6 +259,7 @@ def main(args) -> int:
             "num_images": result["num_images"],
             "seconds_per_image": result["seconds_per_image"],
             "checkpoint": str(args.checkpoint),
+            **{key: result[key] for key in TIMING_KEYS},
         }
         if not result["labelled"]:
             note = f"split '{ev.split}' has no labels (every pixel is ignore): no mIoU"

@@ -22,6 +22,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from spgnet.errors import SpgnetError
 from spgnet.models.norm import LEAKY_SLOPE, NormAct, norm_only
+from spgnet.models.pretrained import load_torchvision_weights
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -61,6 +62,16 @@ def fuse_block_activations(block: nn.Module, factory: NormAct) -> nn.Module:
     return block
 
 
+def adopt_resnet_layers(module: nn.Module, net: nn.Module, factory: NormAct) -> None:
+    """Move ``layer1..layer4`` of torchvision ResNet ``net`` onto ``module``, each block turned into
+    its NormAct twin (:func:`fuse_block_activations`)."""
+    for index in range(1, 5):
+        layer = getattr(net, f"layer{index}")
+        for block in layer:
+            fuse_block_activations(block, factory)
+        setattr(module, f"layer{index}", layer)
+
+
 def bottleneck(in_ch: int, out_ch: int, factory: NormAct) -> NormActBottleneck:
     """A ResNet bottleneck ``in_ch -> out_ch`` (mid channels ``out_ch / 4``; Sec. 3.3).
 
@@ -79,21 +90,7 @@ def load_imagenet_weights(module: nn.Module, path: str | Path) -> list[str]:
     Keys the module does not have (``fc.*``, ``num_batches_tracked``, the stem for later stages)
     are skipped; returns the module's keys the file did not provide. Never downloads.
     """
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SpgnetError(f"{path}: ImageNet checkpoint not found") from None
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's bad input
-        raise SpgnetError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    own = module.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise SpgnetError(f"{path}: no tensor matches the encoder (is it a torchvision ResNet checkpoint?)")
-    module.load_state_dict(usable, strict=False)
-    return sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
+    return load_torchvision_weights(module, path, part="encoder", expected="a torchvision ResNet checkpoint")
 
 
 class ResNetEncoder(nn.Module):
@@ -115,11 +112,7 @@ class ResNetEncoder(nn.Module):
             self.conv1 = net.conv1
             self.bn1 = factory(net.bn1.num_features)
             self.maxpool = net.maxpool
-        for index in range(1, 5):
-            layer = getattr(net, f"layer{index}")
-            for block in layer:
-                fuse_block_activations(block, factory)
-            setattr(self, f"layer{index}", layer)
+        adopt_resnet_layers(self, net, factory)
         expansion = 4 if name in ("resnet50", "resnet101", "resnet152") else 1
         #: channels of the four outputs
         self.channels = tuple(c * expansion for c in (64, 128, 256, 512))

@@ -19,8 +19,6 @@ a torchvision ImageNet checkpoint loads with :func:`load_pretrained` (never down
 
 from __future__ import annotations
 
-import re
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,8 +29,9 @@ from torchvision.models.resnet import Bottleneck
 
 from spgnet.config import ModelConfig
 from spgnet.errors import SpgnetError
-from spgnet.models.backbone import fuse_block_activations
+from spgnet.models.backbone import adopt_resnet_layers
 from spgnet.models.norm import NormAct, norm_act, norm_only, usable_norm
+from spgnet.models.pretrained import load_torchvision_weights
 
 RESNETS = ("resnet50", "resnet101", "resnet152")
 DENSENETS = ("densenet161",)
@@ -83,10 +82,6 @@ def output_dict(out: torch.Tensor, aux: list[torch.Tensor], size, **extra) -> di
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
-_OLD_DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
-
 
 def load_pretrained(module: nn.Module, path: str | Path | None) -> list[str]:
     """Load the tensors of a torchvision-format checkpoint that fit ``module`` (never downloads).
@@ -96,33 +91,7 @@ def load_pretrained(module: nn.Module, path: str | Path | None) -> list[str]:
     """
     if path is None:
         return []
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SpgnetError(f"{path}: ImageNet checkpoint not found") from None
-    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
-        raise SpgnetError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise SpgnetError(f"{path}: not a state dict")
-    renamed = {}
-    for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        match = _OLD_DENSENET_KEY.match(key)
-        renamed[match.group(1) + match.group(2) if match else key] = value
-    own = module.state_dict()
-    usable = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise SpgnetError(f"{path}: no tensor matches the backbone (is it a torchvision checkpoint?)")
-    module.load_state_dict(usable, strict=False)
-    missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
-    if missing:
-        warnings.warn(f"{path}: {len(missing)} backbone tensors not in the checkpoint (e.g. {missing[0]})",
-                      RuntimeWarning, stacklevel=2)
-    return missing
+    return load_torchvision_weights(module, path, part="backbone", warn_missing=True)
 
 
 def _init_convs(module: nn.Module) -> None:
@@ -174,11 +143,7 @@ class ResNetBackbone(nn.Module):
             self.conv1 = net.conv1
             self.bn1 = factory(64)
         self.maxpool = net.maxpool
-        for index in range(1, 5):
-            layer = getattr(net, f"layer{index}")
-            for block in layer:
-                fuse_block_activations(block, factory)
-            setattr(self, f"layer{index}", layer)
+        adopt_resnet_layers(self, net, factory)
         for index, rates in (dilations or {}).items():
             layer = getattr(self, f"layer{index}")
             for block, rate in zip(layer, rates):
