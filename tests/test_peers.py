@@ -96,7 +96,8 @@ def _train_step(arch: str, norm: str, size: int = 33, num_classes: int = 5, stat
     assert all(tuple(b.shape) == (2, 1, size, size) for b in out.get("border", []))
     sum(o.square().mean() for o in outputs).backward()
     unused = {n for n, p in model.named_parameters() if p.grad is None}
-    # TorchSeg's DFN builds border_aft_rrbs[0] and never uses it (kept for its parameter count)
+    # TorchSeg's DFN builds border_aft_rrbs[0] and never uses it (kept for its parameter count, frozen)
+    assert unused == {n for n, p in model.named_parameters() if not p.requires_grad}
     assert all(n.startswith("border_aft_rrbs.0.") for n in unused), sorted(unused)[:3]
     for name, p in model.named_parameters():
         if p.grad is not None:
@@ -151,3 +152,39 @@ def test_load_pretrained_skips_what_does_not_fit(tmp_path):
     with pytest.warns(RuntimeWarning):
         load_pretrained(densenet, path)
     assert torch.equal(densenet.features.denseblock1.denselayer1.norm1.weight, torch.full((96,), 2.0))
+
+
+def test_dfn_border_loss_reaches_every_trainable_parameter(tmp_path):
+    """DFN's border network is trained by its loss (focal loss against the label map's boundaries,
+    weight 0.1): one-process DistributedDataParallel without ``find_unused_parameters`` runs two
+    steps (it raises when a trainable parameter got no gradient), every trainable parameter gets
+    a gradient, the border heads a non-zero one; only TorchSeg's never-used RRB is frozen."""
+    import torch.distributed as dist
+
+    from spgnet.config import TrainConfig
+    from spgnet.engine.losses import segmentation_loss
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="dfn", backbones=("resnet50",), norm="batchnorm", num_classes=5)
+    model = PEER_BUILDERS["dfn"](cfg, device="cpu").train()
+    frozen = {n: p.numel() for n, p in model.named_parameters() if not p.requires_grad}
+    assert all(n.startswith("border_aft_rrbs.0.") for n in frozen) and sum(frozen.values()) == 8421
+    x = torch.randn(2, 3, 33, 33, generator=torch.Generator().manual_seed(1))
+    labels = torch.zeros(2, 33, 33, dtype=torch.long)
+    labels[:, :, 16:] = 3
+    labels[:, 25:] = 255
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            loss, terms = segmentation_loss(net(x), labels, TrainConfig(ohem=False))
+            loss.backward()
+    finally:
+        dist.destroy_process_group()
+    assert [k for k in terms if k.startswith("border")] == ["border1", "border2", "border3", "border4"]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:3]
+    for name, p in model.named_parameters():
+        if name.startswith(("border_heads.", "border_pre_rrbs.")) and name.endswith("weight"):
+            assert float(p.grad.abs().sum()) > 0, name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spgnet.analysis import report
-from spgnet.config import PROJECT_ROOT, load_registry
+from spgnet.config import PROJECT_ROOT, load_profile, load_registry
 from spgnet.errors import SpgnetError
 from spgnet.models.inferred import INFERRED
 from spgnet.pipeline import make_plan
@@ -194,3 +194,136 @@ def test_training_curves_figure(tree, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SpgnetError, match="no train_log.csv"):
         curves.main(Namespace(profile=PROFILE, data_root=None, results=str(tmp_path / "none"), out=str(out)))
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1's methods trained by this pipeline (the section after Table 1)
+# --------------------------------------------------------------------------------------------
+
+TRAINED_HEADING = "Table 1 methods trained by this pipeline"
+TIMING = {"device": "cpu", "device_name": "Fabricated CPU", "threads": 1,
+          "image_size_min": [128, 256], "image_size_max": [128, 256]}
+
+
+def _trained_rows() -> list[str]:
+    return [e.name for e in load_registry().values() if e.table == "1" and e.reproducible]
+
+
+def _table(section: str) -> dict[str, dict[str, str]]:
+    """experiment -> {column heading: cell} of the Markdown table in ``section``."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    split = (lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    heads = split(lines[0])
+    rows = [dict(zip(heads, split(line))) for line in lines[2:]]
+    return {row["Experiment"].strip("`"): row for row in rows}
+
+
+@pytest.fixture()
+def peers_tree(tmp_path):
+    """The smoke profile with Table 1's trained rows added, and fabricated results for them: PSPNet
+    under two seeds, DANet under one (an eval JSON without the timing keys), the test-set SPGNet
+    without labels, DFN and the others missing."""
+    smoke = load_profile(PROFILE)
+    profile = dataclasses.replace(smoke, experiments=tuple(dict.fromkeys((*smoke.experiments, *_trained_rows()))))
+    plan = make_plan(profile, seeds=SEEDS)
+    results = tmp_path / "results"
+
+    def at(plan_path: str) -> Path:
+        return results / Path(plan_path).relative_to(plan.results)
+
+    _write(at(plan.profile_json), {"experiments": [
+        _profile_row("t1-pspnet", 65.71, 2117.33), _profile_row("t1-dfn", 90.22, 2240.33),
+        _profile_row("t1-spgnet", 59.79, 654.99)]})
+    _write(at(plan.eval_json("t1-pspnet", 0)), {**_eval("t1-pspnet", 70.0), "seconds_per_image": 0.25, **TIMING})
+    _write(at(plan.eval_json("t1-pspnet", 1)), {**_eval("t1-pspnet", 72.0), "seconds_per_image": 0.35, **TIMING})
+    _write(at(plan.eval_json("t1-danet", 0)), {**_eval("t1-danet", 60.5), "seconds_per_image": 0.5})
+    for seed, seconds in ((0, 2.0), (1, 2.5)):
+        _write(at(plan.eval_json("t1-spgnet", seed)),
+               {**_eval("t1-spgnet", None, "test"), "seconds_per_image": seconds, **TIMING,
+                "note": "split 'test' has no labels (every pixel is ignore): no mIoU"})
+    figures = tmp_path / "report" / "figures"
+    text = report.render(report.Report(plan, results, report.Problems(), figures, figures.parent / "tables.md").context())
+    return Namespace(plan=plan, at=at, text=text)
+
+
+def test_trained_table1_section_follows_table1_with_every_trained_method(peers_tree):
+    text = peers_tree.text
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    table1 = next(i for i, h in enumerate(headings) if h.startswith("## Table 1."))
+    assert headings[table1 + 1].startswith(f"## {TRAINED_HEADING}")
+    section = _section(text, TRAINED_HEADING)
+    print(section)  # shown with pytest -s
+    rows = _table(section)
+    assert list(rows) == _trained_rows()  # registry order, one row per non-cited Table 1 method
+    assert {"t1-pspnet", "t1-danet", "t1-denseaspp", "t1-duc-hdc", "t1-bisenet", "t1-dfn", "t1-spgnet"} == set(rows)
+    cited = [e for e in load_registry().values() if e.table == "1" and not e.reproducible]
+    assert cited and all(f"`{e.name}`" not in section for e in cited)
+    assert "Not trainable here: " + ", ".join(e.row for e in cited) in section
+    assert "[Table 1, trained here](#table-1-methods-trained-by-this-pipeline" in text  # contents line
+
+
+def test_trained_table1_numbers_come_from_the_json_files(peers_tree):
+    section = _section(peers_tree.text, TRAINED_HEADING)
+    rows = _table(section)
+    psp = rows["t1-pspnet"]
+    assert psp["Trained on"] == "`train`" and psp["Evaluated on"] == "`val`, 1 scale"
+    assert psp["mIoU (%) this run"] == "71.00 ± 1.41 (n=2)"
+    assert psp["#Params (M)"] == "65.71" and psp["#FLOPs (G)"] == "2117.33"  # no paper difference here
+    assert psp["Inference (s / image)"] == "0.300 ± 0.071 (n=2)"
+    danet = rows["t1-danet"]
+    assert danet["mIoU (%) this run"].startswith("60.50 (1 of 2 seeds; missing: ")
+    assert danet["Inference (s / image)"].startswith("0.500 (1 of 2 seeds; missing: ")
+    assert danet["#Params (M)"].startswith("missing: ") and "has no row 't1-danet'" in danet["#Params (M)"]
+    spg = rows["t1-spgnet"]
+    assert spg["Trained on"] == "`trainval`" and spg["Evaluated on"] == "`test`, 6 scales"
+    assert spg["Inference (s / image)"] == "2.250 ± 0.354 (n=2)"
+    assert spg["#FLOPs (G)"] == "654.99"
+    # the caption: where the times were measured, per distinct setting; the split note
+    assert "on cpu (Fabricated CPU), 1 CPU thread, 128 x 256 images (`t1-pspnet`, `t1-spgnet`)" in section
+    assert "does not record" in section and "(`t1-danet`)" in section
+    assert "`t1-spgnet` is the paper's test-set model" in section and "`t9-r50-d256`" in section
+    assert "split: `train` (" in section and "`trainval` (`t1-spgnet`)" in section
+
+
+def test_trained_table1_cells_without_a_number_say_why(peers_tree):
+    rows = _table(_section(peers_tree.text, TRAINED_HEADING))
+    spg = rows["t1-spgnet"]["mIoU (%) this run"]
+    assert spg.startswith("needs the test server") and not re.search(r"\d", spg)
+    dfn = rows["t1-dfn"]
+    missing = str(peers_tree.at(peers_tree.plan.eval_json("t1-dfn", 0)))
+    for column in ("mIoU (%) this run", "Inference (s / image)"):
+        assert dfn[column] == f"missing: {missing}"
+    assert dfn["#Params (M)"] == "90.22"
+
+
+def test_trained_table1_rows_not_in_the_profile(tree):
+    assert report.main(_args(tree)) == 0
+    rows = _table(_section(tree.out.read_text(encoding="utf-8"), TRAINED_HEADING))
+    assert list(rows) == _trained_rows()
+    for name in ("t1-pspnet", "t1-dfn"):
+        assert rows[name]["mIoU (%) this run"] == rows[name]["Inference (s / image)"] == "not run in profile smoke"
+    assert rows["t1-spgnet"]["Inference (s / image)"] == "0.100 ± 0.000 (n=2)"  # test split: time without mIoU
+
+
+def test_evaluate_records_where_it_timed(tmp_path):
+    """The eval JSON says on which device, with how many threads and on which image sizes its
+    seconds_per_image was measured (the caption of the table above)."""
+    import torch
+
+    from spgnet.engine import evaluate
+
+    class Pixel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return {"out": self.head(x), "aux": []}
+
+    data = [{"image": torch.rand(3, h, w), "label": torch.zeros(h, w, dtype=torch.long), "name": f"i{k}"}
+            for k, (h, w) in enumerate(((8, 12), (10, 6)))]
+    result = evaluate.evaluate_model(Pixel(), data, class_names=["a", "b"], strategy="AP")
+    assert result["device"] == "cpu" and result["device_name"]
+    assert result["threads"] == torch.get_num_threads()
+    assert result["image_size_min"] == [8, 6] and result["image_size_max"] == [10, 12]
+    assert set(evaluate.TIMING_KEYS) <= set(result) and result["seconds_per_image"] > 0

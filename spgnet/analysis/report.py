@@ -15,6 +15,13 @@ GitHub-flavoured Markdown. Every row of every table comes from the registry
 * #Params and #FLOPs come from ``profile.json`` (``spgnet profile``: always paper scale, whatever
   the profile), with the relative difference to the paper; TILED is "tiles x per-tile FLOPs".
 
+After Table 1 (generically: after every table in :data:`TRAINED`) a second table lists the rows of
+that table this pipeline trains (the registry's non-cited rows: SPGNet and its peers in
+``spgnet.models.peers``), side by side on the profile's data and schedule: the measured mIoU with
+the split it is from, #Params and #FLOPs without the paper's values, and the inference time per
+image from the same eval JSONs (``seconds_per_image``, with the ``device``, ``threads`` and image
+size :mod:`spgnet.engine.evaluate` records), in ``mean ± std (n=K)`` form like the other cells.
+
 Each metric has two columns, "paper" and "this run". Table 2 (per class) is transposed: one row
 per class, one column pair per method. The report still renders when files are missing (so that a
 partial run can be inspected); ``strict`` (``args.strict``) turns the first missing file into a
@@ -24,6 +31,7 @@ one-line :class:`~spgnet.errors.SpgnetError` instead. The output is written atom
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -56,6 +64,10 @@ TITLES = {
 }
 #: Sections printed right after another one instead of in numeric order.
 PLACED_AFTER = {"4.6": "10"}
+#: Tables followed by a section of their rows that this pipeline trains (rows from the registry).
+TRAINED = {"1": "Table 1 methods trained by this pipeline on the same data and schedule"}
+#: Digits of the inference-time cells (seconds per image).
+SECONDS_DECIMALS = 3
 
 #: (key in PaperNumbers / profile.json, column heading)
 METRICS = (("miou", "mIoU (%)"), ("params_m", "#Params (M)"), ("flops_g", "#FLOPs (B)"))
@@ -151,6 +163,36 @@ def _mean_std(values: list[float], decimals: int) -> str:
     return f"{series.mean():.{decimals}f} ± {series.std(ddof=1):.{decimals}f} (n={len(series)})"
 
 
+def _seeds_cell(values: list[float], missing: list[str], decimals: int) -> str:
+    """:func:`_mean_std` of the seeds that have a value, saying which part of them when some eval
+    JSONs are missing."""
+    text = _mean_std(values, decimals)
+    if missing:
+        text += f" ({len(values)} of {len(values) + len(missing)} seeds; {missing[0]})"
+    return text
+
+
+def _pixels(size) -> str:
+    return " x ".join(str(v) for v in size)
+
+
+def _timing_context(data: dict) -> str | None:
+    """Where an eval JSON's ``seconds_per_image`` was measured ("cpu (name), 1 thread, 256 x 512
+    images"), or None when the JSON predates these keys."""
+    if data.get("device") is None:
+        return None
+    device = data["device"] + (f" ({data['device_name']})" if data.get("device_name") else "")
+    threads = data.get("threads")
+    parts = [device]
+    if threads is not None:
+        parts.append(f"{threads} CPU thread{'s' if threads != 1 else ''}")
+    low, high = data.get("image_size_min"), data.get("image_size_max")
+    if low and high:
+        size = _pixels(low) if low == high else f"{_pixels(low)} to {_pixels(high)}"
+        parts.append(f"{size} images")
+    return ", ".join(parts)
+
+
 @dataclass
 class Measured:
     """What the eval JSONs of one experiment hold, over the plan's seeds."""
@@ -161,6 +203,8 @@ class Measured:
     per_class: dict = field(default_factory=dict)  # class -> [values]
     missing: list = field(default_factory=list)
     short: str = ""  # the per-class cells' short form of ``text``
+    seconds: list = field(default_factory=list)  # seconds_per_image of every JSON read, labelled or not
+    timing: list = field(default_factory=list)  # _timing_context of each of those JSONs
 
 
 class Report:
@@ -188,7 +232,9 @@ class Report:
         rows, data, problem, _ = self._profile_rows
         return rows, data, problem
 
-    def counted_cell(self, exp: Experiment, key: str) -> str:
+    def counted_cell(self, exp: Experiment, key: str, diff: bool = True) -> str:
+        """#Params or #FLOPs of ``profile.json`` (``key``: params_m / flops_g), followed by the
+        relative difference to the paper when ``diff``."""
         if not exp.reproducible:
             return "cited, not reproduced"
         rows, _data, problem = self.profile_rows()
@@ -197,7 +243,7 @@ class Report:
         row = rows.get(exp.name)
         if row is None:
             return self.problems.add(f"missing: {_show(self._profile_rows[3])} has no row '{exp.name}'")
-        rel = row.get("params_rel_diff" if key == "params_m" else "flops_rel_diff")
+        rel = row.get("params_rel_diff" if key == "params_m" else "flops_rel_diff") if diff else None
         diff = "" if rel is None else f" ({rel:+.2%})"
         if key == "params_m":
             return f"{row['params_m']:.2f}{diff}"
@@ -228,6 +274,9 @@ class Report:
             if problem:
                 result.missing.append(problem)
                 continue
+            if data.get("seconds_per_image") is not None:
+                result.seconds.append(float(data["seconds_per_image"]))
+                result.timing.append(_timing_context(data))
             if data.get("miou") is None:
                 notes.append(data.get("note") or f"split '{data.get('split', cfg.eval.split)}' has no labels")
                 continue
@@ -266,10 +315,16 @@ class Report:
         m = self.measured(exp)
         if m.status != "ok":
             return m.text
-        text = _mean_std(m.miou, decimals)
-        if m.missing:
-            text += f" ({len(m.miou)} of {len(m.miou) + len(m.missing)} seeds; {m.missing[0]})"
-        return text
+        return _seeds_cell(m.miou, m.missing, decimals)
+
+    def time_cell(self, exp: Experiment) -> str:
+        """Seconds per image over the seeds (also for a split without labels: the model still ran)."""
+        m = self.measured(exp)
+        if m.seconds:
+            return _seeds_cell(m.seconds, m.missing, SECONDS_DECIMALS)
+        if m.status in ("ok", "no-labels") and not m.missing:
+            return "n/a: the eval JSON has no seconds_per_image"
+        return m.missing[0] if m.missing else m.text
 
     def class_cell(self, exp: Experiment, name: str, decimals: int) -> str:
         m = self.measured(exp)
@@ -283,32 +338,27 @@ class Report:
         by_table: dict[str, list[Experiment]] = {}
         for exp in self.registry.values():
             by_table.setdefault(exp.table, []).append(exp)
-        return [self.section(table, by_table[table]) for table in section_order(by_table)]
+        sections = []
+        for table in section_order(by_table):
+            sections.append(self.section(table, by_table[table]))
+            if table in TRAINED and any(exp.reproducible for exp in by_table[table]):
+                sections.append(self.trained_section(table, by_table[table]))
+        return sections
 
     def section(self, table: str, rows: list[Experiment]) -> dict:
         per_class = any(exp.paper.per_class for exp in rows)
         frame, align = (self.per_class_frame(rows) if per_class else self.metrics_frame(rows))
-        return {
-            "table": table,
-            "title": TITLES.get(table, f"Table {table}"),
-            "anchor": github_anchor(TITLES.get(table, f"Table {table}")),
-            "notes": self.notes(rows),
-            "markdown": to_markdown(frame, align),
-            "frame": frame,
-        }
+        return _section(table, TITLES.get(table, f"Table {table}"), self.notes(rows), frame, align)
 
     def metrics_frame(self, rows: list[Experiment]):
         import pandas as pd
 
-        descriptive = list(dict.fromkeys(k for exp in rows for k in exp.columns))
-        keys = [tuple(str(exp.columns.get(k, "")) for k in descriptive) for exp in rows]
-        with_label = not descriptive or len(set(keys)) < len(keys)
+        descriptive, with_label = _descriptive(rows)
         metrics = [(key, head) for key, head in METRICS if any(getattr(e.paper, key) is not None for e in rows)]
         decimals = {key: _decimals(getattr(e.paper, key) for e in rows) for key, _ in metrics}
         records = []
         for exp in rows:
-            record = {"Row": exp.row} if with_label else {}
-            record.update({k: str(exp.columns.get(k, "")) for k in descriptive})
+            record = _label_cells(exp, descriptive, with_label)
             for key, head in metrics:
                 paper = getattr(exp.paper, key)
                 if key == "flops_g":
@@ -350,8 +400,7 @@ class Report:
         for exp in rows:
             if not exp.reproducible:
                 continue
-            cfg = resolve(exp, self.profile) if exp.train.dataset in self.profile.datasets else None
-            train, ev = (cfg.train, cfg.eval) if cfg else (exp.train, exp.eval)
+            train, ev = self.settings(exp)
             text = f"{train.dataset}, trained on `{train.split}`, evaluated on `{ev.split}`"
             settings.setdefault(text, []).append(exp.name)
         if len(settings) == 1:
@@ -373,6 +422,104 @@ class Report:
         if any(exp.paper.per_class for exp in rows):
             notes.append("Transposed: one row per class, a paper / this-run column pair per method.")
         return notes
+
+    def settings(self, exp: Experiment):
+        """(train, eval) config of a reproducible row under this profile (the registry's when the
+        profile lacks the row's data set)."""
+        if exp.train.dataset not in self.profile.datasets:
+            return exp.train, exp.eval
+        cfg = resolve(exp, self.profile)
+        return cfg.train, cfg.eval
+
+    # ---- the rows of a table that this pipeline trains ----------------------------------
+    def trained_section(self, table: str, rows: list[Experiment]) -> dict:
+        trained = [exp for exp in rows if exp.reproducible]
+        frame, align = self.trained_frame(trained)
+        return _section(f"{table}-trained", TRAINED[table], self.trained_notes(rows, trained), frame, align,
+                        short=f"Table {table}, trained here")
+
+    def trained_frame(self, rows: list[Experiment]):
+        import pandas as pd
+
+        descriptive, with_label = _descriptive(rows)
+        records = []
+        for exp in rows:
+            train, ev = self.settings(exp)
+            test = f"{len(ev.scales)} scale{'s' if len(ev.scales) > 1 else ''}" + (", flip" if ev.flip else "")
+            record = _label_cells(exp, descriptive, with_label)
+            record.update({
+                "Trained on": f"`{train.split}`",
+                "Evaluated on": f"`{ev.split}`, {test}",
+                f"mIoU (%) {THIS_RUN}": self.miou_cell(exp, 2),
+                "#Params (M)": self.counted_cell(exp, "params_m", diff=False),
+                "#FLOPs (G)": self.counted_cell(exp, "flops_g", diff=False),
+                "Inference (s / image)": self.time_cell(exp),
+                "Experiment": f"`{exp.name}`",
+            })
+            records.append(record)
+        text_columns = (1 if with_label else 0) + len(descriptive) + 2
+        return pd.DataFrame.from_records(records), ["l"] * text_columns + ["r"] * 4 + ["l"]
+
+    def trained_notes(self, rows: list[Experiment], trained: list[Experiment]) -> list[str]:
+        names = ", ".join(f"`{exp.name}`" for exp in trained)
+        notes = [f"The rows of the table above that this pipeline trains ({names}), each trained and "
+                 f"evaluated by the profile's schedule (table *Schedule* at the top; profile "
+                 f"{self.profile.name}); mIoU on the split in *Evaluated on*, over the seeds. #Params and "
+                 "#FLOPs (G = 10^9 multiply-adds) are this implementation's, counted at paper scale "
+                 "(1025 x 2049 input, `spgnet profile`) on every profile; the table above sets them beside "
+                 "the paper's."]
+        differences = _differences({exp.name: self.settings(exp)[0] for exp in trained})
+        if differences:
+            notes.append("The training settings differ only in " + "; ".join(differences) + ".")
+        for exp in trained:
+            if exp.eval.split != "test":
+                continue
+            text = (f"`{exp.name}` is the paper's test-set model (trained on `{exp.train.split}`, evaluated on "
+                    "`test`), so its mIoU is not comparable with rows evaluated on `val`; on the real Cityscapes "
+                    "test split, which has no public labels, its mIoU cell says so instead of giving a number.")
+            other = self.counterpart(exp)
+            if other is not None:
+                text += (f" The same network and schedule trained on `{other.train.split}` and evaluated on "
+                         f"`{other.eval.split}` is Table {other.table}'s `{other.name}`: mIoU "
+                         f"{self.miou_cell(other, 2)}.")
+            notes.append(text)
+        notes.append(self.timing_note(trained))
+        cited = [exp.row for exp in rows if not exp.reproducible]
+        if cited:
+            notes.append(f"Not trainable here: {', '.join(cited)} (the paper cites their numbers; the registry "
+                         "marks them `cited: true` and this project has no model for them).")
+        return notes
+
+    def counterpart(self, exp: Experiment) -> Experiment | None:
+        """A registry row with ``exp``'s network and training except the split, evaluated on another
+        split (for the test-set model: the same network trained on train and scored on val)."""
+        for other in self.registry.values():
+            if (other is not exp and other.reproducible and other.model == exp.model
+                    and other.eval.split != exp.eval.split
+                    and dataclasses.replace(other.train, split=exp.train.split) == exp.train):
+                return other
+        return None
+
+    def timing_note(self, rows: list[Experiment]) -> str:
+        """The caption of the inference-time column: what is timed and where (device, threads, image
+        size of the eval JSONs; one clause per distinct setting)."""
+        where: dict[str | None, list[str]] = {}
+        for exp in rows:
+            for context in self.measured(exp).timing:
+                names = where.setdefault(context, [])
+                if exp.name not in names:
+                    names.append(exp.name)
+        text = ("Inference time: `seconds_per_image` of `spgnet evaluate`, the mean over the evaluated images of "
+                "the row's test-time forward passes (scales, flip) and the argmax, without data loading or "
+                "writing predictions")
+        if not where:
+            return text + "; no eval JSON of these rows has one yet."
+        clauses = [f"on {context}" if context else "on a device the eval JSON does not record (written before "
+                   "`spgnet evaluate` stored `device`, `threads` and the image size)" for context in where]
+        if len(where) == 1:
+            return f"{text}; measured {clauses[0]}."
+        return f"{text}; measured " + "; ".join(
+            f"{clause} ({', '.join(f'`{n}`' for n in names)})" for clause, names in zip(clauses, where.values())) + "."
 
     # ---- the rest of the page ------------------------------------------------------------
     def header(self) -> dict:
@@ -464,6 +611,43 @@ class Report:
             "paper_label": PAPER,
             "run_label": THIS_RUN,
         }
+
+
+def _descriptive(rows: list[Experiment]) -> tuple[list[str], bool]:
+    """The registry's descriptive columns of ``rows`` (Method, Backbone, ...) and whether a "Row"
+    label is needed (no such columns, or two rows that they do not tell apart)."""
+    descriptive = list(dict.fromkeys(k for exp in rows for k in exp.columns))
+    keys = [tuple(str(exp.columns.get(k, "")) for k in descriptive) for exp in rows]
+    return descriptive, not descriptive or len(set(keys)) < len(keys)
+
+
+def _label_cells(exp: Experiment, descriptive: list[str], with_label: bool) -> dict:
+    record = {"Row": exp.row} if with_label else {}
+    record.update({k: str(exp.columns.get(k, "")) for k in descriptive})
+    return record
+
+
+def _differences(configs: dict) -> list[str]:
+    """"field: value (`name`, ...), value (...)" for each field in which the dataclasses
+    ``configs`` (name -> config) differ."""
+    values = {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}
+    fields = list(dict.fromkeys(k for v in values.values() for k in v))
+    differences = []
+    for key in fields:
+        groups: dict[str, list[str]] = {}
+        for name, v in values.items():
+            groups.setdefault(f"`{v.get(key)}`", []).append(name)
+        if len(groups) > 1:
+            differences.append(f"{key}: " + ", ".join(
+                f"{value} ({', '.join(f'`{n}`' for n in names)})" for value, names in groups.items()))
+    return differences
+
+
+def _section(table: str, title: str, notes: list[str], frame, align: list[str], short: str | None = None) -> dict:
+    """One section of the template: heading, its name in the contents line, notes, Markdown table."""
+    short = short or (title.split(".")[0] if re.match(r"Table \S+\.", title) else title)
+    return {"table": table, "title": title, "short": short, "anchor": github_anchor(title), "notes": notes,
+            "markdown": to_markdown(frame, align), "frame": frame}
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,21 @@ probability of the true class is at most ``threshold`` (0.7), but never fewer th
 when fewer than ``min_kept`` pixels fall below the threshold, the threshold rises to the
 ``min_kept``-th smallest true-class probability. When the batch has at most ``min_kept`` labelled
 pixels, all of them are kept. The loss is the mean cross-entropy over the kept pixels.
+
+A model that predicts semantic boundaries as well returns them under ``"border"`` (a list of
+one-channel logits at input size; DFN's Border Network, Table 1's "DFN [71]"). Each gets a term
+``border1`` ... ``borderB``, whatever ``supervise`` says (the output exists only for this loss):
+
+    total += BORDER_WEIGHT * sum_b FL(border_b, border_target(target))
+
+as in DFN (Yu et al., CVPR 2018, Sec. 3.3: "l = l_s + lambda * l_b", the border loss a focal loss
+against boundaries of the semantic ground truth; the authors' TorchSeg trains every border output
+with ``SigmoidFocalLoss(gamma=2, alpha=0.25)`` and ``aux_loss_alpha = 0.1``). The boundary map
+(:func:`border_target`) replaces DFN's Canny edges of the label map, dilated by a 7 x 7 square:
+a labelled pixel is a boundary pixel when a labelled pixel within the same 7 x 7 window has
+another label; ignored pixels, and labelled ones whose window holds ignored pixels but no other
+label (a boundary may hide there), are left out of the border loss. Models without ``"border"``
+get exactly the loss above.
 """
 
 from __future__ import annotations
@@ -22,6 +37,14 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
+
+#: DFN's lambda (Sec. 3.3; TorchSeg ``C.aux_loss_alpha = 0.1``): weight of the border terms.
+BORDER_WEIGHT = 0.1
+#: Focal loss parameters of DFN's border supervision (TorchSeg ``SigmoidFocalLoss``; Lin et al.'s defaults).
+FOCAL_GAMMA = 2.0
+FOCAL_ALPHA = 0.25
+#: Half-width of the boundary window: 7 x 7, the square TorchSeg dilates its Canny edges with.
+BORDER_RADIUS = 3
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -63,12 +86,53 @@ def stage_loss(logits: torch.Tensor, target: torch.Tensor, train_cfg) -> torch.T
     return cross_entropy(logits, target)
 
 
+@torch.no_grad()
+def border_target(target: torch.Tensor, radius: int = BORDER_RADIUS, ignore_index: int = IGNORE_INDEX
+                  ) -> torch.Tensor:
+    """Semantic boundaries of a ``[N,H,W]`` label map, as ``[N,H,W]`` long: 1 where a labelled pixel
+    of another label lies within the ``(2 radius + 1)``-square window, 0 where the window's labelled
+    pixels all agree, ``ignore_index`` on ignored pixels and on labelled pixels whose window has
+    ignored pixels but no other label (a boundary may hide under the ignored region)."""
+    labels = target.long()
+    valid = labels != ignore_index
+    size, pad = 2 * radius + 1, radius
+
+    def window_max(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x[:, None], size, stride=1, padding=pad)[:, 0]
+
+    values = labels.float()
+    highest = window_max(torch.where(valid, values, torch.full_like(values, -1.0)))
+    lowest = -window_max(torch.where(valid, -values, torch.full_like(values, -float(ignore_index) - 1.0)))
+    near_ignored = window_max((~valid).float()) > 0
+    border = valid & (highest != lowest)
+    out = torch.where(border, torch.ones_like(labels), torch.zeros_like(labels))
+    return torch.where(~valid | (near_ignored & ~border), torch.full_like(labels, ignore_index), out)
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA,
+                       alpha: float = FOCAL_ALPHA, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Binary focal loss (Lin et al., ICCV 2017) of ``[N,1,H,W]`` (or ``[N,H,W]``) logits against a
+    0/1 ``[N,H,W]`` target: ``-alpha_t (1 - p_t)^gamma log p_t``, with ``p_t = sigmoid(x)`` and
+    ``alpha_t = alpha`` on boundary pixels, ``1 - sigmoid(x)`` and ``1 - alpha`` elsewhere; mean over
+    the pixels that are not ``ignore_index`` (0 when there are none, keeping the graph)."""
+    logits = logits.float().reshape(target.shape)
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    x, y = logits[valid], target[valid].float()
+    log_pt = -F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y)
+    return (-alpha_t * (1.0 - log_pt.exp()) ** gamma * log_pt).mean()
+
+
 def segmentation_loss(outputs: dict, target: torch.Tensor, train_cfg, supervise: bool = True
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(total, {"stage1": ..., "stageS": ...})`` for a model's output dict (module docstring).
+    """``(total, {"stage1": ..., "stageS": ..., ["border1": ...]})`` for a model's output dict
+    (module docstring).
 
     Without supervision only the final stage has a term. Each term is unweighted; the total
-    weighs the earlier stages by ``train_cfg.aux_weight``.
+    weighs the earlier stages by ``train_cfg.aux_weight`` and the border terms by
+    :data:`BORDER_WEIGHT`.
     """
     aux = list(outputs.get("aux") or []) if supervise else []
     terms: dict[str, torch.Tensor] = {}
@@ -81,4 +145,10 @@ def segmentation_loss(outputs: dict, target: torch.Tensor, train_cfg, supervise:
     final = stage_loss(outputs["out"], target, train_cfg)
     terms[f"stage{num_stages}"] = final
     total = final if total is None else total + final
+    borders = list(outputs.get("border") or [])
+    edges = border_target(target) if borders else None
+    for index, logits in enumerate(borders):
+        term = sigmoid_focal_loss(logits, edges)
+        terms[f"border{index + 1}"] = term
+        total = total + BORDER_WEIGHT * term
     return total, terms
