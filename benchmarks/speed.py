@@ -9,15 +9,34 @@ Measures, on the same device and thread count, one after the other:
 * ``resnet50``: torchvision's ResNet-50 features (no average pooling, no fc): the reference for
   how many multiply-adds per second a plain, well-optimised network achieves here.
 
+Each model runs in two forms (``--fuse both``, the default):
+
+* as built, in eval mode (rows named after the model): every ``BatchNorm2d`` a pass of its own;
+* ``+fused``: :func:`spgnet.models.fuse.fuse_for_inference` applied to it -- every eval-mode
+  normalisation folded into the convolution before it, activations kept as separate in-place
+  ops. This is what ``spgnet evaluate`` runs (:func:`spgnet.engine.inference.predict`), and it is
+  applied to every model alike, torchvision's included (a user would fold theirs too): it folds
+  all 111 ``BatchNorm2d`` of deeplabv3_resnet101, all 53 of resnet50 and every norm of both
+  SPGNets (131 and 197). The outputs equal the unfused model's to float rounding
+  (``tests/test_fuse.py``).
+
+``--channels-last`` runs every model and input in ``torch.channels_last`` memory format (off by
+default; it is not what ``spgnet evaluate`` does).
+
 For each: seconds per image (``--height x --width``, default 1024x2048; eval mode,
 ``torch.inference_mode``, best and mean of ``--repeats`` after ``--warmup`` passes; the models take
 turns within each repeat, so load from other processes hits them alike), multiply-adds
 (``torch.utils.flop_counter.FlopCounterMode`` total / 2, counted on the ``meta`` device at the same
-size), achieved GMAC/s, and training iterations per second (one SGD step, cross-entropy on every
-logit map the model returns, ``--train-batch`` x ``--train-crop``^2). Then the ratios the issue
-sets targets for: inference speed-up of each SPGNet over deeplabv3_resnet101 (target for R50x2
-D=256: >= 2.5x, its MAC ratio being about 2.9x) and achieved GMAC/s relative to resnet50 (target:
-within 20%).
+size, on the unfused model: folding removes no multiply-add that the counter counts), achieved
+GMAC/s, and training iterations per second of the unfused model (one SGD step, cross-entropy on
+every logit map the model returns, ``--train-batch`` x ``--train-crop``^2). Then the ratios the
+issue sets targets for, unfused against unfused and fused against fused: inference speed-up of
+each SPGNet over deeplabv3_resnet101 (target for R50x2 D=256: >= 2.5x, its MAC ratio being about
+2.99x) and achieved GMAC/s relative to resnet50 (target: within 20%).
+
+On a machine shared with other work, ``--threads 1`` gives repeatable figures (best close to
+mean): with every core in use, one core taken by another process stalls each multi-threaded op,
+and a network of many small ops (SPGNet) suffers more from that than one of few large ones.
 
     python benchmarks/speed.py                          # paper size, 2 repeats (minutes on a CPU)
     python benchmarks/speed.py --height 256 --width 512 --repeats 1 --warmup 0 --skip-train
@@ -42,6 +61,7 @@ from torch import nn
 MODELS = ("spgnet-r18x2-d256", "spgnet-r50x2-d256", "deeplabv3_resnet101", "resnet50")
 TARGET_SPEEDUP = 2.5
 TARGET_MACS_RATIO = 0.2
+FUSED = "+fused"
 
 
 def build(name: str) -> nn.Module:
@@ -98,10 +118,12 @@ def sync(device: torch.device) -> None:
 
 
 def time_inference(models: dict[str, nn.Module], height: int, width: int, repeats: int, warmup: int,
-                   device: torch.device) -> dict[str, list[float]]:
+                   device: torch.device, channels_last: bool = False) -> dict[str, list[float]]:
     """Seconds per pass of every model, the models taking turns (round-robin) in each repeat so
     that a change of load on a shared machine hits them all alike."""
     x = torch.randn(1, 3, height, width, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():
@@ -158,6 +180,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=2)
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--fuse", choices=("both", "on", "off"), default="both",
+                   help="time the models as built (off), norm-folded (on), or both (default)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for all")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -173,56 +198,74 @@ def main(argv=None) -> int:
           f"{args.repeats} repeats after {args.warmup} warm-up; training: batch {args.train_batch} "
           f"x {args.train_crop}^2, {args.train_steps} steps")
     rows: dict[str, dict] = {}
-    header = f"{'model':<22}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
+    header = f"{'model':<28}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
     print(header)
-    models = {name: build(name).to(device) for name in args.models}
-    macs = {name: count_macs(model, args.height, args.width) for name, model in models.items()}
-    times = time_inference(models, args.height, args.width, args.repeats, args.warmup, device)
+    from spgnet.models.fuse import fuse_for_inference
+
+    built = {name: build(name).to(device) for name in args.models}
+    macs = {name: count_macs(model, args.height, args.width) for name, model in built.items()}
+    models: dict[str, nn.Module] = {}
+    for name, model in built.items():
+        if args.fuse in ("both", "off"):
+            models[name] = model.eval()
+        if args.fuse in ("both", "on"):
+            models[name + FUSED] = fuse_for_inference(model)
+    if args.channels_last:
+        models = {name: model.to(memory_format=torch.channels_last) for name, model in models.items()}
+    times = time_inference(models, args.height, args.width, args.repeats, args.warmup, device,
+                           channels_last=args.channels_last)
     for name, model in models.items():
+        base_name = name.removesuffix(FUSED)
         best = min(times[name])
         row = {
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "gmacs": macs[name] / 1e9,
+            "params_m": sum(p.numel() for p in built[base_name].parameters()) / 1e6,
+            "gmacs": macs[base_name] / 1e9,
             "seconds_per_image": best,
             "seconds_per_image_mean": statistics.fmean(times[name]),
-            "gmac_per_s": macs[name] / best / 1e9,
+            "gmac_per_s": macs[base_name] / best / 1e9,
+            "fused": name.endswith(FUSED),
+            "folded_norms": getattr(model, "spgnet_folded_norms", 0) if name.endswith(FUSED) else 0,
             "train_it_per_s": None,
         }
-        if not args.skip_train and name != "resnet50":
+        if not args.skip_train and base_name != "resnet50" and not row["fused"]:
             row["train_it_per_s"] = time_training(model, args.train_crop, args.train_batch, args.train_steps, device)
         rows[name] = row
         train = "-" if row["train_it_per_s"] is None else f"{row['train_it_per_s']:.3f}"
-        print(f"{name:<22}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
+        print(f"{name:<28}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
               f"{row['seconds_per_image_mean']:>12.3f}{row['gmac_per_s']:>9.1f}{train:>12}", flush=True)
 
     ratios: dict[str, dict] = {}
-    ref, base = rows.get("deeplabv3_resnet101"), rows.get("resnet50")
-    print("\n# ratios")
-    for name in ("spgnet-r18x2-d256", "spgnet-r50x2-d256"):
-        if name not in rows:
-            continue
-        r = {}
-        if ref:
-            r["speedup_vs_deeplabv3_resnet101"] = ref["seconds_per_image"] / rows[name]["seconds_per_image"]
-            r["mac_ratio_deeplabv3_resnet101"] = ref["gmacs"] / rows[name]["gmacs"]
-            if ref["train_it_per_s"] and rows[name]["train_it_per_s"]:
-                r["train_speedup_vs_deeplabv3_resnet101"] = rows[name]["train_it_per_s"] / ref["train_it_per_s"]
-        if base:
-            r["gmac_per_s_vs_resnet50"] = rows[name]["gmac_per_s"] / base["gmac_per_s"]
-        ratios[name] = r
-        parts = [f"{k} {v:.2f}" for k, v in r.items()]
-        print(f"{name:<22}" + ", ".join(parts))
+    print("\n# ratios (unfused against unfused, fused against fused)")
+    for suffix in ("", FUSED):
+        ref, base = rows.get("deeplabv3_resnet101" + suffix), rows.get("resnet50" + suffix)
+        for name in ("spgnet-r18x2-d256", "spgnet-r50x2-d256"):
+            if name + suffix not in rows:
+                continue
+            row = rows[name + suffix]
+            r = {}
+            if ref:
+                r["speedup_vs_deeplabv3_resnet101"] = ref["seconds_per_image"] / row["seconds_per_image"]
+                r["mac_ratio_deeplabv3_resnet101"] = ref["gmacs"] / row["gmacs"]
+                if ref["train_it_per_s"] and row["train_it_per_s"]:
+                    r["train_speedup_vs_deeplabv3_resnet101"] = row["train_it_per_s"] / ref["train_it_per_s"]
+            if base:
+                r["gmac_per_s_vs_resnet50"] = row["gmac_per_s"] / base["gmac_per_s"]
+            ratios[name + suffix] = r
+            parts = [f"{k} {v:.2f}" for k, v in r.items()]
+            print(f"{name + suffix:<28}" + ", ".join(parts))
 
     checks = {}
-    r50 = ratios.get("spgnet-r50x2-d256", {})
-    if "speedup_vs_deeplabv3_resnet101" in r50:
-        checks["r50x2_speedup_at_least_2.5"] = r50["speedup_vs_deeplabv3_resnet101"] >= TARGET_SPEEDUP
-    if "gmac_per_s_vs_resnet50" in r50:
-        checks["r50x2_gmac_per_s_within_20pct_of_resnet50"] = abs(r50["gmac_per_s_vs_resnet50"] - 1) <= TARGET_MACS_RATIO
+    for suffix, label in (("", "unfused"), (FUSED, "fused")):
+        r50 = ratios.get("spgnet-r50x2-d256" + suffix, {})
+        if "speedup_vs_deeplabv3_resnet101" in r50:
+            checks[f"r50x2_speedup_at_least_2.5_{label}"] = r50["speedup_vs_deeplabv3_resnet101"] >= TARGET_SPEEDUP
+        if "gmac_per_s_vs_resnet50" in r50:
+            checks[f"r50x2_gmac_per_s_within_20pct_of_resnet50_{label}"] = (
+                abs(r50["gmac_per_s_vs_resnet50"] - 1) <= TARGET_MACS_RATIO)
     if checks:
         print("\n# targets")
         for k, ok in checks.items():
-            print(f"{k:<46}{'PASS' if ok else 'FAIL'}")
+            print(f"{k:<52}{'PASS' if ok else 'FAIL'}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"args": vars(args), "threads": threads, "models": rows, "ratios": ratios, "targets": checks},

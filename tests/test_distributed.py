@@ -142,3 +142,118 @@ def test_cpu_ddp_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
+
+
+# --------------------------------------------------------------------------------------------
+# One crop per process: the decoder's GAP branch normalises a 1x1 map (one value per channel)
+# --------------------------------------------------------------------------------------------
+
+_GAP_SCRIPT = textwrap.dedent(
+    '''
+    import json, os, sys
+    import torch
+    from torch import nn
+    from inplace_abn import InPlaceABN
+    from spgnet.config import resolve
+    from spgnet.engine.train import train
+    from spgnet.errors import SpgnetError
+    from spgnet.models.decoder import GlobalContext
+    from spgnet.models.norm import norm_act
+
+
+    class GapToy(nn.Module):
+        """A feature plus SPGNet's GAP branch (GAP, 1x1 conv, norm on the 1x1 map)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = InPlaceABN(8)
+            self.context = GlobalContext(8, 8, norm_act("inplace_abn"))
+            self.heads = nn.ModuleList(nn.Conv2d(8, 3, 1) for _ in range(2))
+
+        def forward(self, x):
+            f = self.bn(self.conv(x))
+            f = f + self.context(f)
+            return {"out": self.heads[1](f), "aux": [self.heads[0](f)]}
+
+
+    class Toy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, key):
+            index, rng = key
+            g = torch.Generator().manual_seed(int(index))
+            image = torch.randn(3, 12, 12, generator=g) * (1 + index)
+            label = (image[0] > 0).long() + (image[1] > 0).long()
+            return {"image": image, "label": label, "name": str(index), "path": ""}
+
+
+    out, norm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cfg = resolve("t3-spg-sigmoid", "mini", model={"norm": norm, "num_classes": 3},
+                  train=dict(iterations=3, batch_size=batch, checkpoint_every=3, log_every=1, workers=0,
+                             device="cpu", amp=False))
+    torch.manual_seed(0)
+    rank = int(os.environ.get("RANK", "0"))
+    os.makedirs(out, exist_ok=True)
+    try:
+        metrics = train(cfg, out, seed=0, model=GapToy(), dataset=Toy())
+        result = {"norm": metrics["norm_layer"], "world": metrics["world_size"], "loss": metrics["final_loss"]}
+    except SpgnetError as err:
+        result = {"error": str(err)}
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
+        json.dump(result, handle)
+    '''
+)
+
+
+def _run_gap_script(tmp_path, out: str, norm: str, batch: int, processes: int) -> list[dict]:
+    script = tmp_path / "gap_train.py"
+    script.write_text(_GAP_SCRIPT)
+    env = dict(os.environ, SPGNET_TRACKING="0", SPGNET_PROGRESS="off", OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
+    proc = subprocess.run(launcher + [str(script), str(tmp_path / out), norm, str(batch)], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [json.loads((tmp_path / out / f"rank{r}.json").read_text()) for r in range(processes)]
+
+
+def test_sync_norm_trains_the_gap_branch_on_one_crop_per_process(tmp_path):
+    """2 gloo processes x 1 crop with InPlaceABNSync (the paper's 8 GPUs x 1 crop, in small)
+    train, and give the weights of one process on both crops: the GAP branch's statistics are
+    merged over the processes."""
+    one = _run_gap_script(tmp_path, "one", "inplace_abn_sync", batch=2, processes=1)[0]
+    two = _run_gap_script(tmp_path, "two", "inplace_abn_sync", batch=2, processes=2)
+    assert one["world"] == 1 and one["norm"] == "InPlaceABN"
+    assert all(r.get("world") == 2 and r.get("norm") == "InPlaceABNSync" for r in two), two
+    assert two[0]["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    a = ckpt.load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
+    # the GAP norm's running statistics were updated from the 2 merged values
+    assert not torch.equal(b["context.conv.1.running_var"], torch.ones(8))
+
+
+def test_unsynchronised_norm_on_one_crop_per_process_names_the_fixes(tmp_path):
+    """Without synchronisation one value per channel stays an error (as torch's BatchNorm2d in
+    torchvision's ASPPPooling): the message names both ways out."""
+    results = _run_gap_script(tmp_path, "two", "inplace_abn", batch=2, processes=2)
+    for result in results:
+        assert "one value per channel" in result["error"]
+        assert "at least 2 crops per process" in result["error"]
+        assert "'inplace_abn_sync' over at least 2 processes" in result["error"]
+        assert "not synchronised" in result["error"]
+
+
+def test_sync_norm_on_one_process_with_one_crop_names_the_fixes(tmp_path):
+    result = _run_gap_script(tmp_path, "one", "inplace_abn_sync", batch=1, processes=1)[0]
+    assert "one value per channel" in result["error"]
+    assert "synchronised over one process" in result["error"]
+    assert "at least 2 crops per process" in result["error"]

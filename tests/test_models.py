@@ -220,3 +220,55 @@ def test_registry_models_build_for_every_reproducible_spgnet_row():
                 build_model_from_config(dataclasses.replace(experiment.model, norm="abn"), device="meta")
             built += 1
     assert built >= 40
+
+
+# ---------------------------------------------------------------- one value per channel (GAP branch)
+
+
+def test_sync_norm_is_inplace_abns_layer_with_the_same_state():
+    import inplace_abn
+
+    from spgnet.models import norm as norm_module
+
+    layer = norm_act("inplace_abn_sync")(8)
+    assert isinstance(layer, inplace_abn.InPlaceABNSync) and type(layer).__name__ == "InPlaceABNSync"
+    assert type(layer) is norm_module.InPlaceABNSync
+    assert layer.state_dict().keys() == inplace_abn.InPlaceABN(8).state_dict().keys()
+    assert sum(p.numel() for p in layer.parameters()) == 16
+
+
+def test_sync_norm_over_one_process_still_refuses_one_value_per_channel():
+    """No process group (or a group of one): the merged statistics would be of one value."""
+    layer = norm_act("inplace_abn_sync")(4).train()
+    with pytest.raises(ValueError, match="single sample per channel"):
+        layer(torch.randn(1, 4, 1, 1))
+    layer(torch.randn(2, 4, 1, 1))  # two values: fine
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "inplace_abn"])
+def test_gap_branch_at_one_crop_raises_unless_running_statistics_are_asked_for(norm):
+    """One crop on one process: the GAP branch's norm has one value per channel. Batch statistics
+    do not exist, so training raises (as torchvision's ASPPPooling does); the explicit opt-out
+    used by the memory benchmark makes those calls use the running statistics."""
+    from spgnet.models.norm import single_value_norms_use_running_stats
+
+    model = _model(norm, backbones=("resnet18",), link="none").train()
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="per channel"):
+        model(x)
+    hit = single_value_norms_use_running_stats(model)
+    context_norm = model.stages[0].decoder.context.conv[1]
+    before = context_norm.running_mean.clone()
+    model(x)["out"].sum().backward()
+    assert hit == {id(context_norm)}
+    assert torch.equal(context_norm.running_mean, before)  # used, not updated
+    assert all(m.training for m in model.modules())
+    assert context_norm.weight.grad is not None
+
+
+def test_memory_benchmark_uses_the_models_single_value_fallback():
+    from spgnet.analysis import memory
+
+    model = _model("batchnorm", backbones=("resnet18",), link="none").train()
+    assert memory._allow_single_value_norms(model) == set()
+    model(torch.randn(1, 3, 64, 64))  # no error

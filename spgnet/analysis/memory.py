@@ -161,28 +161,11 @@ def measure_step(name: str, crop: int, batch_size: int = 1, norm: str | None = N
 def _allow_single_value_norms(model) -> set:
     """At batch 1 the global-average-pooling branch normalises a 1x1 map, which batch statistics
     cannot do on one process (the paper's batch is spread over 8 synchronised GPUs). Such layers
-    use their running statistics for that call; the memory involved is a few bytes per channel."""
-    from torch import nn
+    use their running statistics for that call; the memory involved is a few bytes per channel.
+    (:func:`spgnet.models.norm.single_value_norms_use_running_stats`.)"""
+    from spgnet.models.norm import single_value_norms_use_running_stats
 
-    names = {"ABN", "InPlaceABN", "InPlaceABNSync", "BatchNormAct2d"}
-    hit = set()
-
-    def pre(module, inputs):
-        x = inputs[0]
-        single = x.dim() >= 2 and x.numel() // x.shape[1] == 1
-        module._spgnet_was_training = module.training
-        if single and module.training:
-            module.train(False)
-            hit.add(id(module))
-
-    def post(module, inputs, output):
-        module.train(module._spgnet_was_training)
-
-    for module in model.modules():
-        if type(module).__name__ in names or isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(pre)
-            module.register_forward_hook(post)
-    return hit
+    return single_value_norms_use_running_stats(model)
 
 
 def _model_state_bytes(model, optimizer) -> int:

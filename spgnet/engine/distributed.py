@@ -12,7 +12,10 @@ same whatever the number of processes.
 replaces that reduction with the same count-weighted merge in Python (gloo all-gathers the
 per-process mean, variance and count), and :func:`convert_inplace_abn_sync` turns the
 ``InPlaceABN`` layers a CPU build falls back to into ``InPlaceABNSync`` layers with the same
-parameters, so a CPU DDP run synchronises batch statistics like the paper's GPUs do.
+parameters, so a CPU DDP run synchronises batch statistics like the paper's GPUs do. The layers
+are :class:`spgnet.models.norm.InPlaceABNSync`, which also train on one crop per process (the
+global-average-pooling branch's 1x1 map then has one value per channel in each process, and at
+least 2 over the group).
 """
 
 from __future__ import annotations
@@ -158,7 +161,9 @@ def enable_cpu_sync_bn() -> bool:
 def convert_inplace_abn_sync(module: nn.Module) -> nn.Module:
     """Replace every ``InPlaceABN`` (not already synchronised) by an ``InPlaceABNSync`` sharing
     its parameters and buffers, like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
-    from inplace_abn import InPlaceABN, InPlaceABNSync
+    from inplace_abn import InPlaceABN
+
+    from spgnet.models.norm import InPlaceABNSync  # inplace-abn's, allowing 1 value per process
 
     converted = module
     if type(module) is InPlaceABN:

@@ -20,8 +20,9 @@ bit-identical to an uninterrupted run's.
 
 Multi-GPU: ``torchrun --nproc_per_node=G -m spgnet train ...`` (DistributedDataParallel; each
 iteration's global batch is split between the processes; InPlaceABNSync synchronises the batch
-statistics). Two CPU processes with gloo work as well (CI). Mixed precision on CUDA when
-``train.amp``.
+statistics). Two CPU processes with gloo work as well (CI). Mixed precision when ``train.amp``:
+float16 with a gradient scaler on CUDA, bfloat16 on CPUs (no scaler needed; oneDNN runs bfloat16
+convolutions natively on CPUs with AVX-512 BF16 or AMX).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ from spgnet.errors import SpgnetError
 
 LOG_NAME = "train_log.csv"
 METRICS_NAME = "train_metrics.json"
+
+
+#: Autocast precision of ``train.amp`` per device type.
+AUTOCAST_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 class NonFiniteLossError(SpgnetError):
@@ -222,8 +227,9 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
         distributed.set_sync_groups(model)
     model.to(device)
     optimizer = build_optimizer(model, t)
-    amp = bool(t.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp) if amp else None
+    amp = bool(t.amp) and device.type in AUTOCAST_DTYPES
+    amp_dtype = AUTOCAST_DTYPES.get(device.type)
+    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
 
     start, rows, state = 0, [], {"window": None, "seconds": 0.0, "last": None, "segments": []}
     if checkpoint:
@@ -279,16 +285,26 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
             torch.manual_seed(step_seed(seed, iteration, info.rank))
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                 try:
                     outputs = net(images)
                 except ValueError as err:
                     if "per channel" not in str(err):
                         raise
+                    # e.g. the decoder's GAP branch (a 1x1 map) with one crop per process and a norm
+                    # that is not synchronised: see spgnet.models.norm for why this stays an error
+                    if cfg.model.norm != "inplace_abn_sync":
+                        why = f"norm '{cfg.model.norm}' is not synchronised"
+                    elif info.world_size == 1:
+                        why = "norm 'inplace_abn_sync' is synchronised over one process"
+                    else:
+                        why = "that layer is not synchronised over the processes"
                     raise SpgnetError(
                         f"a normalisation layer got one value per channel ({str(err).splitlines()[0]}); "
-                        f"each process has {images.shape[0]} crop(s) of the batch of {t.batch_size}: "
-                        "use at least 2 per process"
+                        f"each of the {info.world_size} process(es) has {images.shape[0]} crop(s) of the "
+                        f"batch of {t.batch_size} and {why}: use at least 2 crops per process "
+                        "(train.batch_size), or norm 'inplace_abn_sync' over at least 2 processes "
+                        "(the paper: 8 GPUs x 1 crop)"
                     ) from None
                 loss, terms = segmentation_loss(outputs, labels, t, supervise=cfg.model.supervise)
             names = ["loss"] + [f"loss_{k}" for k in terms]

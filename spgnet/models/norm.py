@@ -6,8 +6,10 @@ slope 0.01 is inplace-abn's default and is used throughout, also for plain Batch
 four choices differ only in how they compute, never in what they compute.
 
 ==================== =================================================================
-``inplace_abn_sync`` ``inplace_abn.InPlaceABNSync``: the paper's layer; needs CUDA and an
-                     initialised process group (its statistics reduction is CUDA-only).
+``inplace_abn_sync`` :class:`InPlaceABNSync` (``inplace_abn.InPlaceABNSync``, see below): the
+                     paper's layer; needs CUDA and an initialised process group (its
+                     statistics reduction is CUDA-only; ``spgnet.engine.distributed`` adds
+                     a CPU one for gloo).
 ``inplace_abn``      ``inplace_abn.InPlaceABN``: in-place, memory-saving, one device.
 ``abn``              ``inplace_abn.ABN``: the same maths out of place (works on ``meta``).
 ``batchnorm``        ``torch.nn.BatchNorm2d`` followed by the activation.
@@ -15,6 +17,26 @@ four choices differ only in how they compute, never in what they compute.
 
 All four keep ``weight``, ``bias``, ``running_mean`` and ``running_var`` under the same names, so a
 checkpoint (or torchvision's ImageNet weights) loads into any of them.
+
+One value per channel (the decoder's global-average-pooling branch normalises a 1x1 map, so a
+process with one crop gives each channel one value):
+
+* :class:`InPlaceABNSync` is inplace-abn's layer with one change: inplace-abn refuses to train on
+  one value per channel *per process* even when the statistics are merged over several processes;
+  here that is allowed whenever the layer's process group has at least 2 processes, so the
+  statistics come from at least 2 values. That is the paper's setting (8 GPUs x 1 crop,
+  synchronised Inplace-ABN) and what ``torch.nn.SyncBatchNorm`` does too. Everything else,
+  eval mode included, is inplace-abn's code.
+* A norm that is not synchronised (or is, over one process) still raises ``ValueError`` in
+  training, like ``torch.nn.BatchNorm2d`` in torchvision's DeepLabV3 ``ASPPPooling`` and the
+  BN of mmsegmentation's ASPP image pooling: batch statistics of one value do not exist, and
+  quietly normalising with something else would change the network the experiment trains.
+  (detectron2's ASPP drops the norm from its pooling branch altogether; here that would change
+  the parameter and FLOP counts the paper gives.)
+  ``spgnet train`` turns the error into one that names the two fixes (``norm:
+  inplace_abn_sync`` over several processes, or at least 2 crops per process).
+  :func:`single_value_norms_use_running_stats` is the explicit opt-out for measurements that do
+  not train (the memory benchmark at batch 1): such calls use the running statistics.
 """
 
 from __future__ import annotations
@@ -63,7 +85,50 @@ class BatchNormAct2d(nn.BatchNorm2d):
 def _inplace_abn(class_name: str):
     import inplace_abn  # imported lazily: building it is the slow part of the environment
 
+    if class_name == "InPlaceABNSync":
+        return _sync_class()
     return getattr(inplace_abn, class_name)
+
+
+def _group_size(group) -> int:
+    """Processes in ``group`` (1 when it is None or no process group is initialised)."""
+    if group is None or not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group=group)
+
+
+@functools.cache
+def _sync_class():
+    import inplace_abn
+    from inplace_abn.functions import InPlaceABN as InPlaceABNFunction
+    from inplace_abn.functions import _count_samples
+
+    class InPlaceABNSync(inplace_abn.InPlaceABNSync):
+        """``inplace_abn.InPlaceABNSync`` that trains on one value per channel per process when
+        its group has >= 2 processes (the statistics merged over the group are then of >= 2
+        values). Same parameters, buffers, state dict keys and eval-mode maths."""
+
+        _same_eval_maths = True  # spgnet.models.fuse may fold it like inplace-abn's
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training and _count_samples(x) <= 1 and _group_size(self.group) > 1:
+                momentum, training = self._get_momentum_and_training()
+                running_mean, running_var = self._get_running_stats()
+                # inplace_abn_sync() minus its per-process check; the merged count is >= 2
+                return InPlaceABNFunction.apply(x, self.weight, self.bias, running_mean, running_var, training,
+                                                momentum, self.eps, self.activation, self.activation_param,
+                                                self.group)
+            return super().forward(x)
+
+    InPlaceABNSync.__module__ = __name__
+    InPlaceABNSync.__qualname__ = "InPlaceABNSync"
+    return InPlaceABNSync
+
+
+def __getattr__(name: str):
+    if name == "InPlaceABNSync":  # created on first use: importing inplace-abn is slow
+        return _sync_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 NORM_LAYERS = ("inplace_abn_sync", "inplace_abn", "abn", "batchnorm")
@@ -124,6 +189,41 @@ def norm_act(name: str, activation: str = "leaky_relu") -> NormAct:
 def norm_only(factory: NormAct) -> NormAct:
     """The same layer without activation (``norm_layer`` for torchvision constructors)."""
     return functools.partial(factory, activation="identity")
+
+
+def single_value_norms_use_running_stats(model: nn.Module) -> set:
+    """Let every normalisation layer of ``model`` that gets one value per channel in training
+    use its running statistics for that call instead of raising (see the module docstring).
+
+    For measurements that run training steps without training a network (peak memory at batch
+    1, where the global-average-pooling branch normalises a 1x1 map): the memory involved is a
+    few bytes per channel either way. Registers forward hooks; returns a set that collects
+    ``id(module)`` of every layer that used the fallback.
+    """
+    hit: set = set()
+
+    def pre(module, inputs):
+        x = inputs[0]
+        single = x.dim() >= 2 and x.numel() // x.shape[1] == 1
+        module._spgnet_was_training = module.training
+        if single and module.training:
+            module.train(False)
+            hit.add(id(module))
+
+    def post(module, inputs, output):
+        module.train(module._spgnet_was_training)
+
+    for module in model.modules():
+        if _is_norm_layer(module):
+            module.register_forward_pre_hook(pre)
+            module.register_forward_hook(post)
+    return hit
+
+
+def _is_norm_layer(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return True
+    return type(module).__name__ in {"ABN", "InPlaceABN", "InPlaceABNSync"} and hasattr(module, "running_var")
 
 
 def conv_norm_act(in_ch: int, out_ch: int, kernel_size: int, factory: NormAct,
