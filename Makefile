@@ -14,7 +14,7 @@ reproduce:
 ## test: the test suite (what CI runs)
 test:
 	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
-	  python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+	  python -m pytest -p no:cacheprovider -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 ## profile: #Params / #FLOPs of every experiment at paper scale
 profile:

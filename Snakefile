@@ -19,12 +19,14 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/dvc.smk"
 
 
 rule reproduce_all:
     default_target: True
     input:
         f"{PLAN.report_dir}/tables.md",
+        "dvc.lock" if DVC_LOCK else [],
 
 
 for _table in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]:

@@ -47,11 +47,22 @@ def dvc_variables(plan: Plan) -> dict:
             "metrics": plan.eval_json(ev.experiment, seed),
             "predictions": plan.eval_json(ev.experiment, seed).removesuffix(".json") + "-predictions",
         }
+    attention = {}
+    experiment = plan.attention_experiment()
+    if experiment is not None:
+        figures = plan.attention_figures()
+        attention[experiment] = {
+            "checkpoint": plan.checkpoint(plan.evaluations[experiment].run, seed),
+            **{Path(path).stem.split("-", 1)[0]: path for path in figures},  # fig5, fig6, fig7
+        }
     return {
         "profile": plan.profile.name,
         "seed": seed,
         "profile_json": plan.profile_json,
         "report": f"{plan.report_dir}/tables.md",
+        "figures": plan.figures_dir,
+        "curves": plan.curves_figure,
+        "attention": attention,
         "datasets": datasets,
         "runs": runs,
         "evaluations": evaluations,

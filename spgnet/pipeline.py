@@ -74,6 +74,24 @@ class Plan:
     def report_dir(self) -> str:
         return self.profile.report_dir
 
+    @property
+    def figures_dir(self) -> str:
+        return f"{self.report_dir}/figures"
+
+    def attention_figures(self) -> list[str]:
+        """The guided-attention figures (Figs. 5-7); empty when the profile has no attention row."""
+        from spgnet.analysis.attention import FIGURES
+
+        if self.attention_experiment() is None:
+            return []
+        return [f"{self.figures_dir}/{name}" for name in FIGURES]
+
+    @property
+    def curves_figure(self) -> str:
+        from spgnet.analysis.curves import FIGURE_NAME
+
+        return f"{self.figures_dir}/{FIGURE_NAME}"
+
     def datasets(self) -> dict:
         """Data sets the selected runs need: name -> DatasetSource."""
         return {cfg.train.dataset: cfg.data for cfg in self.runs.values()}
@@ -93,6 +111,17 @@ class Plan:
             if cfg.model.link == "spg_sigmoid" and cfg.train.dataset == "cityscapes" and cfg.model.arch == "spgnet":
                 return name
         return None
+
+    def run_settings(self, run: str) -> str:
+        """Digest of a training run's resolved model, schedule and data source. Snakemake keeps it
+        as a rule parameter, so changing one experiment's settings reruns that run's jobs only."""
+        cfg = self.runs[run]
+        return config_hash(cfg.model, cfg.train, cfg.data)
+
+    def evaluation_settings(self, evaluation: str) -> str:
+        """Digest of what an evaluation does (its row's test-time settings and data source)."""
+        cfg = self.experiment_config(self.unique_evaluations()[evaluation].experiment)
+        return config_hash(cfg.eval, cfg.data)
 
     def experiment_config(self, experiment: str) -> RunConfig:
         return resolve(experiment, self.profile)

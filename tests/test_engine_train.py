@@ -388,6 +388,18 @@ def test_metrics_record_seed_and_pretrained(tmp_path):
     assert saved["it_per_s"] > 0
 
 
+def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
+    model = toy_model()
+    seen = []
+    model.heads[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    metrics = train(toy_cfg(iterations=2, amp=True), tmp_path, seed=0, model=model, dataset=ToySet())
+    assert seen and set(seen) == {torch.bfloat16}
+    assert metrics["amp"] is True and math.isfinite(metrics["final_loss"])
+    # the weights stay float32 (autocast casts per op), so checkpoints look the same either way
+    state = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+
 def test_pretrained_file_is_recorded_or_rejected(tmp_path):
     from spgnet.engine.train import describe_pretrained
 

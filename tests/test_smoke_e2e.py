@@ -13,7 +13,8 @@ import pytest
 
 from spgnet.config import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module, so the smoke workflow (module fixture) runs once under xdist.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
 
 COPIED = ["Snakefile", "workflow", "params", "reports/templates"]
 
@@ -68,3 +69,66 @@ def test_runs_are_recorded_in_mlflow(smoke_project):
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True)
     assert len(runs) >= 7 + 9  # the smoke profile's training runs and evaluations
+
+
+def _dry_run_jobs(root, env) -> dict[str, int]:
+    """rule -> job count of a dry run of reproduce_all (Snakemake's "Job stats" table)."""
+    run = subprocess.run(["snakemake", "-n", "--cores", "2", "reproduce_all", "--config", "profile=smoke"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = run.stdout + run.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def test_a_changed_setting_or_a_lost_output_reruns_only_what_depends_on_it(smoke_project):
+    root, env = smoke_project
+    registry = root / "params/experiments.yaml"
+    original = registry.read_text()
+    try:
+        # one experiment's setting: t11-fpn's decoder width (its run and its evaluation only)
+        registry.write_text(original.replace("model: {decoder: fpn, gap: false}",
+                                             "model: {decoder: fpn, gap: false, channels: 64}", 1))
+        jobs = _dry_run_jobs(root, env)
+        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
+        assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
+    finally:
+        registry.write_text(original)
+    # a workflow interrupted during one evaluation (so before the report): started again, only
+    # that evaluation and the report run
+    unfinished = [root / "results/smoke/runs/t11-fpn/seed0/eval/t11-fpn.json", root / "reports/smoke/tables.md"]
+    saved = {path: path.read_bytes() for path in unfinished}
+    for path in unfinished:
+        path.unlink()
+    try:
+        jobs = _dry_run_jobs(root, env)
+        assert jobs.get("evaluate") == 1 and jobs.get("report") == 1 and "train" not in jobs, jobs
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+
+
+def test_trained_here_table_has_measured_cells(smoke_project):
+    root, _ = smoke_project
+    text = (root / "reports/smoke/tables.md").read_text()
+    section = text.split("## Table 1 methods trained by this pipeline", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.rstrip().endswith("`t1-bisenet` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    miou, params, flops, seconds = cells[-5:-1]
+    for cell in (miou, params, flops, seconds):
+        assert re.match(r"^\d+(\.\d+)?", cell), f"not a number: {cell!r} in {row}"
+
+
+def test_snakemake_html_report(smoke_project):
+    root, env = smoke_project
+    out = root / "snakemake-report.zip"
+    run = subprocess.run(["snakemake", "--cores", "1", "--report", str(out), "--config", "profile=smoke"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import zipfile
+
+    names = zipfile.ZipFile(out).namelist()
+    assert any(n.endswith("report.html") for n in names), names[:20]
+    assert any(n.endswith("tables.md") for n in names) and any(n.endswith("fig5-general.png") for n in names)

@@ -434,7 +434,16 @@ class Report:
     # ---- the rows of a table that this pipeline trains ----------------------------------
     def trained_section(self, table: str, rows: list[Experiment]) -> dict:
         trained = [exp for exp in rows if exp.reproducible]
-        frame, align = self.trained_frame(trained)
+        # The test-set model's train-split twin (same network and schedule, scored on val) joins the
+        # table, so that SPGNet also has a row measured exactly like the competitors'.
+        twins = []
+        for exp in trained:
+            twin = self.counterpart(exp) if exp.eval.split == "test" else None
+            if twin is not None and twin not in trained:
+                label = {k: f"{v} ({twin.train.split} / {twin.eval.split})" if k == next(iter(exp.columns)) else v
+                         for k, v in exp.columns.items()}
+                twins.append(dataclasses.replace(twin, columns=label))
+        frame, align = self.trained_frame(trained + twins)
         return _section(f"{table}-trained", TRAINED[table], self.trained_notes(rows, trained), frame, align,
                         short=f"Table {table}, trained here")
 

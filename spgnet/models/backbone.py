@@ -27,6 +27,18 @@ from spgnet.models.pretrained import load_torchvision_weights
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
+def residual_add(out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """``out + identity``, in place when no gradient is recorded.
+
+    While training, ``out`` may be the output an in-place ABN keeps for its backward pass, so the sum
+    is a new tensor; at inference the in-place add (what torchvision's blocks always do) saves one
+    full-size allocation and copy per block.
+    """
+    if torch.is_grad_enabled() and (out.requires_grad or identity.requires_grad):
+        return out + identity
+    return out.add_(identity)
+
+
 class NormActBasicBlock(BasicBlock):
     """torchvision's ``BasicBlock`` whose ``bn1`` carries the activation."""
 
@@ -34,7 +46,7 @@ class NormActBasicBlock(BasicBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.bn1(self.conv1(x))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(residual_add(out, identity))
 
 
 class NormActBottleneck(Bottleneck):
@@ -45,7 +57,7 @@ class NormActBottleneck(Bottleneck):
         out = self.bn1(self.conv1(x))
         out = self.bn2(self.conv2(out))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(residual_add(out, identity))
 
 
 def fuse_block_activations(block: nn.Module, factory: NormAct) -> nn.Module:

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.json",
     params:
+        settings=lambda wildcards: PLAN.evaluation_settings(wildcards.evaluation),
         predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
     log:

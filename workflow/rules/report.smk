@@ -1,7 +1,7 @@
 # Paper-scale profiling, guided-attention figures, training curves and the report.
 ATTENTION = PLAN.attention_experiment()
-FIGURES = f"{PLAN.report_dir}/figures"
-ATTENTION_FIGURES = [f"{FIGURES}/{name}.png" for name in ("fig5-general", "fig6-person-rider", "fig7-truck-bus-train")]
+FIGURES = PLAN.figures_dir
+ATTENTION_FIGURES = PLAN.attention_figures()
 
 
 rule profile:
@@ -39,7 +39,7 @@ rule curves:
     input:
         [f"{PLAN.run_dir(run, seed)}/train_log.csv" for run in PLAN.runs for seed in SEEDS],
     output:
-        report(f"{FIGURES}/training-curves.png", category="Training curves"),
+        report(PLAN.curves_figure, category="Training curves"),
     log:
         f"results/{PROFILE}/logs/curves.log",
     threads: 1
@@ -51,7 +51,7 @@ rule report:
     input:
         profile=f"results/{PROFILE}/profile.json",
         evaluations=eval_files(PLAN.experiments),
-        curves=f"{FIGURES}/training-curves.png",
+        curves=PLAN.curves_figure,
         figures=ATTENTION_FIGURES if ATTENTION else [],
     output:
         report(f"{PLAN.report_dir}/tables.md", category="Tables"),

@@ -14,6 +14,8 @@ rule train:
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_metrics.json",
         curve=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_log.csv",
     params:
+        # the run's resolved settings: Snakemake reruns a job whose settings changed, and only that
+        settings=lambda wildcards: PLAN.run_settings(wildcards.run),
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
     log:
