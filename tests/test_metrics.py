@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ import torch
 from PIL import Image
 
 from spgnet.engine.metrics import ConfusionMatrix, as_percent, iou_from_matrix, mean_iou, summary
+from cityscapes_reference import run_cityscapesscripts
 
 NAN = float("nan")
 
@@ -80,16 +77,6 @@ def test_shape_mismatch_is_an_error():
 
 # ---------------------------------------------------------------- equality with cityscapesscripts
 
-CITYSCAPES_SCRIPT = r"""
-import glob, json, sys
-from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
-ev.args.quiet = True
-ev.args.JSONOutput = False
-gts = sorted(glob.glob(ev.args.groundTruthSearch))
-preds = [ev.getPrediction(ev.args, gt) for gt in gts]
-res = ev.evaluateImgLists(preds, gts, ev.args)
-print(json.dumps({"classScores": res["classScores"], "averageScoreClasses": res["averageScoreClasses"]}))
-"""
 
 
 def fabricate_cityscapes(root: Path, seed: int = 0, n: int = 3, shape=(64, 128)) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -121,15 +108,6 @@ def fabricate_cityscapes(root: Path, seed: int = 0, n: int = 3, shape=(64, 128))
         Image.fromarray(pred).save(root / "results" / f"{key}_leftImg8bit.png")
         out[key] = (gt, pred)
     return out
-
-
-def run_cityscapesscripts(root: Path) -> dict:
-    env = dict(os.environ, CITYSCAPES_DATASET=str(root), CITYSCAPES_RESULTS=str(root / "results"),
-               CITYSCAPES_EXPORT_DIR=str(root))
-    done = subprocess.run([sys.executable, "-c", CITYSCAPES_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=root)
-    assert done.returncode == 0, done.stderr + done.stdout
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_equal_to_cityscapesscripts(tmp_path):

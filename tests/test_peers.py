@@ -29,13 +29,7 @@ EXACT = ("pspnet", "danet", "denseaspp", "duc_hdc")
 NOTE = {"bisenet": (47.79, 429.48), "dfn": (90.22, 2240.33)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def count(cfg: ModelConfig, hw=(1025, 2049)) -> tuple[float, float, dict]:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +14,8 @@ from PIL import Image
 from spgnet.cli import main as cli
 from spgnet.engine.score import class_names, detect_format, score_directories
 from spgnet.errors import SpgnetError
+from cityscapes_reference import run_cityscapesscripts
 
-CITYSCAPES_SCRIPT = r"""
-import glob, json
-from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
-ev.args.quiet = True
-ev.args.JSONOutput = False
-gts = sorted(glob.glob(ev.args.groundTruthSearch))
-preds = [ev.getPrediction(ev.args, gt) for gt in gts]
-res = ev.evaluateImgLists(preds, gts, ev.args)
-print(json.dumps({"classScores": res["classScores"], "averageScoreClasses": res["averageScoreClasses"]}))
-"""
 
 
 def fabricate(root: Path, seed: int = 0, n: int = 4, shape=(64, 128)) -> None:
@@ -60,12 +48,7 @@ def fabricate(root: Path, seed: int = 0, n: int = 4, shape=(64, 128)) -> None:
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("cs")
     fabricate(root)
-    env = dict(os.environ, CITYSCAPES_DATASET=str(root), CITYSCAPES_RESULTS=str(root / "results"),
-               CITYSCAPES_EXPORT_DIR=str(root))
-    done = subprocess.run([sys.executable, "-c", CITYSCAPES_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=root)
-    assert done.returncode == 0, done.stderr + done.stdout
-    return root, json.loads(done.stdout.strip().splitlines()[-1])
+    return root, run_cityscapesscripts(root)
 
 
 def _assert_equal_to_reference(result: dict, ref: dict) -> None:
