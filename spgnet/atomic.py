@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -70,3 +71,11 @@ def _sibling(path: Path, tag: str, make: bool) -> Path:
             return candidate
         if not (candidate.exists() or candidate.is_symlink()):
             return candidate
+
+
+def write_json(path: Path, obj, *, allow_nan: bool = True) -> None:
+    """``obj`` as indented JSON (and a final newline) at ``path``, written through :func:`atomic_path`.
+    ``allow_nan=False`` refuses NaN/inf instead of writing JSON that strict readers reject."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, allow_nan=allow_nan)
+        handle.write("\n")

@@ -69,3 +69,15 @@ def test_atomic_path_leaves_nothing_behind_on_an_exception(tmp_path):
                 handle.write("half")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_is_atomic_and_refuses_nan_when_asked(tmp_path):
+    from spgnet.atomic import write_json
+
+    target = tmp_path / "sub" / "m.json"
+    write_json(target, {"miou": 1.5})
+    assert target.read_text() == '{\n  "miou": 1.5\n}\n'
+    with pytest.raises(ValueError):
+        write_json(target, {"miou": float("nan")}, allow_nan=False)
+    assert target.read_text() == '{\n  "miou": 1.5\n}\n'  # the old file, untouched
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.json"]

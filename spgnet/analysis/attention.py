@@ -24,11 +24,10 @@ any other model is a :class:`~spgnet.errors.SpgnetError` naming the experiment.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from spgnet.atomic import atomic_path
+from spgnet.atomic import atomic_path, write_json
 from spgnet.errors import SpgnetError
 
 #: Channels per class, as in Sec. 4.5 ("the indexes of the top 15 largest weights").
@@ -189,14 +188,8 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
         "top_channels": {class_names[c]: top_channels(conv.weight, c, k).tolist() for c in wanted},
         "figures": list(FIGURES),
     }
-    _write_json_atomic(out / SIDECAR, sidecar)
+    write_json(out / SIDECAR, sidecar)
     return written
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
 
 
 # --------------------------------------------------------------------------------------------

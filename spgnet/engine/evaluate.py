@@ -26,11 +26,8 @@ reads), or class indices named ``<name>.png`` for the other data sets (VOC with 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +35,7 @@ import numpy as np
 import torch
 
 from spgnet.config import RunConfig, load_profile, resolve
+from spgnet.atomic import write_json
 from spgnet.engine.checkpoint import load_model_weights
 from spgnet.engine.inference import STRATEGIES, predict
 from spgnet.engine.metrics import ConfusionMatrix, as_percent
@@ -79,22 +77,6 @@ def _device(cfg: RunConfig) -> torch.device:
         print("spgnet evaluate: note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
         return torch.device("cpu")
     return wanted
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_prediction(pred: np.ndarray, name: str, folder: Path, dataset: str) -> Path:
@@ -265,7 +247,7 @@ def main(args) -> int:
             note = f"split '{ev.split}' has no labels (every pixel is ignore): no mIoU"
             metrics["note"] = note
             print(f"spgnet evaluate: note: {note}", file=sys.stderr)
-        write_json_atomic(args.out, metrics)
+        write_json(args.out, metrics, allow_nan=False)
         logged = {"seconds_per_image": result["seconds_per_image"] or 0.0}
         if result["miou"] is not None:
             logged["miou"] = result["miou"]

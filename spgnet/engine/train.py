@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import platform
 import time
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from spgnet.atomic import write_json
 from spgnet.config import RunConfig, config_hash, load_profile, resolve
 from spgnet.engine import distributed
 from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
@@ -160,12 +160,6 @@ def _write_log(path: Path, rows: list[dict], columns: list[str]) -> None:
 def _append_log(path: Path, row: dict, columns: list[str]) -> None:
     with open(path, "a", newline="", encoding="utf-8") as handle:
         csv.DictWriter(handle, fieldnames=columns).writerow(row)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +397,7 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
         if iteration < total:  # stopped early (stop_after): like a killed run, no final metrics
             return metrics
         if info.is_main:
-            _write_json(metrics_path, metrics)
+            write_json(metrics_path, metrics)
             tracker.log_metrics({"final_loss": metrics["final_loss"], "train_seconds": metrics["seconds"],
                                  "train_it_per_s": metrics["it_per_s"] or 0.0}, step=iteration)
             tracker.log_dict(cfg.to_dict(), "config.json")
