@@ -3,13 +3,14 @@
 PROFILE ?= mini
 CORES ?= all
 PYTEST_ARGS ?=
+SNAKEMAKE_ARGS ?=
 
 .PHONY: reproduce test profile
 
 ## reproduce: the whole reproduction on the embedded default (Tables 1-12 -> reports/tables.md)
 reproduce:
 	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
-	  snakemake --cores $(CORES) --config profile=$(PROFILE) reproduce_all
+	  snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) reproduce_all --config profile=$(PROFILE)
 
 ## test: the test suite (what CI runs)
 test:

@@ -108,3 +108,11 @@ def test_dvc_repro_of_a_generated_set_matches_the_committed_lock_and_is_then_up_
     second = _run("dvc", "repro", "data@voc", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Running stage" not in second.stdout and "didn't change" in second.stdout
+
+
+def test_make_reproduce_runs_the_workflow_as_the_readme_says():
+    """README's main-job command, as a dry run (SNAKEMAKE_ARGS=-n): the Makefile's snakemake call
+    must parse (targets before --config, which takes every following word as a key=value)."""
+    result = _run("make", "reproduce", "PROFILE=smoke", "SNAKEMAKE_ARGS=-n --forceall")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reproduce_all" in result.stdout and "Job stats" in result.stdout
