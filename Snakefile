@@ -26,6 +26,7 @@ rule reproduce_all:
     default_target: True
     input:
         f"{PLAN.report_dir}/tables.md",
+        BUILT_MARKERS,
         "dvc.lock" if DVC_LOCK else [],
 
 

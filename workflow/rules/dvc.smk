@@ -17,7 +17,7 @@ if DVC_LOCK:
 
     rule dvc_lock:
         input:
-            rules.report.output,
+            rules.report.output.tables,
             PLAN.curves_figure,
             ATTENTION_FIGURES,
         output:

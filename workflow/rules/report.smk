@@ -4,6 +4,21 @@ FIGURES = PLAN.figures_dir
 ATTENTION_FIGURES = PLAN.attention_figures()
 
 
+def built_marker(rule_name):
+    """A file under results/ that Snakemake touches when ``rule_name`` has run in this checkout.
+
+    The mini profile's report and figures are committed, so a fresh clone already holds those
+    outputs, and Snakemake does not rerun a job whose outputs exist merely because its inputs are
+    missing. The marker is never committed and reproduce_all asks for it: its absence makes the job
+    (and, through its missing inputs, everything upstream) run.
+    """
+    return f"results/{PROFILE}/built/{rule_name}"
+
+
+# the rules whose outputs are committed (see built_marker)
+BUILT_MARKERS = [built_marker(name) for name in ("report", "curves", "attention" if ATTENTION else None) if name]
+
+
 rule profile:
     output:
         f"results/{PROFILE}/profile.json",
@@ -22,7 +37,8 @@ if ATTENTION:
         input:
             checkpoint=PLAN.checkpoint(PLAN.evaluations[ATTENTION].run, SEEDS[0]),
         output:
-            [report(path, category="Guided attention (Sec. 4.5)") for path in ATTENTION_FIGURES],
+            *[report(path, category="Guided attention (Sec. 4.5)") for path in ATTENTION_FIGURES],
+            built=touch(built_marker("attention")),
         params:
             data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
         log:
@@ -39,12 +55,13 @@ rule curves:
     input:
         [f"{PLAN.run_dir(run, seed)}/train_log.csv" for run in PLAN.runs for seed in SEEDS],
     output:
-        report(PLAN.curves_figure, category="Training curves"),
+        figure=report(PLAN.curves_figure, category="Training curves"),
+        built=touch(built_marker("curves")),
     log:
         f"results/{PROFILE}/logs/curves.log",
     threads: 1
     shell:
-        "spgnet curves --profile {PROFILE} --out {output} 2> {log}"
+        "spgnet curves --profile {PROFILE} --out {output.figure} 2> {log}"
 
 
 rule report:
@@ -54,11 +71,12 @@ rule report:
         curves=PLAN.curves_figure,
         figures=ATTENTION_FIGURES if ATTENTION else [],
     output:
-        report(f"{PLAN.report_dir}/tables.md", category="Tables"),
+        tables=report(f"{PLAN.report_dir}/tables.md", category="Tables"),
+        built=touch(built_marker("report")),
     params:
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
     log:
         f"results/{PROFILE}/logs/report.log",
     threads: 1
     shell:
-        "spgnet report --profile {PROFILE} {params.data_root} --out {output} 2> {log}"
+        "spgnet report --profile {PROFILE} {params.data_root} --out {output.tables} 2> {log}"
