@@ -1,0 +1,58 @@
+"""CPU seconds of one training step of every run a profile trains (default: mini), one thread.
+
+    python benchmarks/step_cost.py [--profile mini]
+
+Builds each run's model from its resolved config, then times a full step (forward under the
+profile's autocast setting, the training loss on every stage, backward, SGD) on random data of the
+run's batch and crop; prints the best of two timed steps after one warm-up, and the sum over all
+runs: the cost of one iteration of the whole profile, which with the evaluations and per-job
+start-up bounds how many iterations fit a time budget (issue 5's 20 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from spgnet.engine.losses import segmentation_loss
+from spgnet.engine.train import AUTOCAST_DTYPES
+from spgnet.models import build_model_from_config
+from spgnet.pipeline import make_plan
+
+
+def step_seconds(cfg) -> float:
+    model = build_model_from_config(cfg.model).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum)
+    crop, batch = cfg.train.crop, cfg.train.batch_size
+    images = torch.randn(batch, 3, crop, crop)
+    labels = torch.randint(0, cfg.model.num_classes, (batch, crop, crop))
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=AUTOCAST_DTYPES["cpu"], enabled=cfg.train.amp):
+            loss, _ = segmentation_loss(model(images), labels, cfg.train, supervise=cfg.model.supervise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    return min(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="mini")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    plan = make_plan(args.profile)
+    total = 0.0
+    for run, cfg in plan.runs.items():
+        seconds = step_seconds(cfg)
+        total += seconds
+        print(f"{run:24s} {cfg.model.arch:10s} crop {cfg.train.crop} x {cfg.train.batch_size}: {seconds:.2f} s", flush=True)
+    print(f"one iteration of all {len(plan.runs)} runs: {total:.1f} CPU-seconds")
+
+
+if __name__ == "__main__":
+    main()
