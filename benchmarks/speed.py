@@ -11,17 +11,19 @@ Measures, on the same device and thread count, one after the other:
 
 Each model runs in two forms (``--fuse both``, the default):
 
-* as built, in eval mode (rows named after the model): every ``BatchNorm2d`` a pass of its own;
-* ``+fused``: :func:`spgnet.models.fuse.fuse_for_inference` applied to it -- every eval-mode
-  normalisation folded into the convolution before it, activations kept as separate in-place
-  ops. This is what ``spgnet evaluate`` runs (:func:`spgnet.engine.inference.predict`), and it is
-  applied to every model alike, torchvision's included (a user would fold theirs too): it folds
-  all 111 ``BatchNorm2d`` of deeplabv3_resnet101, all 53 of resnet50 and every norm of both
-  SPGNets (131 and 197). The outputs equal the unfused model's to float rounding
-  (``tests/test_fuse.py``).
+* as built, in eval mode (rows named after the model): every ``BatchNorm2d`` a pass of its own,
+  default (contiguous) layout;
+* ``+fused``: what ``spgnet evaluate`` runs (:func:`spgnet.engine.inference.inference_model`):
+  every eval-mode normalisation folded into the convolution before it
+  (:func:`spgnet.models.fuse.fuse_for_inference`, activations kept as separate in-place ops), and
+  on CPU the network and its input in ``torch.channels_last`` layout. It is applied to every
+  model alike, torchvision's included (a user would fold theirs too): it folds all 111
+  ``BatchNorm2d`` of deeplabv3_resnet101, all 53 of resnet50 and every norm of both SPGNets (131
+  and 197). The outputs equal the unfused model's to float rounding (``tests/test_fuse.py``).
 
-``--channels-last`` runs every model and input in ``torch.channels_last`` memory format (off by
-default; it is not what ``spgnet evaluate`` does).
+The process runs with glibc's malloc keeping freed memory for reuse, as ``spgnet train`` and
+``evaluate`` do (:mod:`spgnet.engine.allocator`); ``--malloc system`` leaves glibc's defaults, so
+that the two can be compared. It applies to every model in the process alike.
 
 For each: seconds per image (``--height x --width``, default 1024x2048; eval mode,
 ``torch.inference_mode``, best and mean of ``--repeats`` after ``--warmup`` passes; the models take
@@ -57,6 +59,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spgnet.engine.allocator import ENV, keep_freed_memory
 
 MODELS = ("spgnet-r18x2-d256", "spgnet-r50x2-d256", "deeplabv3_resnet101", "resnet50")
 TARGET_SPEEDUP = 2.5
@@ -118,23 +122,24 @@ def sync(device: torch.device) -> None:
 
 
 def time_inference(models: dict[str, nn.Module], height: int, width: int, repeats: int, warmup: int,
-                   device: torch.device, channels_last: bool = False) -> dict[str, list[float]]:
+                   device: torch.device) -> dict[str, list[float]]:
     """Seconds per pass of every model, the models taking turns (round-robin) in each repeat so
-    that a change of load on a shared machine hits them all alike."""
+    that a change of load on a shared machine hits them all alike. Each model gets the input in
+    the layout it was prepared for (``spgnet_memory_format``, set by ``inference_model``)."""
     x = torch.randn(1, 3, height, width, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    inputs = {name: x.contiguous(memory_format=getattr(model, "spgnet_memory_format", torch.contiguous_format))
+              for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for model in models.values():
+        for name, model in models.items():
             model.eval()
             for _ in range(warmup):
-                model(x)
+                model(inputs[name])
         for _ in range(repeats):
             for name, model in models.items():
                 sync(device)
                 start = time.perf_counter()
-                model(x)
+                model(inputs[name])
                 sync(device)
                 times[name].append(time.perf_counter() - start)
     return times
@@ -182,13 +187,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--fuse", choices=("both", "on", "off"), default="both",
                    help="time the models as built (off), norm-folded (on), or both (default)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for all")
+    p.add_argument("--malloc", choices=("keep", "system"), default="keep",
+                   help="keep freed memory for reuse (spgnet's default) or glibc's defaults")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.environ[ENV] = args.malloc
+    malloc_kept = keep_freed_memory()
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = torch.device(args.device)
@@ -196,11 +204,11 @@ def main(argv=None) -> int:
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
           f"{torch.get_num_threads()} threads, input 1x3x{args.height}x{args.width}, "
           f"{args.repeats} repeats after {args.warmup} warm-up; training: batch {args.train_batch} "
-          f"x {args.train_crop}^2, {args.train_steps} steps")
+          f"x {args.train_crop}^2, {args.train_steps} steps; malloc: {'keeps freed memory' if malloc_kept else 'system defaults'}")
     rows: dict[str, dict] = {}
     header = f"{'model':<28}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
     print(header)
-    from spgnet.models.fuse import fuse_for_inference
+    from spgnet.engine.inference import inference_model
 
     built = {name: build(name).to(device) for name in args.models}
     macs = {name: count_macs(model, args.height, args.width) for name, model in built.items()}
@@ -209,11 +217,8 @@ def main(argv=None) -> int:
         if args.fuse in ("both", "off"):
             models[name] = model.eval()
         if args.fuse in ("both", "on"):
-            models[name + FUSED] = fuse_for_inference(model)
-    if args.channels_last:
-        models = {name: model.to(memory_format=torch.channels_last) for name, model in models.items()}
-    times = time_inference(models, args.height, args.width, args.repeats, args.warmup, device,
-                           channels_last=args.channels_last)
+            models[name + FUSED] = inference_model(model.eval())
+    times = time_inference(models, args.height, args.width, args.repeats, args.warmup, device)
     for name, model in models.items():
         base_name = name.removesuffix(FUSED)
         best = min(times[name])

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.losses import segmentation_loss
 from spgnet.engine.train import AUTOCAST_DTYPES
 from spgnet.models import build_model_from_config
@@ -44,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="mini")
     args = parser.parse_args()
+    keep_freed_memory()  # as spgnet train does
     torch.set_num_threads(1)
     plan = make_plan(args.profile)
     total = 0.0

@@ -261,6 +261,10 @@ def test_predict_runs_the_folded_copy_and_refreshes_it_when_the_weights_change()
     folded = inference_model(model, image[None])
     assert folded is not model and folded.spgnet_folded_norms == len(_norms(model))
     assert inference_model(model) is folded  # cached
+    # on CPU the copy (and predict's input to it) is channels-last, what oneDNN's convolutions use
+    assert folded.spgnet_memory_format == torch.channels_last
+    conv = next(m for m in folded.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     for strategy in ("GAP", "AP", "TILED"):
         kwargs = dict(strategy=strategy, crop=65, scales=(1.0, 0.75), flip=True)
         torch.testing.assert_close(predict(model, image, **kwargs), predict(model, image, fuse=False, **kwargs),

@@ -214,6 +214,9 @@ def main(args) -> int:
 
     from spgnet.config import load_profile, resolve
     from spgnet.data import class_names as dataset_classes
+    from spgnet.engine.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
     cfg = resolve(args.experiment, profile)

@@ -36,6 +36,7 @@ import torch
 
 from spgnet.config import RunConfig, load_profile, resolve
 from spgnet.atomic import write_json
+from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import load_model_weights
 from spgnet.engine.inference import STRATEGIES, predict
 from spgnet.engine.metrics import ConfusionMatrix, as_percent
@@ -206,6 +207,7 @@ def evaluate_model(
 
 
 def main(args) -> int:
+    keep_freed_memory()
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
     overrides = {"eval": {"strategy": args.strategy}} if getattr(args, "strategy", None) else {}
     cfg = resolve(args.experiment, profile, **overrides)

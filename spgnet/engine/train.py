@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from spgnet.atomic import write_json
 from spgnet.config import RunConfig, config_hash, load_profile, resolve
 from spgnet.engine import distributed
+from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
 from spgnet.engine.losses import segmentation_loss
 from spgnet.engine.progress import Progress
@@ -68,6 +69,7 @@ class NonFiniteLossError(SpgnetError):
 
 def main(args) -> int:
     """Entry point of ``spgnet train`` (see :mod:`spgnet.cli`)."""
+    keep_freed_memory()
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
     train_overrides, model_overrides = {}, {}
     if getattr(args, "iterations", None) is not None:

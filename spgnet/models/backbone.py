@@ -138,6 +138,6 @@ class ResNetEncoder(nn.Module):
         for index in range(4):
             x = getattr(self, f"layer{index + 1}")(x)
             if skips is not None:
-                x = x + skips[index]
+                x = residual_add(x, skips[index])
             features.append(x)
         return features

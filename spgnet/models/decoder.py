@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.errors import SpgnetError
-from spgnet.models.backbone import bottleneck
+from spgnet.models.backbone import bottleneck, residual_add
 from spgnet.models.norm import NormAct, conv_norm_act
 
 TEST_POOLING = ("GAP", "AP")
@@ -69,7 +69,7 @@ class UpsampleModule(nn.Module):
         if previous is not None:
             if previous.shape[-2:] != x.shape[-2:]:
                 previous = F.interpolate(previous, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            x = x + previous
+            x = residual_add(x, previous)
         return self.fuse(x) if self.fuse is not None else x
 
 
@@ -113,7 +113,7 @@ class FPNDecoder(nn.Module):
         for k in (3, 2, 1, 0):
             x = self.laterals[k](features[k])
             if previous is not None:
-                x = x + F.interpolate(previous, size=x.shape[-2:], mode="nearest")
+                x = residual_add(x, F.interpolate(previous, size=x.shape[-2:], mode="nearest"))
             outputs[k] = previous = x
         outputs[0] = self.output(outputs[0])
         return outputs

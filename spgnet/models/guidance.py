@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.errors import SpgnetError
+from spgnet.models.backbone import residual_add
 from spgnet.models.norm import NormAct
 
 LINKS = ("none", "spg_sum", "spg_softmax", "spg_sigmoid", "se", "ge")
@@ -80,5 +81,5 @@ class StageLink(nn.Module):
         transformed = self.transform(x_d)
         out = mask + transformed if self.link == "spg_sum" else mask * transformed
         if self.identity:
-            out = out + x_d
+            out = residual_add(out, x_d)
         return out, mask

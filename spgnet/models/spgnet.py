@@ -27,7 +27,7 @@ from torch import nn
 
 from spgnet.config import ModelConfig
 from spgnet.errors import SpgnetError
-from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights
+from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights, residual_add
 from spgnet.models.decoder import FPNDecoder, UpsampleDecoder
 from spgnet.models.guidance import StageLink
 from spgnet.models.norm import NormAct, conv_norm_act, norm_act
@@ -66,7 +66,7 @@ class Stage(nn.Module):
         skips = None
         if previous is not None and self.csfa_encoder is not None:
             prev_enc, prev_dec = previous
-            skips = [pe(e) + pd(d) for pe, pd, e, d in zip(self.csfa_encoder, self.csfa_decoder, prev_enc, prev_dec)]
+            skips = [residual_add(pe(e), pd(d)) for pe, pd, e, d in zip(self.csfa_encoder, self.csfa_decoder, prev_enc, prev_dec)]
         encoded = self.encoder(x, skips)
         decoded = self.decoder(encoded)
         x_d = self.head(decoded[0])
