@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import pytest
 import torch
 import torchvision
 
 import spgnet
-from spgnet.config import ConfigError, ModelConfig, get_experiment
+from spgnet.config import ModelConfig
 from spgnet.errors import SpgnetError
 from spgnet.models import SPGNet, build_model_from_config
 from spgnet.models.decoder import GlobalContext
