@@ -317,3 +317,20 @@ def test_checkpoint_errors_name_the_file(tmp_path, toy_pipeline):
     torch.save({"model": nn.Conv2d(3, 2, 1).state_dict()}, tmp_path / "checkpoint.pt")
     with pytest.raises(SpgnetError, match="does not fit"):
         ev.main(_args(tmp_path))
+
+
+def test_evaluate_builds_the_network_without_the_imagenet_file_the_run_was_trained_from(tmp_path, toy_pipeline, monkeypatch):
+    """The checkpoint replaces the ImageNet weights, so a missing ImageNet file must not matter."""
+    import dataclasses
+
+    original = ev.resolve
+
+    def resolve_with_imagenet_file(*args, **kwargs):
+        cfg = original(*args, **kwargs)
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(tmp_path / "gone.pth")))
+
+    built = []
+    monkeypatch.setattr(ev, "resolve", resolve_with_imagenet_file)
+    monkeypatch.setattr(ev, "_build_model", lambda model_cfg, device: built.append(model_cfg) or PixelModel(19))
+    assert ev.main(_args(tmp_path)) == 0
+    assert [m.pretrained for m in built] == [None]

@@ -37,7 +37,7 @@ import torch
 from spgnet.config import RunConfig, load_profile, resolve
 from spgnet.atomic import write_json
 from spgnet.engine.allocator import keep_freed_memory
-from spgnet.engine.checkpoint import load_model_weights
+from spgnet.engine.checkpoint import load_trained_model
 from spgnet.engine.inference import STRATEGIES, predict
 from spgnet.engine.metrics import ConfusionMatrix, as_percent
 from spgnet.errors import SpgnetError
@@ -48,10 +48,11 @@ from spgnet.errors import SpgnetError
 # --------------------------------------------------------------------------------------------
 
 
-def _build_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+def _build_model(model_cfg, device: torch.device) -> torch.nn.Module:
+    """The untrained network of ``model_cfg`` (what the checkpoint's weights are loaded into)."""
     from spgnet.models import build_model_from_config
 
-    return build_model_from_config(cfg.model, device=device)
+    return build_model_from_config(model_cfg, device=device)
 
 
 def _build_dataset(cfg: RunConfig):
@@ -217,8 +218,7 @@ def main(args) -> int:
         raise SpgnetError(f"experiment '{cfg.experiment}' writes a submission (eval.submission); pass --predictions DIR")
     names = _class_names(cfg)
     device = _device(cfg)
-    model = _build_model(cfg, device)
-    load_model_weights(model, args.checkpoint, experiment=cfg.experiment)
+    model = load_trained_model(args.checkpoint, cfg, device, build=_build_model)  # no ImageNet file needed
     dataset = _build_dataset(cfg)
     if len(dataset) == 0:
         raise SpgnetError(f"{cfg.data.path()}: split '{ev.split}' of {cfg.train.dataset} has no images")
