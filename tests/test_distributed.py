@@ -60,17 +60,30 @@ def test_convert_inplace_abn_sync_shares_parameters():
     assert set(dict(converted.state_dict())) == set(dict(model.state_dict()))
 
 
-_SCRIPT = textwrap.dedent(
+#: What both training scripts below start with: imports and an 8-image toy data set.
+_SCRIPT_COMMON = '''
+import json, os, sys
+import torch
+from torch import nn
+from inplace_abn import InPlaceABN
+from spgnet.config import resolve
+from spgnet.engine.train import train
+
+
+class Toy(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        index, rng = key
+        g = torch.Generator().manual_seed(int(index))
+        image = torch.randn(3, 12, 12, generator=g) * (1 + index)
+        label = (image[0] > 0).long() + (image[1] > 0).long()
+        return {"image": image, "label": label, "name": str(index), "path": ""}
+'''
+
+_SCRIPT = _SCRIPT_COMMON + textwrap.dedent(
     '''
-    import json, os, sys
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-    from inplace_abn import InPlaceABN
-    from spgnet.config import resolve
-    from spgnet.engine.train import train
-
-
     class SyncToy(nn.Module):
         """No dropout: one process and two must compute the same thing."""
 
@@ -83,18 +96,6 @@ _SCRIPT = textwrap.dedent(
         def forward(self, x):
             f = self.bn(self.conv(x))
             return {"out": self.heads[1](f), "aux": [self.heads[0](f)]}
-
-
-    class Toy(torch.utils.data.Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, key):
-            index, rng = key
-            g = torch.Generator().manual_seed(int(index))
-            image = torch.randn(3, 12, 12, generator=g) * (1 + index)
-            label = (image[0] > 0).long() + (image[1] > 0).long()
-            return {"image": image, "label": label, "name": str(index), "path": ""}
 
 
     out = sys.argv[1]
@@ -110,52 +111,54 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_cpu_ddp_two_processes_match_one_process(tmp_path):
-    """torchrun --nproc_per_node=2 (gloo, InPlaceABNSync with the Python reduction) gives the
-    weights of one process on the same global batch."""
-    script = tmp_path / "ddp_train.py"
-    script.write_text(_SCRIPT)
+def _launch(script_text: str, tmp_path, out: str, *args: str, processes: int, timeout: int) -> list[dict]:
+    """Run ``script_text`` as one process, or under torchrun with ``processes`` (gloo), writing to
+    ``tmp_path/out``; returns what each rank wrote to ``rank<r>.json``."""
+    script = tmp_path / f"train_{out}.py"
+    script.write_text(script_text)
     env = dict(os.environ, SPGNET_TRACKING="0", SPGNET_PROGRESS="off", OMP_NUM_THREADS="1",
                PYTHONWARNINGS="ignore")
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-         str(script), str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=180,
-    )
-    assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-4000:]
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
+    proc = subprocess.run(launcher + [str(script), str(tmp_path / out), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [json.loads((tmp_path / out / f"rank{r}.json").read_text()) for r in range(processes)]
 
-    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
-    two = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+def _assert_same_weights(run_a, run_b) -> dict:
+    """The two run folders' final checkpoints hold the same tensors (to float rounding); returns b's."""
+    a = ckpt.load_checkpoint(run_a / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(run_b / "checkpoint.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
+    return b
+
+
+def test_cpu_ddp_two_processes_match_one_process(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, InPlaceABNSync with the Python reduction) gives the
+    weights of one process on the same global batch."""
+    one = _launch(_SCRIPT, tmp_path, "one", processes=1, timeout=120)[0]
+    two = _launch(_SCRIPT, tmp_path, "two", processes=2, timeout=180)
     assert one["world"] == 1 and one["norm"] == "InPlaceABN"
     assert all(r["world"] == 2 and r["norm"] == "InPlaceABNSync" for r in two)
     assert two[0]["loss"] == pytest.approx(one["loss"], rel=1e-4)
     # Only rank 0 writes the run folder.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
         "checkpoint.pt", "rank0.json", "rank1.json", "train_log.csv", "train_metrics.json"]
-    a = ckpt.load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
-    b = ckpt.load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
 
 
 # --------------------------------------------------------------------------------------------
 # One crop per process: the decoder's GAP branch normalises a 1x1 map (one value per channel)
 # --------------------------------------------------------------------------------------------
 
-_GAP_SCRIPT = textwrap.dedent(
+_GAP_SCRIPT = _SCRIPT_COMMON + textwrap.dedent(
     '''
-    import json, os, sys
-    import torch
-    from torch import nn
-    from inplace_abn import InPlaceABN
-    from spgnet.config import resolve
-    from spgnet.engine.train import train
     from spgnet.errors import SpgnetError
     from spgnet.models.decoder import GlobalContext
     from spgnet.models.norm import norm_act
@@ -177,18 +180,6 @@ _GAP_SCRIPT = textwrap.dedent(
             return {"out": self.heads[1](f), "aux": [self.heads[0](f)]}
 
 
-    class Toy(torch.utils.data.Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, key):
-            index, rng = key
-            g = torch.Generator().manual_seed(int(index))
-            image = torch.randn(3, 12, 12, generator=g) * (1 + index)
-            label = (image[0] > 0).long() + (image[1] > 0).long()
-            return {"image": image, "label": label, "name": str(index), "path": ""}
-
-
     out, norm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cfg = resolve("t3-spg-sigmoid", "mini", model={"norm": norm, "num_classes": 3},
                   train=dict(iterations=3, batch_size=batch, checkpoint_every=3, log_every=1, workers=0,
@@ -208,19 +199,7 @@ _GAP_SCRIPT = textwrap.dedent(
 
 
 def _run_gap_script(tmp_path, out: str, norm: str, batch: int, processes: int) -> list[dict]:
-    script = tmp_path / "gap_train.py"
-    script.write_text(_GAP_SCRIPT)
-    env = dict(os.environ, SPGNET_TRACKING="0", SPGNET_PROGRESS="off", OMP_NUM_THREADS="1",
-               PYTHONWARNINGS="ignore")
-    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
-    proc = subprocess.run(launcher + [str(script), str(tmp_path / out), norm, str(batch)], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return [json.loads((tmp_path / out / f"rank{r}.json").read_text()) for r in range(processes)]
+    return _launch(_GAP_SCRIPT, tmp_path, out, norm, str(batch), processes=processes, timeout=240)
 
 
 def test_sync_norm_trains_the_gap_branch_on_one_crop_per_process(tmp_path):
@@ -232,11 +211,7 @@ def test_sync_norm_trains_the_gap_branch_on_one_crop_per_process(tmp_path):
     assert one["world"] == 1 and one["norm"] == "InPlaceABN"
     assert all(r.get("world") == 2 and r.get("norm") == "InPlaceABNSync" for r in two), two
     assert two[0]["loss"] == pytest.approx(one["loss"], rel=1e-4)
-    a = ckpt.load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
-    b = ckpt.load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-5), key
+    b = _assert_same_weights(tmp_path / "one", tmp_path / "two")
     # the GAP norm's running statistics were updated from the 2 merged values
     assert not torch.equal(b["context.conv.1.running_var"], torch.ones(8))
 
