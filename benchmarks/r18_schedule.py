@@ -51,11 +51,13 @@ def make_sets(profile, workdir: Path, names: list[str]) -> dict[str, Path]:
 
 def recolour(root: Path, out: Path) -> Path:
     """A copy of ``root`` whose images are their label colour images plus noise."""
+    from spgnet.data.cityscapes import label_path, name_of
+
     shutil.copytree(root, out)
     rng = np.random.default_rng(0)
     for image in sorted(out.glob("leftImg8bit/*/*/*_leftImg8bit.png")):
-        colour = image.parent.parent.parent.parent / "gtFine" / image.parent.parent.name / image.parent.name
-        colour = colour / image.name.replace("_leftImg8bit.png", "_gtFine_color.png")
+        name, split = name_of(image), image.parent.parent.name
+        colour = label_path(out, split, name).with_name(f"{name}_gtFine_color.png")
         pixels = np.asarray(Image.open(colour).convert("RGB"), dtype=np.float32)
         pixels += rng.normal(0.0, 12.0, pixels.shape)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(image)
