@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spgnet.engine.allocator import ENV, keep_freed_memory
+from spgnet.engine.allocator import keep_freed_memory
 
 MODELS = ("spgnet-r18x2-d256", "spgnet-r50x2-d256", "deeplabv3_resnet101", "resnet50")
 TARGET_SPEEDUP = 2.5
@@ -195,8 +195,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ[ENV] = args.malloc
-    malloc_kept = keep_freed_memory()
+    malloc_kept = keep_freed_memory(args.malloc)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = torch.device(args.device)

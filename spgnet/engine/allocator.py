@@ -35,9 +35,10 @@ ENV = "SPGNET_MALLOC"
 CHOICES = ("keep", "system")
 
 
-def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds (see the module docstring); True if applied."""
-    choice = os.environ.get(ENV, "keep")
+def keep_freed_memory(choice: str | None = None) -> bool:
+    """Raise glibc's mmap and trim thresholds (see the module docstring); True if applied.
+    ``choice`` (``keep`` / ``system``) defaults to ``$SPGNET_MALLOC``, else ``keep``."""
+    choice = choice or os.environ.get(ENV, "keep")
     if choice not in CHOICES:
         from spgnet.errors import SpgnetError
 
