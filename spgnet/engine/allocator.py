@@ -5,7 +5,7 @@ to at most 32 MiB) with a fresh ``mmap`` and unmaps it on ``free``. A segmentati
 allocates a new buffer of tens of MiB for almost every layer output at stride 4 (SPGNet R50x2
 D=256 at 1024x2048: 128 MiB per 256-channel map), so each pass re-faults every 4 KiB page of
 every such buffer and the kernel zeroes it first. On this project's 2-core CPU (512x1024 input,
-channels-last, norms folded) that was about 243,000 page faults per pass of SPGNet R50x2 (none
+channels-last, norms folded) that was over 200,000 page faults per pass of SPGNet R50x2 (none
 once the heap has grown) and 9% of its inference time, 5% of deeplabv3_resnet101's
 (``benchmarks/speed.py --height 512 --width 1024 --fuse on --malloc system`` against the default:
 1.87 -> 1.70 s and 4.48 -> 4.27 s per image). PyTorch's CPU performance tuning guide recommends jemalloc or
