@@ -17,6 +17,7 @@ Tables 3-7) are trained once; rows that also share the evaluation settings are e
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass
 
 from spgnet.config import (
@@ -29,6 +30,7 @@ from spgnet.config import (
     load_registry,
     resolve,
 )
+from spgnet.config_args import parse_overrides
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Plan:
     runs: dict[str, RunConfig]  # training run name -> its resolved config (of the canonical row)
     evaluations: dict[str, Evaluation]  # experiment -> Evaluation
     seeds: tuple[int, ...]
+    overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # run -> --set items
 
     # ---- paths (relative to the project root) ----
     @property
@@ -124,11 +127,42 @@ class Plan:
         return config_hash(cfg.eval, cfg.data)
 
     def experiment_config(self, experiment: str) -> RunConfig:
-        return resolve(experiment, self.profile)
+        run = self.evaluations[experiment].run if experiment in self.evaluations else experiment
+        return resolve(experiment, self.profile, **parse_overrides(self.overrides.get(run)))
+
+    def set_args(self, run: str) -> str:
+        """The ``--set`` arguments of run ``run``'s train, evaluate and attention jobs ("" for none)."""
+        return " ".join(f"--set {shlex.quote(item)}" for item in self.overrides.get(run, ()))
 
 
-def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[int] | None = None) -> Plan:
-    """The plan of ``profile`` (``data_root`` fills the paper profile's dataset roots)."""
+def run_overrides(plan_runs, overrides: dict | None) -> dict[str, tuple[str, ...]]:
+    """``{"all": [...], "<run>": [...]}`` (the workflow's ``set`` config: SECTION.KEY=VALUE items per
+    training run, ``all`` for every run) -> the items of each run of the plan, ``all`` first. A run
+    name the plan does not have is a one-line :class:`ConfigError`."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(plan_runs) - {"all"})
+    if unknown:
+        raise ConfigError(f"set: unknown training run '{unknown[0]}' (valid: all, {', '.join(plan_runs)})")
+    items = {}
+    for run in plan_runs:
+        chosen = [str(v) for key in ("all", run) for v in _as_list(overrides.get(key))]
+        if chosen:
+            parse_overrides(chosen)  # one-line errors before any job
+            items[run] = tuple(chosen)
+    return items
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[int] | None = None,
+              overrides: dict | None = None) -> Plan:
+    """The plan of ``profile`` (``data_root`` fills the paper profile's dataset roots; ``overrides``
+    maps a training run, or ``all``, to ``--set`` items: see :func:`run_overrides`). Rows that share
+    a training run share its overrides: they evaluate the same network."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root)
     registry = load_registry()
     selected: list[Experiment] = [
@@ -147,13 +181,14 @@ def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[
     evaluations: dict[str, Evaluation] = {}
     for exp in selected:
         run = train_owner[config_hash(exp.model, exp.train)]
-        if run not in runs:
-            runs[run] = resolve(registry[run], prof)
+        runs.setdefault(run, None)
         evaluations[exp.name] = Evaluation(exp.name, run, eval_owner[config_hash(exp.model, exp.train, exp.eval)])
+    items = run_overrides(runs, overrides)
+    runs = {run: resolve(registry[run], prof, **parse_overrides(items.get(run))) for run in runs}
     chosen_seeds = tuple(seeds) if seeds else prof.seeds
     if any(not isinstance(s, int) or s < 0 for s in chosen_seeds):
         raise ConfigError(f"seeds: {list(chosen_seeds)} must be non-negative integers")
-    return Plan(prof, tuple(e.name for e in selected), runs, evaluations, chosen_seeds)
+    return Plan(prof, tuple(e.name for e in selected), runs, evaluations, chosen_seeds, items)
 
 
 def describe(plan: Plan) -> dict:

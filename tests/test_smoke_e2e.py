@@ -71,12 +71,14 @@ def test_runs_are_recorded_in_mlflow(smoke_project):
     assert len(runs) >= 7 + 9  # the smoke profile's training runs and evaluations
 
 
-def _dry_run_jobs(root, env) -> dict[str, int]:
+def _dry_run_jobs(root, env, *config: str, printed: list | None = None) -> dict[str, int]:
     """rule -> job count of a dry run of reproduce_all (Snakemake's "Job stats" table)."""
-    run = subprocess.run(["snakemake", "-n", "--cores", "2", "reproduce_all", "--config", "profile=smoke"],
+    run = subprocess.run(["snakemake", "-n", "-p", "--cores", "2", "reproduce_all", "--config", "profile=smoke", *config],
                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout + run.stderr
+    if printed is not None:
+        printed.append(text)
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
@@ -108,6 +110,20 @@ def test_a_changed_setting_or_a_lost_output_reruns_only_what_depends_on_it(smoke
     finally:
         for path, data in saved.items():
             path.write_bytes(data)
+
+
+def test_a_setting_changed_from_the_command_line_reaches_and_reruns_only_its_jobs(smoke_project):
+    """--config set={RUN: [SECTION.KEY=VALUE]}: the run's train, evaluate jobs get --set, nothing else reruns."""
+    root, env = smoke_project
+    printed = []
+    jobs = _dry_run_jobs(root, env, "set={t11-fpn: [train.lr=0.02]}", printed=printed)
+    assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
+    assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
+    commands = [line for line in printed[0].splitlines() if "spgnet train" in line or "spgnet evaluate" in line]
+    assert len(commands) == 2 and all("t11-fpn" in c and "--set train.lr=0.02" in c for c in commands), commands
+    bad = subprocess.run(["snakemake", "-n", "--cores", "1", "--config", "profile=smoke", "set={t99: [train.lr=1]}"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "set: unknown training run 't99'" in bad.stderr
 
 
 def test_trained_here_table_has_measured_cells(smoke_project):

@@ -10,7 +10,8 @@ from spgnet.workflow_support import check_config, check_data_roots, resources_fo
 
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
-    PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"))
+    PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"),
+                     overrides=config.get("set"))
     check_data_roots(PLAN)
 except SpgnetError as err:
     sys.stderr.write(f"spgnet workflow: config error: {err}\n")

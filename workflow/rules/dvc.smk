@@ -10,6 +10,7 @@ DVC_LOCK = (
     config.get("dvc_lock", True)
     and PROFILE == DVC_PROFILE
     and config.get("seeds") is None
+    and not config.get("set")
     and shutil.which("dvc") is not None
 )
 

@@ -12,6 +12,7 @@ rule evaluate:
         settings=lambda wildcards: PLAN.evaluation_settings(wildcards.evaluation),
         predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        overrides=lambda wildcards: PLAN.set_args(wildcards.run),
     log:
         f"results/{PROFILE}/logs/evaluate_{{run}}_{{evaluation}}_seed{{seed}}.log",
     threads: RESOURCES_EVAL["threads"]
@@ -20,4 +21,4 @@ rule evaluate:
         gpu=RESOURCES_EVAL["gpu"],
     shell:
         "OMP_NUM_THREADS={threads} spgnet evaluate {wildcards.evaluation} --profile {PROFILE} {params.data_root} "
-        "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
+        "{params.overrides} --checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"

@@ -41,13 +41,14 @@ if ATTENTION:
             built=touch(built_marker("attention")),
         params:
             data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+            overrides=PLAN.set_args(PLAN.evaluations[ATTENTION].run),
         log:
             f"results/{PROFILE}/logs/attention.log",
         threads: 1
         resources:
             mem_mb=RESOURCES_EVAL["mem_mb"],
         shell:
-            "spgnet attention {ATTENTION} --profile {PROFILE} {params.data_root} "
+            "spgnet attention {ATTENTION} --profile {PROFILE} {params.data_root} {params.overrides} "
             "--checkpoint {input.checkpoint} --out {FIGURES} 2> {log}"
 
 
