@@ -302,6 +302,7 @@ class Profile:
     dataset_overrides: dict = field(default_factory=dict)  # {dataset: {train: {...}, eval: {...}}}
     resources: dict = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus per rule kind
     report_dir: str = "reports"  # where tables.md and figures/ are written
+    tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
 
 
 _PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
@@ -344,6 +345,7 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         dataset_overrides=raw.get("dataset_overrides") or {},
         resources=raw.get("resources") or {},
         report_dir=str(raw.get("report_dir", "reports")),
+        tracking=raw.get("tracking") or {},
     )
     if profile.experiments:
         for exp in profile.experiments:

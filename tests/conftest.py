@@ -13,3 +13,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """A project folder with a tiny synthetic Cityscapes set (2 val images, 64 x 128) where the
+    smoke profile looks for it, and ``checkpoint.pt``: t3-1stage (smoke profile) with seeded
+    random weights, as ``spgnet train`` saves it. For predict / export / MLflow model tests."""
+    import dataclasses
+
+    from spgnet.config import resolve
+    from spgnet.data.synthetic import generate
+    from spgnet.engine.checkpoint import save_checkpoint
+    from spgnet.models import build_model_from_config
+
+    root = tmp_path_factory.mktemp("tiny-project")
+    data = root / "data/synthetic-smoke/cityscapes"
+    generate(data, kind="cityscapes", seed=0, num_train=1, num_val=2, num_test=0, height=64, width=128)
+    cfg = resolve("t3-1stage", "smoke")
+    torch.manual_seed(0)
+    model = build_model_from_config(dataclasses.replace(cfg.model, pretrained=None), device="cpu")
+    save_checkpoint(root / "checkpoint.pt", {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0})
+    return root

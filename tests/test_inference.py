@@ -295,7 +295,7 @@ def test_evaluate_main_writes_metrics_json(tmp_path, toy_pipeline):
                         "num_images", "seconds_per_image"}
     assert out["experiment"] == "t12-ap" and out["strategy"] == "TILED" and out["split"] == "val"
     assert out["num_images"] == 2 and len(out["per_class"]) == 19 and out["per_class"]["road"] is not None
-    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["val.json"]  # no temporary left
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["val.confusion.json", "val.confusion.png", "val.json"]  # no temporary left
 
 
 def test_evaluate_main_unlabelled_split(tmp_path, toy_pipeline, capsys):

@@ -6,10 +6,14 @@ dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscape
 writes, atomically, a metrics JSON that DVC and the report read::
 
     {"experiment", "profile", "strategy", "scales", "flip", "split",
-     "miou", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint",
+     "miou", "macc", "aacc", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint",
      "device", "device_name", "threads", "image_size_min", "image_size_max"}
 
-IoUs are in percent (the paper's unit); undefined IoUs are ``null``. ``seconds_per_image`` is the
+IoUs are in percent (the paper's unit); undefined IoUs are ``null``. ``macc`` (mean class
+accuracy) and ``aacc`` (pixel accuracy) are mmsegmentation's ``mAcc``/``aAcc``, in percent
+(:mod:`spgnet.engine.metrics`). The confusion matrix is written beside the metrics as
+``<name>.confusion.json`` and drawn, row-normalised, as ``<name>.confusion.png``
+(:mod:`spgnet.engine.confusion`). ``seconds_per_image`` is the
 mean time of one image's test-time forward passes (every scale and flip of the strategy) and its
 argmax, without data loading or writing predictions (CUDA synchronised around it); the last keys
 say where it was measured: ``device`` ("cpu", "cuda", ...), ``device_name`` (GPU or CPU model),
@@ -39,6 +43,7 @@ from spgnet.config_args import config_from_args
 from spgnet.atomic import write_json
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import load_trained_model
+from spgnet.engine.confusion import confusion_paths, draw_confusion, write_confusion_json
 from spgnet.engine.inference import STRATEGIES, predict
 from spgnet.engine.metrics import ConfusionMatrix, as_percent
 from spgnet.errors import SpgnetError
@@ -151,7 +156,7 @@ def evaluate_model(
     workers: int = 0,
 ) -> dict:
     """Run ``model`` over ``dataset`` (items ``{"image", "label", "name"}``); returns
-    ``{"miou", "per_class", "num_images", "seconds_per_image", "labelled"}`` (IoUs in percent,
+    ``{"miou", "macc", "aacc", "per_class", "num_images", "seconds_per_image", "labelled"}`` (percent,
     None where undefined), where the time was measured (:data:`TIMING_KEYS`: ``device``,
     ``device_name``, ``threads``, ``image_size_min``/``image_size_max`` as ``[H, W]``) and, under
     ``"matrix"``, the ``[C, C+1]`` confusion matrix."""
@@ -195,6 +200,8 @@ def evaluate_model(
     miou = cm.miou() if labelled else float("nan")
     return {
         "miou": as_percent(miou),
+        "macc": as_percent(cm.macc()) if labelled else None,
+        "aacc": as_percent(cm.aacc()) if labelled else None,
         "per_class": {name: (as_percent(v) if labelled else None) for name, v in zip(class_names, iou)},
         "num_images": count,
         "seconds_per_image": seconds / count if count else None,
@@ -253,6 +260,8 @@ def main(args) -> int:
             "flip": ev.flip,
             "split": ev.split,
             "miou": result["miou"],
+            "macc": result["macc"],
+            "aacc": result["aacc"],
             "per_class": result["per_class"],
             "num_images": result["num_images"],
             "seconds_per_image": result["seconds_per_image"],
@@ -264,13 +273,18 @@ def main(args) -> int:
             metrics["note"] = note
             print(f"spgnet evaluate: note: {note}", file=sys.stderr)
         write_json(args.out, metrics, allow_nan=False)
+        confusion_json, confusion_png = confusion_paths(args.out)
+        write_confusion_json(confusion_json, result["matrix"], names)
+        draw_confusion(confusion_png, result["matrix"], names,
+                       title=f"{cfg.experiment} [{ev.split}, {ev.strategy}]: rows = ground truth, % of the row")
         logged = {"seconds_per_image": result["seconds_per_image"] or 0.0}
         if result["miou"] is not None:
-            logged["miou"] = result["miou"]
+            logged.update({k: result[k] for k in ("miou", "macc", "aacc")})
             logged.update({f"iou/{k}": v for k, v in result["per_class"].items() if v is not None})
         tracker.log_metrics(logged)
         tracker.log_dict({"matrix": result["matrix"], "classes": names}, "confusion_matrix.json")
         tracker.log_artifact(args.out)
+        tracker.log_artifact(confusion_png)
     miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
     print(f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
           f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {args.out}")

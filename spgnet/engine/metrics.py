@@ -84,6 +84,14 @@ class ConfusionMatrix:
     def per_class(self, names: Sequence[str]) -> dict[str, float]:
         return per_class_iou(self.iou(), names)
 
+    def macc(self) -> float:
+        """Mean class accuracy (mmsegmentation's ``mAcc``), a fraction."""
+        return mean_accuracy(self.mat)
+
+    def aacc(self) -> float:
+        """Pixel accuracy (mmsegmentation's ``aAcc``), a fraction."""
+        return pixel_accuracy(self.mat)
+
 
 def iou_from_matrix(mat) -> np.ndarray:
     """Per-class IoU (float64, NaN where undefined) of a ``[C, C + 1]`` (or ``[C, C]``) matrix."""
@@ -98,6 +106,34 @@ def iou_from_matrix(mat) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), np.nan)
     return iou
+
+
+def _as_matrix(mat) -> np.ndarray:
+    m = torch.as_tensor(mat).detach().cpu().to(torch.float64).numpy()
+    if m.ndim != 2 or m.shape[1] not in (m.shape[0], m.shape[0] + 1):
+        raise ValueError(f"confusion matrix must be [C, C] or [C, C+1], got {m.shape}")
+    return m
+
+
+def class_accuracy(mat) -> np.ndarray:
+    """Per-class accuracy ``tp / ground-truth pixels`` (float64 ``[C]``, NaN for absent classes)."""
+    m = _as_matrix(mat)
+    tp = np.diag(m[:, :m.shape[0]])
+    gt = m.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(gt > 0, tp / np.where(gt > 0, gt, 1.0), np.nan)
+
+
+def mean_accuracy(mat) -> float:
+    """Mean of :func:`class_accuracy` over the classes present in the ground truth; NaN if none."""
+    return mean_iou(class_accuracy(mat))  # the same NaN-skipping mean
+
+
+def pixel_accuracy(mat) -> float:
+    """``sum(tp) / labelled pixels`` of a ``[C, C + 1]`` (or ``[C, C]``) matrix; NaN if none."""
+    m = _as_matrix(mat)
+    total = m.sum()
+    return float(np.trace(m[:, :m.shape[0]]) / total) if total > 0 else float("nan")
 
 
 def mean_iou(iou: Sequence[float]) -> float:

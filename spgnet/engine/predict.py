@@ -1,0 +1,169 @@
+"""``spgnet predict EXPERIMENT --checkpoint CKPT --input PATH... --out DIR``: segment your own pictures.
+
+``PATH`` is a picture, a folder (searched recursively for ``.png``/``.jpg``/``.jpeg``) or a glob
+(``'photos/**/*.jpg'``). Every picture is read with :func:`spgnet.data.io.read_image` (any PNG or
+JPEG mode: RGB, RGBA, palette, grayscale, CMYK, 16-bit; EXIF orientation applied) and run as
+``spgnet evaluate`` runs its data (:func:`spgnet.engine.predictor.predict`: the experiment's test
+strategy, scales and flip unless ``--strategy``, ``--scales``, ``--flip/--no-flip`` say
+otherwise). For each picture ``<stem>.<ext>`` it writes, atomically, into ``DIR`` (keeping the
+sub-folders of a folder input):
+
+``<stem>_labelIds.png``  the prediction as ``spgnet evaluate --predictions`` writes it, byte for
+                         byte: Cityscapes label ids (``spgnet.data.labels.trainid_to_labelid``),
+                         or the data set's own class values for PASCAL VOC (a palette PNG) and
+                         Person-Part;
+``<stem>_color.png``     the same classes in the data set's colours (:func:`palette`: Cityscapes'
+                         colours from cityscapesscripts, the VOC colour map for VOC and
+                         Person-Part), a palette PNG;
+``<stem>_overlay.png``   with ``--overlay``: the picture and the colours alpha-blended
+                         (``--opacity``, default 0.5, the colours' weight).
+
+A progress bar is drawn on a terminal; otherwise only the summary line is printed. Pictures that
+cannot be read are listed at the end and the exit status is 1; the others are still written.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spgnet.errors import SpgnetError
+
+#: File name endings ``spgnet predict`` picks up inside folders (case-insensitive).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def palette(dataset: str) -> np.ndarray:
+    """``uint8 [256, 3]`` colour of each train id of ``dataset`` (unused entries black).
+
+    Cityscapes: the colour of the label each train id stands for (cityscapesscripts' table);
+    PASCAL VOC and Person-Part: the VOC devkit's colour map (Person-Part's annotations are
+    drawn with it too).
+    """
+    from spgnet.data.labels import DATASETS, id2label, trainid_to_labelid, voc_palette
+
+    if dataset not in DATASETS:
+        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASETS)})")
+    if dataset == "cityscapes":
+        label_ids = trainid_to_labelid(np.arange(256, dtype=np.uint8))
+        colours = np.array([id2label[int(i)].color for i in label_ids], dtype=np.uint8)
+        colours[255] = 0
+        return colours
+    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """``([(picture, output stem relative to DIR)], [(PATH, why)])`` for the ``--input`` values:
+    files as given, folders searched recursively (sub-folders kept in the output), globs
+    expanded (``**`` recursive). A PATH that matches nothing goes in the second list."""
+    found: list[tuple[Path, Path]] = []
+    missing: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            pictures = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not pictures:
+                missing.append((raw, "folder holds no .png/.jpg/.jpeg file"))
+            found += [(p, p.relative_to(path).with_suffix("")) for p in pictures]
+        elif path.is_file():
+            found.append((path, Path(path.stem)))
+        else:
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                missing.append((raw, "no such file, folder or matching glob"))
+            found += [(m, Path(m.stem)) for m in files]
+    by_stem: dict[Path, Path] = {}
+    unique = []
+    for picture, stem in found:
+        previous = by_stem.setdefault(stem, picture)
+        if previous is picture:
+            unique.append((picture, stem))
+        elif previous.resolve() != picture.resolve():
+            raise SpgnetError(f"{previous} and {picture} would both be written as '{stem}_*.png'; "
+                              f"pass their common folder instead")
+    return unique, missing
+
+
+def _save_png(image, path: Path) -> None:
+    from spgnet.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def write_outputs(ids: np.ndarray, rgb: np.ndarray, stem: Path, out: Path, dataset: str,
+                  overlay: bool = False, opacity: float = 0.5) -> list[Path]:
+    """Write the ``_labelIds``, ``_color`` (and ``_overlay``) PNGs of one picture; returns them.
+
+    ``ids``: ``uint8 [H, W]`` train ids; ``rgb``: the picture, ``uint8 [H, W, 3]``.
+    """
+    from PIL import Image
+
+    from spgnet.engine.evaluate import write_prediction
+
+    target = out / stem.parent
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    # the evaluation's own writer, into a scratch folder, then renamed: identical bytes, atomic
+    with tempfile.TemporaryDirectory(dir=target, prefix=".predict-") as scratch:
+        labels = write_prediction(ids, "prediction", Path(scratch), dataset)
+        final = target / f"{stem.name}_labelIds.png"
+        os.replace(labels, final)
+        written.append(final)
+    colours = palette(dataset)
+    color = Image.fromarray(ids)
+    color.putpalette(colours.reshape(-1).tolist())
+    final = target / f"{stem.name}_color.png"
+    _save_png(color, final)
+    written.append(final)
+    if overlay:
+        blended = Image.blend(Image.fromarray(rgb), Image.fromarray(colours[ids]), float(opacity))
+        final = target / f"{stem.name}_overlay.png"
+        _save_png(blended, final)
+        written.append(final)
+    return written
+
+
+def _progress(items: list, label: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def main(args) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from spgnet.engine.allocator import keep_freed_memory
+    from spgnet.engine.predictor import as_rgb_array, load_model, predict, settings_of
+
+    if not 0.0 <= args.opacity <= 1.0:
+        raise SpgnetError(f"--opacity must be between 0 and 1, got {args.opacity}")
+    pictures, failures = collect_inputs(args.input)
+    if not pictures:
+        raise SpgnetError("no pictures to predict: " + "; ".join(f"{p}: {why}" for p, why in failures))
+    keep_freed_memory()
+    model = load_model(args.experiment, args.checkpoint, profile=args.profile, device=args.device,
+                       data_root=args.data_root)
+    settings = settings_of(model).replace(strategy=args.strategy, scales=args.scales, flip=args.flip)
+    out = Path(args.out)
+    written = 0
+    for picture, stem in _progress(pictures, f"predict {settings.experiment}"):
+        try:
+            rgb = as_rgb_array(picture)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            failures.append((str(picture), f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+            continue
+        ids = predict(model, rgb, strategy=settings.strategy, scales=settings.scales, flip=settings.flip)
+        write_outputs(ids, rgb, stem, out, settings.dataset, overlay=args.overlay, opacity=args.opacity)
+        written += 1
+    print(f"{settings.experiment} [{settings.strategy}, scales {list(settings.scales)}, flip {settings.flip}]: "
+          f"{written} of {written + len(failures)} pictures -> {out}")
+    for path, why in failures:
+        print(f"spgnet predict: cannot read {path}: {why}", file=sys.stderr)
+    return 1 if failures else 0
