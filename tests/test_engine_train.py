@@ -663,3 +663,24 @@ def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monke
     saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
     assert float(saved["scaler"]["scale"]) == 2.0 ** 16 / 4  # halved once per skipped step
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_log_model_registers_the_trained_network_and_a_failure_is_a_warning(tmp_path, monkeypatch, capsys):
+    from spgnet.engine import model_registry
+
+    monkeypatch.setenv("SPGNET_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = []
+    monkeypatch.setattr(model_registry, "log_model_enabled", lambda profile: profile.name == "mini")
+    monkeypatch.setattr(model_registry, "log_trained_model",
+                        lambda model, cfg, run_id: logged.append((type(model).__name__, cfg.experiment, run_id)))
+    train(toy_cfg(iterations=2), tmp_path / "a", model=toy_model(), dataset=ToySet())
+    assert len(logged) == 1 and logged[0][:2] == ("ToyNet", "t3-spg-sigmoid") and logged[0][2]
+
+    def broken(model, cfg, run_id):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(model_registry, "log_trained_model", broken)
+    metrics = train(toy_cfg(iterations=2), tmp_path / "b", model=toy_model(), dataset=ToySet())
+    assert "warning: the MLflow model was not logged (OSError: artifact store unreachable)" in capsys.readouterr().err
+    assert (tmp_path / "b" / "train_metrics.json").exists() and metrics["iterations"] == 2

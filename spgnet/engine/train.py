@@ -639,3 +639,20 @@ def _write_results(run: _Run, metrics: dict, tracker) -> None:
     tracker.log_artifact(metrics_path)
     if log_path.exists():
         tracker.log_artifact(log_path)
+    _log_model(run, tracker)
+
+
+def _log_model(run: _Run, tracker) -> None:
+    """With the profile's ``tracking.log_model``: the trained network as an MLflow model, registered
+    under the experiment's name (:mod:`spgnet.engine.model_registry`). A failure is a warning."""
+    from spgnet.config import load_profile
+    from spgnet.engine.model_registry import log_model_enabled, log_trained_model
+
+    # only the profile's tracking section is read: any data root will do
+    if not tracker.run_id or not log_model_enabled(load_profile(run.cfg.profile, data_root=run.cfg.data.root)):
+        return
+    try:
+        log_trained_model(run.model, run.cfg, tracker.run_id)
+    except Exception as err:  # noqa: BLE001 - tracking never ends a finished training
+        print(f"spgnet train: warning: the MLflow model was not logged ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''})", file=sys.stderr)
