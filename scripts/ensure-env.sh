@@ -26,8 +26,12 @@ if [ ! -f "$venv/.complete" ]; then
   "${pip[@]}" install --upgrade pip "setuptools<81" wheel >&2
   "${pip[@]}" install "$(grep '^torch==' "$req")" "$(grep '^torchvision==' "$req")" >&2
   "${pip[@]}" install "setuptools_scm<10" >&2
-  # inplace-abn 1.1.0 is sdist-only and builds a CUDA extension whenever torch is a CUDA build.
-  CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" \
+  # inplace-abn 1.1.0 is sdist-only and builds a CUDA extension whenever torch is a CUDA build:
+  # for every GPU architecture the installed torch supports, plus PTX of the newest (which the
+  # driver compiles for GPUs newer than the list), so T4, A100, L4/Ada, H100 and Blackwell all run.
+  arch_list="$("$venv/bin/python" -c 'import torch; a = [x[3:] for x in torch.cuda.get_arch_list() if x.startswith("sm_")]; print(";".join(f"{x[:-1]}.{x[-1]}" for x in a) + ("+PTX" if a else ""))')"
+  echo "ensure-env: inplace-abn CUDA kernels for ${TORCH_CUDA_ARCH_LIST:-${arch_list:-8.0;9.0}}" >&2
+  CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-${arch_list:-8.0;9.0}}" \
     MAX_JOBS="${MAX_JOBS:-2}" \
     "${pip[@]}" install --no-build-isolation --no-cache-dir "$(grep '^inplace-abn==' "$req")" >&2
   grep -v -E '^(#|$|torch==|torchvision==|inplace-abn==)' "$req" | xargs "${pip[@]}" install >&2

@@ -16,9 +16,13 @@ import sys
 from spgnet.errors import SpgnetError
 
 
-def _profile_args(parser: argparse.ArgumentParser) -> None:
+def _profile_args(parser: argparse.ArgumentParser, overrides: bool = False) -> None:
     parser.add_argument("--profile", default="mini", help="params/profiles/<name>.yaml (default: mini)")
     parser.add_argument("--data-root", default=None, help="root of the real data sets (paper profile)")
+    if overrides:
+        parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                            help="override a setting of the model/train/eval section, value read as YAML "
+                                 "(repeatable; e.g. --set train.lr=0.02 --set eval.scales=[1.0,1.5])")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -64,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = verb("train", "spgnet.engine.train:main", "train one experiment")
     p.add_argument("experiment")
-    _profile_args(p)
+    _profile_args(p, overrides=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -73,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = verb("evaluate", "spgnet.engine.evaluate:main", "evaluate a trained experiment (single/multi-scale, flip, GAP/AP/TILED)")
     p.add_argument("experiment")
-    _profile_args(p)
+    _profile_args(p, overrides=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="metrics JSON file")
     p.add_argument("--strategy", default=None, choices=["GAP", "AP", "TILED"])
@@ -88,7 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = verb("attention", "spgnet.analysis.attention:main", "guided-attention maps (Sec. 4.5, Figs. 4-7)")
     p.add_argument("experiment")
-    _profile_args(p)
+    _profile_args(p, overrides=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder for the figures")
 

@@ -89,6 +89,7 @@ class TrainConfig:
     workers: int = 4
     device: str = "cuda"
     amp: bool = True
+    val_every: int = 0  # evaluate on the val split every N iterations and keep best.pt (0: never)
 
 
 @dataclass(frozen=True)

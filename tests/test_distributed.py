@@ -22,8 +22,12 @@ def test_shard_splits_the_global_batch():
     assert distributed.shard(batch, 1, 2) == [1, 3, 5, 7]
     assert sorted(distributed.shard(batch, 0, 4) + distributed.shard(batch, 1, 4)
                   + distributed.shard(batch, 2, 4) + distributed.shard(batch, 3, 4)) == batch
-    with pytest.raises(SpgnetError, match="not divisible"):
-        distributed.shard(list(range(3)), 0, 2)
+    # VOC / Person-Part's batch of 28 on 8 GPUs: shares of 4 and 3 crops, every crop dealt once
+    shares = [distributed.shard(list(range(28)), rank, 8) for rank in range(8)]
+    assert [len(s) for s in shares] == [4, 4, 4, 4, 3, 3, 3, 3]
+    assert sorted(sum(shares, [])) == list(range(28))
+    with pytest.raises(SpgnetError, match="smaller than the 4 processes"):
+        distributed.shard(list(range(3)), 0, 4)
 
 
 def test_setup_without_torchrun_is_one_process(monkeypatch):
@@ -79,6 +83,7 @@ class Toy(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(int(index))
         image = torch.randn(3, 12, 12, generator=g) * (1 + index)
         label = (image[0] > 0).long() + (image[1] > 0).long()
+        label[: index % 5] = 255  # a different number of labelled pixels in each crop
         return {"image": image, "label": label, "name": str(index), "path": ""}
 '''
 
@@ -181,9 +186,10 @@ _GAP_SCRIPT = _SCRIPT_COMMON + textwrap.dedent(
 
 
     out, norm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ohem = dict(ohem=True, ohem_threshold=0.3, ohem_min_kept=int(sys.argv[4])) if len(sys.argv) > 4 else {}
     cfg = resolve("t3-spg-sigmoid", "mini", model={"norm": norm, "num_classes": 3},
                   train=dict(iterations=3, batch_size=batch, checkpoint_every=3, log_every=1, workers=0,
-                             device="cpu", amp=False))
+                             device="cpu", amp=False, **ohem))
     torch.manual_seed(0)
     rank = int(os.environ.get("RANK", "0"))
     os.makedirs(out, exist_ok=True)
@@ -198,8 +204,27 @@ _GAP_SCRIPT = _SCRIPT_COMMON + textwrap.dedent(
 )
 
 
-def _run_gap_script(tmp_path, out: str, norm: str, batch: int, processes: int) -> list[dict]:
-    return _launch(_GAP_SCRIPT, tmp_path, out, norm, str(batch), processes=processes, timeout=240)
+def _run_gap_script(tmp_path, out: str, norm: str, batch: int, processes: int, *extra: str) -> list[dict]:
+    return _launch(_GAP_SCRIPT, tmp_path, out, norm, str(batch), *extra, processes=processes, timeout=240)
+
+
+@pytest.mark.parametrize("batch, ohem_min_kept", [(2, None), (2, "150"), (3, "150")],
+                         ids=["2x1-vs-1x2", "2x1-vs-1x2-ohem", "uneven-2+1-vs-1x3-ohem"])
+def test_the_split_of_crops_over_processes_does_not_change_training(tmp_path, batch, ohem_min_kept):
+    """The global batch trains the same network on 1 process or 2 (to 1e-6): the losses are means
+    over the global batch's pixels (crops hold different numbers of labelled pixels), OHEM keeps
+    min_kept pixels of the global batch (min_kept 150 of ~250 labelled pixels at threshold 0.3
+    raises the threshold), InPlaceABNSync merges the GAP branch's statistics, and a batch of 3
+    on 2 processes (2 + 1 crops, like 28 on 8 GPUs) weighs every crop alike."""
+    extra = (ohem_min_kept,) if ohem_min_kept else ()
+    one = _run_gap_script(tmp_path, "one", "inplace_abn_sync", batch, 1, *extra)[0]
+    two = _run_gap_script(tmp_path, "two", "inplace_abn_sync", batch, 2, *extra)
+    assert "error" not in one and all("error" not in r for r in two), (one, two)
+    assert two[0]["loss"] == pytest.approx(one["loss"], rel=1e-6)
+    a = ckpt.load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=0, atol=1e-6), (key, (a[key] - b[key]).abs().max())
 
 
 def test_sync_norm_trains_the_gap_branch_on_one_crop_per_process(tmp_path):

@@ -314,7 +314,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     # "Killed" after iteration 3: the last checkpoint is iteration 2, the log already has row 3.
     partial = tmp_path / "killed"
     train(cfg, partial, seed=3, model=toy_model(), dataset=ToySet(), stop_after=3)
-    assert ckpt.load_checkpoint(partial / "checkpoint.pt")["iteration"] == 2
+    assert ckpt.load_checkpoint(partial / "latest.pt")["iteration"] == 2
+    assert not (partial / "checkpoint.pt").exists()  # only a finished run writes it
     assert len(_read_csv(partial / "train_log.csv")) == 3
     assert not (partial / "train_metrics.json").exists()
     resumed = train(cfg, partial, seed=3, resume=True, model=toy_model(), dataset=ToySet())
@@ -365,9 +366,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         if iteration == 3:
             dataset.nan_index = 4
 
-    with pytest.raises(NonFiniteLossError, match=r"iteration 4.*checkpoint.pt \(iteration 2\)"):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 4.*latest.pt \(iteration 2\)"):
         train(cfg, tmp_path, seed=0, model=model, dataset=dataset, on_step=poison)
-    state = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
+    state = ckpt.load_checkpoint(tmp_path / "latest.pt")
     assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not (tmp_path / "train_metrics.json").exists()
@@ -501,8 +502,8 @@ def test_cli_sigkill_and_resume(tmp_path):
     deadline = time.time() + 300
     at = None
     while time.time() < deadline and proc.poll() is None:
-        if (killed / "checkpoint.pt").exists():
-            at = ckpt.load_checkpoint(killed / "checkpoint.pt")["iteration"]
+        if (killed / "latest.pt").exists():
+            at = ckpt.load_checkpoint(killed / "latest.pt")["iteration"]
             if at >= 2:
                 proc.send_signal(signal.SIGKILL)
                 break
@@ -521,3 +522,144 @@ def test_cli_sigkill_and_resume(tmp_path):
     ma = json.loads((tmp_path / "full" / "train_metrics.json").read_text())
     mb = json.loads((killed / "train_metrics.json").read_text())
     assert _comparable(ma) == _comparable(mb)
+
+
+# --------------------------------------------------------------------------------------------
+# Extending a finished run, failed runs, validation while training, skipped fp16 steps
+# --------------------------------------------------------------------------------------------
+
+
+def test_resume_with_more_iterations_extends_a_finished_run(tmp_path, capsys):
+    train(toy_cfg(iterations=4), tmp_path, seed=0, model=toy_model(), dataset=ToySet())
+    assert not (tmp_path / "latest.pt").exists()  # a finished run keeps checkpoint.pt only
+    metrics = train(toy_cfg(iterations=6), tmp_path, seed=0, resume=True, model=toy_model(), dataset=ToySet())
+    assert "resuming from iteration 4" in capsys.readouterr().err
+    assert metrics["iterations"] == 6 and metrics["segments"] == [0, 4]
+    rows = _read_csv(tmp_path / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # the poly schedule of the new length from the resumed iteration on
+    assert float(rows[4]["lr"]) == pytest.approx(0.01 * (1 - 4 / 6) ** 0.9)
+    assert ckpt.load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 6
+    with pytest.raises(SpgnetError, match="already at iteration 6, beyond train.iterations 5"):
+        train(toy_cfg(iterations=5), tmp_path, seed=0, resume=True, model=toy_model(), dataset=ToySet())
+
+
+class _Broken(ToySet):
+    def __getitem__(self, key):
+        raise RuntimeError("unreadable sample")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
+    with pytest.raises(RuntimeError, match="unreadable sample"):
+        train(toy_cfg(), tmp_path / "new", model=toy_model(), dataset=_Broken())
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "given").mkdir()  # a folder made beforehand (as Snakemake does) stays, empty
+    with pytest.raises(RuntimeError):
+        train(toy_cfg(), tmp_path / "given", resume=True, model=toy_model(), dataset=_Broken())
+    assert list((tmp_path / "given").iterdir()) == []
+
+
+def test_a_run_that_fails_after_a_checkpoint_keeps_it(tmp_path):
+    dataset = ToySet(n=10)
+
+    def fail(iteration, losses):
+        if iteration == 3:
+            dataset.__class__ = _Broken
+
+    with pytest.raises(RuntimeError):
+        train(toy_cfg(checkpoint_every=2), tmp_path, model=toy_model(), dataset=dataset, on_step=fail)
+    assert ckpt.load_checkpoint(tmp_path / "latest.pt")["iteration"] == 2
+    assert (tmp_path / "train_log.csv").exists()
+
+
+def test_validation_while_training_logs_val_miou_and_keeps_the_best(tmp_path, monkeypatch):
+    from spgnet.engine import evaluate
+
+    scores = {2: 10.0, 4: 30.0, 6: 20.0}
+    seen = []
+
+    def fake_validation(model, cfg, device):
+        seen.append(model.training)
+        return scores[2 * len(seen)]
+
+    monkeypatch.setattr(evaluate, "validation_miou", fake_validation)
+    metrics = train(toy_cfg(iterations=6, val_every=2), tmp_path, model=toy_model(), dataset=ToySet())
+    assert seen == [False, False, False]  # evaluated in eval mode
+    rows = _read_csv(tmp_path / "train_log.csv")
+    assert [r["val_miou"] for r in rows] == ["", "10.0", "", "30.0", "", "20.0"]
+    assert metrics["best"] == {"val_miou": 30.0, "iteration": 4}
+    best = ckpt.load_checkpoint(tmp_path / "best.pt")
+    assert best["iteration"] == 4 and best["val_miou"] == 30.0
+    assert not torch.equal(best["model"]["heads.1.weight"],
+                           ckpt.load_checkpoint(tmp_path / "checkpoint.pt")["model"]["heads.1.weight"])
+
+
+def test_validation_miou_scores_the_val_split(monkeypatch):
+    from spgnet import data
+    from spgnet.engine.evaluate import evaluate_model, validation_miou
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            item = ToySet(n=2)[index]
+            return {**item, "label": item["label"].clamp(max=255)}
+
+    splits = []
+    monkeypatch.setattr(data, "build_dataset", lambda name, root, split, **kw: splits.append(split) or Items())
+    cfg = toy_cfg()
+    model = toy_model().eval()
+    expected = evaluate_model(model, Items(), class_names=["a", "b", "c"], strategy=cfg.eval.strategy,
+                              crop=cfg.train.crop)["miou"]
+    monkeypatch.setattr("spgnet.engine.evaluate._class_names", lambda cfg: ["a", "b", "c"])
+    assert validation_miou(model, cfg, torch.device("cpu")) == pytest.approx(expected)
+    assert splits == ["val"]
+
+
+def test_with_a_gradient_scaler_non_finite_steps_are_skipped(tmp_path, monkeypatch):
+    """fp16's gradient scaler (imitated on CPU): a step whose loss is NaN is skipped, training goes
+    on; only NONFINITE_PATIENCE of them in a row stop the run."""
+    from spgnet.engine import precision as precision_module
+    from spgnet.engine import train as train_module
+
+    monkeypatch.setattr(train_module, "resolve_precision",
+                        lambda amp, device: precision_module.Precision(None, True, "test: scaler on CPU"))
+    dataset = ToySet(n=10)
+
+    def poison(iteration, losses):
+        dataset.nan_index = 4 if iteration in (2, 3) else None  # iterations 3 and 4 see a NaN crop
+
+    cfg = toy_cfg(iterations=6, batch_size=10)
+    metrics = train(cfg, tmp_path / "a", model=toy_model(), dataset=dataset, on_step=poison)
+    assert metrics["skipped_steps"] == 2 and math.isfinite(metrics["final_loss"])
+    # weights and the norm's running statistics stayed finite
+    state = ckpt.load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+    monkeypatch.setattr(train_module, "NONFINITE_PATIENCE", 3)
+    dataset.nan_index = 4
+    with pytest.raises(NonFiniteLossError, match="3 non-finite steps in a row"):
+        train(cfg, tmp_path / "b", model=toy_model(), dataset=dataset, on_step=lambda i, v: None)
+
+
+def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monkeypatch):
+    """fp16's usual overflow is in the gradients, not the loss: the scaler skips those steps and
+    lowers its scale, the run trains on (gradients made infinite at iterations 3 and 4)."""
+    from spgnet.engine import precision as precision_module
+    from spgnet.engine import train as train_module
+
+    monkeypatch.setattr(train_module, "resolve_precision",
+                        lambda amp, device: precision_module.Precision(None, True, "test: scaler on CPU"))
+    model = toy_model()
+    overflow = {"on": False}
+    model.heads[1].weight.register_hook(lambda grad: grad * float("inf") if overflow["on"] else grad)
+
+    def toggle(iteration, losses):
+        overflow["on"] = iteration in (2, 3)
+
+    metrics = train(toy_cfg(iterations=6), tmp_path, model=model, dataset=ToySet(), on_step=toggle)
+    assert metrics["skipped_steps"] == 2 and math.isfinite(metrics["final_loss"])
+    saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert float(saved["scaler"]["scale"]) == 2.0 ** 16 / 4  # halved once per skipped step
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())

@@ -212,14 +212,13 @@ def _load_model(cfg, checkpoint: str | Path, device):
 def main(args) -> int:
     import torch
 
-    from spgnet.config import load_profile, resolve
+    from spgnet.config_args import config_from_args
     from spgnet.data import class_names as dataset_classes
     from spgnet.engine.allocator import keep_freed_memory
 
     keep_freed_memory()
 
-    profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
-    cfg = resolve(args.experiment, profile)
+    cfg = config_from_args(args)
     if cfg.train.dataset != "cityscapes":
         raise SpgnetError(
             f"experiment '{cfg.experiment}' is trained on '{cfg.train.dataset}'; the guided-attention "

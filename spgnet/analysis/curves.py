@@ -3,8 +3,9 @@
 ``main(args)`` (``args.profile``, ``args.data_root``, ``args.results`` (default
 ``results/<profile>``), ``args.out`` (default ``<report_dir>/figures/training-curves.png``)) finds
 the logs of the profile's plan (``runs/<run>/seed<k>/train_log.csv``, columns ``step, loss, lr``
-and ``loss_stageK``), draws one loss panel per data set (one line per run and seed, log scale) and
-the learning-rate schedules below, and writes the PNG atomically. It only reads files.
+and ``loss_stageK``, and ``val_miou`` with ``train.val_every``), draws one loss panel per data set
+(one line per run and seed, log scale), the learning-rate schedules below and, where runs were
+validated while training, their validation mIoU, and writes the PNG atomically. It only reads files.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def read_log(path: Path):
     return frame
 
 
+def _val_points(frame):
+    """The rows of a training log that carry a validation mIoU (``train.val_every``), or None."""
+    if "val_miou" not in frame.columns:
+        return None
+    points = frame[frame["val_miou"].notna()]
+    return points if len(points) else None
+
+
 def plot_curves(logs: list[dict], path: Path, title: str = "") -> Path:
     """Write the figure for the logs that exist; a SpgnetError when none does."""
     import matplotlib
@@ -54,8 +63,10 @@ def plot_curves(logs: list[dict], path: Path, title: str = "") -> Path:
     if not present:
         raise SpgnetError(f"no train_log.csv found (first expected: {logs[0]['path'] if logs else '-'})")
     datasets = list(dict.fromkeys(log["dataset"] for log in present))
-    fig, axes = plt.subplots(2, len(datasets), figsize=(6 * len(datasets), 7), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]})
+    validated = any(_val_points(log["frame"]) is not None for log in present)
+    ratios = [3, 1, 2] if validated else [3, 1]
+    fig, axes = plt.subplots(len(ratios), len(datasets), figsize=(6 * len(datasets), 3 + 2 * len(ratios)),
+                             squeeze=False, gridspec_kw={"height_ratios": ratios})
     for j, dataset in enumerate(datasets):
         loss_ax, lr_ax = axes[0][j], axes[1][j]
         for log in (log for log in present if log["dataset"] == dataset):
@@ -63,6 +74,13 @@ def plot_curves(logs: list[dict], path: Path, title: str = "") -> Path:
             label = f"{log['run']} (seed {log['seed']})"
             loss_ax.plot(frame["step"], frame["loss"], marker="." if len(frame) < 20 else None, label=label)
             lr_ax.plot(frame["step"], frame["lr"], label=label)
+            points = _val_points(frame)
+            if validated and points is not None:
+                axes[2][j].plot(points["step"], points["val_miou"], marker=".", label=label)
+        if validated:
+            axes[2][j].set_ylabel("validation mIoU (%)")
+            axes[2][j].set_xlabel("iteration")
+            axes[2][j].grid(True, alpha=0.3)
         loss_ax.set_title(f"{dataset}: training loss", fontsize=10)
         loss_ax.set_ylabel("total loss (final + supervised earlier stages)")
         if all((log["frame"]["loss"] > 0).all() for log in present if log["dataset"] == dataset):

@@ -5,8 +5,8 @@
 run two CPU processes) and picks the device. Without those variables it is one process.
 
 Each iteration's global batch of ``train.batch_size`` samples is split between the ranks
-(``batch[rank::world_size]``, see :func:`shard`), so the global batch and the sample order are the
-same whatever the number of processes.
+(``batch[rank::world_size]``, see :func:`shard`; shares may differ by one crop), so the global
+batch and the sample order are the same whatever the number of processes.
 
 ``InPlaceABNSync`` reduces its batch statistics with a CUDA-only kernel; :func:`enable_cpu_sync_bn`
 replaces that reduction with the same count-weighted merge in Python (gloo all-gathers the
@@ -90,18 +90,20 @@ def cleanup() -> None:
 
 
 def shard(batch: list, rank: int, world_size: int) -> list:
-    """This rank's part of a global batch: ``batch[rank::world_size]``."""
-    if len(batch) % world_size:
-        raise SpgnetError(f"train.batch_size {len(batch)} is not divisible by the {world_size} processes")
+    """This rank's part of a global batch: ``batch[rank::world_size]``. The parts may differ by one
+    crop (28 on 8 processes: 4, 4, 4, 4, 3, 3, 3, 3); the losses weigh every pixel of the global
+    batch alike (:mod:`spgnet.engine.losses`). Every process needs at least one crop."""
+    if len(batch) < world_size:
+        raise SpgnetError(f"train.batch_size {len(batch)} is smaller than the {world_size} processes "
+                          "(each needs at least one crop)")
     return batch[rank::world_size]
 
 
-def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of ``values`` over the ranks (a copy; identity for one process)."""
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of ``values`` over the ranks (a detached copy; ``values`` itself for one process)."""
     values = values.detach().clone()
     if info.distributed:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= info.world_size
     return values
 
 

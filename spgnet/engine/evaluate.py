@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spgnet.config import RunConfig, load_profile, resolve
+from spgnet.config import RunConfig
+from spgnet.config_args import config_from_args
 from spgnet.atomic import write_json
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import load_trained_model
@@ -207,11 +208,24 @@ def evaluate_model(
     }
 
 
+def validation_miou(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> float:
+    """mIoU (%) of ``model`` on the val split of ``cfg``'s data set, single scale, no flip, the
+    experiment's strategy: what ``train.val_every`` logs as ``val_miou`` (the network as trained,
+    norms not folded; the final numbers come from ``spgnet evaluate``)."""
+    from spgnet.data import build_dataset
+
+    dataset = build_dataset(cfg.train.dataset, cfg.data.path(), "val")
+    if len(dataset) == 0:
+        raise SpgnetError(f"{cfg.data.path()}: split 'val' of {cfg.train.dataset} has no images (train.val_every)")
+    result = evaluate_model(model, dataset, class_names=_class_names(cfg), strategy=cfg.eval.strategy,
+                            crop=cfg.train.crop, overlap=cfg.eval.tile_overlap, device=device,
+                            dataset_name=cfg.train.dataset)
+    return result["miou"]
+
+
 def main(args) -> int:
     keep_freed_memory()
-    profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
-    overrides = {"eval": {"strategy": args.strategy}} if getattr(args, "strategy", None) else {}
-    cfg = resolve(args.experiment, profile, **overrides)
+    cfg = config_from_args(args)
     ev = cfg.eval
     predictions = getattr(args, "predictions", None)
     if ev.submission and not predictions:

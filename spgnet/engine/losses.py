@@ -29,11 +29,21 @@ a labelled pixel is a boundary pixel when a labelled pixel within the same 7 x 7
 another label; ignored pixels, and labelled ones whose window holds ignored pixels but no other
 label (a boundary may hide there), are left out of the border loss. Models without ``"border"``
 get exactly the loss above.
+
+Processes. Under ``torchrun`` each process holds part of the global batch (3 or 4 of 28 crops on 8
+GPUs, 1 of 8, ...). With ``sync=True`` every mean above is taken over the global batch, not over
+the process's crops: a process returns ``sum of its pixels' terms / number of pixels over all
+processes`` (its *share*; the shares add up to the global mean), and OHEM's ``min_kept`` and
+raised threshold apply to the global batch (each process all-gathers only its ``min_kept``
+smallest true-class probabilities). The trainer backpropagates ``world_size x share``, so DDP's
+gradient average is the gradient of the global mean: the same training whatever the split of
+crops over processes (``8x1``, ``4x2``, ``1x8``, uneven shares).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
@@ -47,19 +57,58 @@ FOCAL_ALPHA = 0.25
 BORDER_RADIUS = 3
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean cross-entropy over labelled pixels (0 when there are none, keeping the graph)."""
-    if not (target != ignore_index).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+def _process_sum(value: torch.Tensor, sync: bool) -> torch.Tensor:
+    """``value`` summed over the processes of the default group (a copy; ``value`` when not ``sync``)."""
+    if not sync:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def _share(per_pixel: torch.Tensor, mask: torch.Tensor, sync: bool) -> torch.Tensor:
+    """This process's share of the mean of ``per_pixel`` over the pixels ``mask`` selects in the
+    global batch: ``sum over its own selected pixels / number selected over all processes`` (the
+    shares of the processes add up to the global mean; 0, keeping the graph, when none is selected)."""
+    count = _process_sum(mask.sum().to(per_pixel.dtype), sync)
+    if float(count) == 0:
+        return per_pixel.sum() * 0.0
+    return (per_pixel * mask).sum() / count
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                  *, sync: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over labelled pixels (0 when there are none, keeping the graph); with
+    ``sync`` this process's share of the mean over the global batch (see :func:`_share`)."""
+    per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    return _share(per_pixel, target != ignore_index, sync)
+
+
+@torch.no_grad()
+def _kth_smallest(values: torch.Tensor, k: int, sync: bool) -> float:
+    """The ``k``-th smallest of ``values`` (1-based), over every process's values when ``sync``.
+
+    Each process contributes only its ``k`` smallest values (the global ``k``-th smallest is among
+    them), padded with +inf to ``k`` so the all-gather has one size everywhere.
+    """
+    local = torch.topk(values, min(k, values.numel()), largest=False).values
+    if not sync:
+        return torch.kthvalue(local, k).values.item()
+    padded = torch.full((k,), float("inf"), dtype=values.dtype, device=values.device)
+    padded[: local.numel()] = local
+    gathered = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, padded)
+    return torch.kthvalue(torch.cat(gathered), k).values.item()
 
 
 @torch.no_grad()
 def ohem_mask(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.7, min_kept: int = 100000,
-              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Boolean ``[N,H,W]`` mask of the pixels OHEM keeps (see the module docstring)."""
+              ignore_index: int = IGNORE_INDEX, *, sync: bool = False) -> torch.Tensor:
+    """Boolean ``[N,H,W]`` mask of the pixels OHEM keeps (see the module docstring); with ``sync``
+    ``min_kept`` and the raised threshold hold for the global batch over all processes, so the same
+    pixels are kept whatever the split of crops over processes."""
     valid = target != ignore_index
-    num_valid = int(valid.sum())
+    num_valid = int(_process_sum(valid.sum(), sync))
     if num_valid == 0 or min_kept >= num_valid:
         return valid
     prob = torch.softmax(logits.float(), dim=1)
@@ -67,23 +116,25 @@ def ohem_mask(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.7
     true_prob = prob.gather(1, safe_target.unsqueeze(1)).squeeze(1)
     cutoff = float(threshold)
     if min_kept > 0:
-        kth = torch.kthvalue(true_prob[valid], min(num_valid, min_kept)).values.item()
-        cutoff = max(cutoff, kth)
+        below = int(_process_sum((valid & (true_prob <= cutoff)).sum(), sync))
+        if below < min_kept:  # the threshold rises to the min_kept-th smallest true-class probability
+            cutoff = max(cutoff, _kth_smallest(true_prob[valid], min_kept, sync))
     return valid & (true_prob <= cutoff)
 
 
 def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.7,
-                       min_kept: int = 100000, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean cross-entropy over the hard pixels :func:`ohem_mask` keeps."""
-    keep = ohem_mask(logits, target, threshold, min_kept, ignore_index)
+                       min_kept: int = 100000, ignore_index: int = IGNORE_INDEX, *, sync: bool = False
+                       ) -> torch.Tensor:
+    """Mean cross-entropy over the hard pixels :func:`ohem_mask` keeps (a share of it with ``sync``)."""
+    keep = ohem_mask(logits, target, threshold, min_kept, ignore_index, sync=sync)
     hard_target = torch.where(keep, target, torch.full_like(target, ignore_index))
-    return cross_entropy(logits, hard_target, ignore_index)
+    return cross_entropy(logits, hard_target, ignore_index, sync=sync)
 
 
-def stage_loss(logits: torch.Tensor, target: torch.Tensor, train_cfg) -> torch.Tensor:
+def stage_loss(logits: torch.Tensor, target: torch.Tensor, train_cfg, *, sync: bool = False) -> torch.Tensor:
     if train_cfg.ohem:
-        return ohem_cross_entropy(logits, target, train_cfg.ohem_threshold, train_cfg.ohem_min_kept)
-    return cross_entropy(logits, target)
+        return ohem_cross_entropy(logits, target, train_cfg.ohem_threshold, train_cfg.ohem_min_kept, sync=sync)
+    return cross_entropy(logits, target, sync=sync)
 
 
 @torch.no_grad()
@@ -110,45 +161,46 @@ def border_target(target: torch.Tensor, radius: int = BORDER_RADIUS, ignore_inde
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA,
-                       alpha: float = FOCAL_ALPHA, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                       alpha: float = FOCAL_ALPHA, ignore_index: int = IGNORE_INDEX, *, sync: bool = False
+                       ) -> torch.Tensor:
     """Binary focal loss (Lin et al., ICCV 2017) of ``[N,1,H,W]`` (or ``[N,H,W]``) logits against a
     0/1 ``[N,H,W]`` target: ``-alpha_t (1 - p_t)^gamma log p_t``, with ``p_t = sigmoid(x)`` and
     ``alpha_t = alpha`` on boundary pixels, ``1 - sigmoid(x)`` and ``1 - alpha`` elsewhere; mean over
-    the pixels that are not ``ignore_index`` (0 when there are none, keeping the graph)."""
+    the pixels that are not ``ignore_index`` (0 when there are none, keeping the graph; with ``sync``
+    this process's share of the mean over the global batch)."""
     logits = logits.float().reshape(target.shape)
     valid = target != ignore_index
-    if not valid.any():
-        return logits.sum() * 0.0
-    x, y = logits[valid], target[valid].float()
-    log_pt = -F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    y = torch.where(valid, target, torch.zeros_like(target)).float()
+    log_pt = -F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y)
-    return (-alpha_t * (1.0 - log_pt.exp()) ** gamma * log_pt).mean()
+    return _share(-alpha_t * (1.0 - log_pt.exp()) ** gamma * log_pt, valid, sync)
 
 
-def segmentation_loss(outputs: dict, target: torch.Tensor, train_cfg, supervise: bool = True
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def segmentation_loss(outputs: dict, target: torch.Tensor, train_cfg, supervise: bool = True, *,
+                      sync: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(total, {"stage1": ..., "stageS": ..., ["border1": ...]})`` for a model's output dict
     (module docstring).
 
     Without supervision only the final stage has a term. Each term is unweighted; the total
     weighs the earlier stages by ``train_cfg.aux_weight`` and the border terms by
-    :data:`BORDER_WEIGHT`.
+    :data:`BORDER_WEIGHT`. With ``sync`` (several processes, see "Processes" above) every value is
+    this process's share: summed over the processes it is the global batch's loss.
     """
     aux = list(outputs.get("aux") or []) if supervise else []
     terms: dict[str, torch.Tensor] = {}
     total = None
     for index, logits in enumerate(aux):
-        term = stage_loss(logits, target, train_cfg)
+        term = stage_loss(logits, target, train_cfg, sync=sync)
         terms[f"stage{index + 1}"] = term
         total = train_cfg.aux_weight * term if total is None else total + train_cfg.aux_weight * term
     num_stages = len(outputs.get("aux") or []) + 1
-    final = stage_loss(outputs["out"], target, train_cfg)
+    final = stage_loss(outputs["out"], target, train_cfg, sync=sync)
     terms[f"stage{num_stages}"] = final
     total = final if total is None else total + final
     borders = list(outputs.get("border") or [])
     edges = border_target(target) if borders else None
     for index, logits in enumerate(borders):
-        term = sigmoid_focal_loss(logits, edges)
+        term = sigmoid_focal_loss(logits, edges, sync=sync)
         terms[f"border{index + 1}"] = term
         total = total + BORDER_WEIGHT * term
     return total, terms

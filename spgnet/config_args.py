@@ -1,0 +1,71 @@
+"""One way in for settings: the run config of a verb's command line (train, evaluate, attention).
+
+Every verb that runs an experiment calls :func:`config_from_args` and nothing else reads the
+profile or applies overrides (detectron2's ``setup(args)``, mmsegmentation's ``tools/train.py``).
+The order, last wins:
+
+1. the experiment's registry entry (``params/experiments.yaml``), over the registry's defaults;
+2. the profile (``params/profiles/<profile>.yaml``: its ``model``/``train``/``eval`` sections, then
+   its ``dataset_overrides`` for the experiment's data set);
+3. ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
+   eval.scales=[1.0,1.5]`` is a list and ``--set train.lr=2e-2`` a number), then the verb's own
+   flags (``--iterations``, ``--strategy``, ``--pretrained``).
+
+The result is validated like the files (:func:`spgnet.config.resolve`); an override changes the
+run's config hash, so ``spgnet train --resume`` refuses a checkpoint trained otherwise (only a
+larger ``train.iterations`` extends a run, see :mod:`spgnet.engine.train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from spgnet.config import ConfigError, RunConfig, load_profile, resolve
+
+#: The sections ``--set`` may change (those of :class:`spgnet.config.RunConfig` that are settings).
+OVERRIDE_SECTIONS = ("model", "train", "eval")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, dict]:
+    """``["train.lr=0.02", "eval.flip=true"]`` -> ``{"train": {"lr": 0.02}, "eval": {"flip": True}}``.
+
+    A missing ``=``, an unknown section or a value that is not YAML is a one-line
+    :class:`ConfigError` naming the item; unknown keys and wrong types are caught by ``resolve``.
+    """
+    overrides: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE (e.g. train.lr=0.02)")
+        if section not in OVERRIDE_SECTIONS:
+            raise ConfigError(f"--set {item!r}: unknown section '{section}' (valid: {', '.join(OVERRIDE_SECTIONS)})")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def config_from_args(args) -> RunConfig:
+    """The :class:`RunConfig` of a parsed ``spgnet train|evaluate|attention`` command line.
+
+    Reads ``args.experiment``, ``args.profile``, ``args.data_root`` and, where the verb has them,
+    ``args.set`` (``--set``), ``args.iterations``, ``args.strategy`` and ``args.pretrained``.
+    Errors: :class:`ConfigError` (one line naming the key or value).
+    """
+    profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
+    overrides = parse_overrides(getattr(args, "set", None))
+    iterations = getattr(args, "iterations", None)
+    if iterations is not None:
+        if iterations < 1:
+            raise ConfigError(f"--iterations must be positive, got {iterations}")
+        overrides.setdefault("train", {})["iterations"] = iterations
+    if getattr(args, "strategy", None):
+        overrides.setdefault("eval", {})["strategy"] = args.strategy
+    if getattr(args, "pretrained", None):
+        overrides.setdefault("model", {})["pretrained"] = str(Path(args.pretrained).expanduser().resolve())
+    return resolve(args.experiment, profile, **overrides)
