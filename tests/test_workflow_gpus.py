@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,18 @@ def test_paper_dry_run_launches_one_process_per_gpu_in_gpu_slots(tmp_path, gpus)
                             for line in evaluate), evaluate[:2]
     attention = [line for line in lines if " attention " in line]
     assert len(attention) == 1 and attention[0].startswith("python -m spgnet.gpu_slots --gpus 1 -- spgnet attention ")
+
+
+def test_readme_paper_command_counts_gpus_and_launches_them(tmp_path):
+    """The README's paper-scale command, as a dry run: it passes Snakemake the GPU count."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    [command] = re.findall(r"^snakemake --cores all --resources gpu=8 .*profile=paper data_root=/data/sets$", readme, re.M)
+    words = shlex.split(command.replace("/data/sets", str(_paper_root(tmp_path))))
+    lines = _shell_commands(*words[1:])
+    train = [line for line in lines if " spgnet train " in line]
+    assert len(train) == len(make_plan("paper", data_root=str(tmp_path / "data")).runs)
+    assert all("python -m spgnet.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet train " in line
+               for line in train)
 
 
 @pytest.mark.parametrize("profile", ["mini", "smoke"])
