@@ -1,6 +1,10 @@
 # Evaluation: one job per distinct evaluation of each training run (single scale, multi-scale +
 # flip, GAP / AP / TILED, the test-set submission), and the guided-attention figures.
+from spgnet.gpu_slots import launcher
+
 RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
+# `spgnet` on CPU profiles; on GPUs the slot wrapper gives each job its own CUDA_VISIBLE_DEVICES
+EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
 
 
 rule evaluate:
@@ -20,5 +24,6 @@ rule evaluate:
         mem_mb=RESOURCES_EVAL["mem_mb"],
         gpu=RESOURCES_EVAL["gpu"],
     shell:
-        "OMP_NUM_THREADS={threads} spgnet evaluate {wildcards.evaluation} --profile {PROFILE} {params.data_root} "
-        "{params.overrides} --checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
+        "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " evaluate {wildcards.evaluation}"
+        " --profile {PROFILE} {params.data_root} {params.overrides} "
+        "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"

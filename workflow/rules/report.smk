@@ -47,8 +47,10 @@ if ATTENTION:
         threads: 1
         resources:
             mem_mb=RESOURCES_EVAL["mem_mb"],
+            gpu=RESOURCES_EVAL["gpu"],
         shell:
-            "spgnet attention {ATTENTION} --profile {PROFILE} {params.data_root} {params.overrides} "
+            EVAL_LAUNCH + " attention {ATTENTION}"
+            " --profile {PROFILE} {params.data_root} {params.overrides} "
             "--checkpoint {input.checkpoint} --out {FIGURES} 2> {log}"
 
 

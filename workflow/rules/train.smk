@@ -1,5 +1,24 @@
 # Training: one job per distinct (model, train) setting and seed (spgnet.pipeline.make_plan).
+#
+# Launch: one process per GPU. A profile with `gpus: N > 1` runs `torchrun --standalone
+# --nproc_per_node N` inside the GPU slot wrapper (spgnet.gpu_slots: the job's own
+# CUDA_VISIBLE_DEVICES; under SLURM the job's allocation), each rank with threads / N OpenMP
+# threads (Snakemake would give every rank all of the job's threads). CPU profiles keep the plain
+# `spgnet train` line.
+#
+# Resume: the job always passes --resume. Periodic checkpoints go to <out>/latest.pt, which is NOT
+# an output: Snakemake deletes a job's outputs before it runs and after it fails, so only the
+# finished run's checkpoint.pt is one. A killed, pre-empted or timed-out job started again (its
+# outputs are missing, so Snakemake reruns it; SLURM profile: `retries`) continues from latest.pt.
+from spgnet.gpu_slots import launcher
+
 RESOURCES_TRAIN = resources_for(PLAN.profile.resources, "train")
+TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"])
+TRAIN_THREADS = (
+    "OMP_NUM_THREADS={threads} "
+    if RESOURCES_TRAIN["gpu"] <= 1
+    else f"OMP_NUM_THREADS={max(1, RESOURCES_TRAIN['threads'] // RESOURCES_TRAIN['gpu'])} "
+)
 
 
 def training_data(wildcards):
@@ -26,5 +45,5 @@ rule train:
         mem_mb=RESOURCES_TRAIN["mem_mb"],
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
-        "OMP_NUM_THREADS={threads} spgnet train {wildcards.run} --profile {PROFILE} {params.data_root} "
+        TRAIN_THREADS + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
         "{params.overrides} --seed {wildcards.seed} --out {params.out} --resume 2> {log}"
