@@ -405,7 +405,8 @@ def _find_resume_checkpoint(out: Path, cfg: RunConfig, seed: int) -> tuple[Path,
     if checkpoint.get("resume_key", checkpoint.get("config_hash")) not in (key, config_hash(cfg.model, cfg.train)):
         raise SpgnetError(
             f"{path}: trained with another configuration (hash {checkpoint.get('config_hash')}, "
-            f"now {config_hash(cfg.model, cfg.train)}); use a new --out folder or drop --resume"
+            f"now {config_hash(cfg.model, cfg.train)}); use a new --out folder, drop --resume, or delete "
+            f"{path.name} to start this folder afresh"
         )
     if int(checkpoint.get("seed", seed)) != seed:
         raise SpgnetError(f"{path}: trained with --seed {checkpoint.get('seed')}, not {seed}")
