@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from spgnet.config import PROJECT_ROOT, load_registry
+
+from spgnet.config import PROJECT_ROOT, load_profile, load_registry
 from spgnet.pipeline import make_plan
+
+#: CPUs a paper-profile training job asks for (params/profiles/paper.yaml), shared by its 8 ranks
+TRAIN_RESOURCES = load_profile("paper", data_root="/data").resources["train"]
+TRAIN_THREADS = TRAIN_RESOURCES["threads"]
 
 BIN = Path(sys.executable).parent
 
@@ -52,7 +57,7 @@ def test_paper_dry_run_launches_one_process_per_gpu_in_gpu_slots(tmp_path, gpus)
     lines = _shell_commands("table3", "attention", "--cores", "8", "--resources", f"gpu={gpus}",
                             "--config", "profile=paper", f"data_root={data}")
     train = [line for line in lines if " spgnet train " in line]
-    launch = (f"OMP_NUM_THREADS={8 // 8} python -m spgnet.gpu_slots --gpus {gpus} -- "
+    launch = (f"OMP_NUM_THREADS={TRAIN_THREADS // 8} python -m spgnet.gpu_slots --gpus {gpus} -- "
               f"torchrun --standalone --nproc_per_node {gpus} -m spgnet train ")
     assert train and all(line.startswith(launch) for line in train), train[:2]
     assert {line[len(launch):].split()[0] for line in train} == _trained_for_table3_and_attention(data)
@@ -146,9 +151,9 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     assert "fake sbatch: submission recorded" in submit.stdout + submit.stderr, submit.stderr[-3000:]
     [sbatch] = _calls(log, "sbatch")
     args = sbatch["argv"]
-    for flag in ("--nodes=1", "--gpus=8", "--cpus-per-task=8", "--requeue"):
+    for flag in ("--nodes=1", "--gpus=8", f"--cpus-per-task={TRAIN_THREADS}", "--requeue"):
         assert flag in args, args
-    for option, value in (("--mem", "64000"), ("-t", "2880"), ("-p", "gpu"), ("-A", "testacct")):
+    for option, value in (("--mem", str(TRAIN_RESOURCES["mem_mb"])), ("-t", "2880"), ("-p", "gpu"), ("-A", "testacct")):
         assert args[args.index(option) + 1] == value
     assert not [a for a in args if a.startswith(("--ntasks", "-n"))], args  # one task (SLURM's default)
     [wrap] = [a[len("--wrap="):] for a in args if a.startswith("--wrap=")]
@@ -168,5 +173,5 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     assert torchrun["argv"] == ["--standalone", "--nproc_per_node", "8", "-m", "spgnet", "train", "t3-1stage",
                                 "--profile", "paper", "--data-root", str(data), "--seed", "0",
                                 "--out", "results/paper/runs/t3-1stage/seed0", "--resume"]
-    assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": "1"}
+    assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": str(TRAIN_THREADS // 8)}
     assert (root / target).exists()
