@@ -5,6 +5,7 @@ the workflow's --config as people type it."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -230,7 +231,7 @@ def test_the_cli_refuses_a_bad_registry_with_exit_2_and_no_run_folder(tmp_path):
     out = tmp_path / "run"
     for argv in (["experiments"], ["train", "t3-1stage", "--out", str(out)]):
         result = subprocess.run([sys.executable, "-m", "spgnet", *argv], capture_output=True, text=True, timeout=300,
-                                env={**__import__("os").environ, "SPGNET_ROOT": str(root)})
+                                env={**os.environ, "SPGNET_ROOT": str(root)})
         assert result.returncode == 2 and result.stdout == "", result.stderr[-2000:]
         assert result.stderr.splitlines() == [
             f"spgnet {argv[0]}: error: {root / 'params' / 'experiments.yaml'}: defaults: key 'train.lr': input should be "
@@ -288,3 +289,16 @@ def test_the_sections_have_no_untyped_field():
     for cls in (ModelConfig, TrainConfig, EvalConfig, config.PaperNumbers, config.DatasetSource, config.Profile):
         for f in dataclasses.fields(cls):
             assert f.type not in ("str", "int", "float", "Any") or f.name in ("root", "name", "description", "report_dir"), (cls, f.name)
+
+
+def test_dvc_lock_false_on_the_command_line_drops_the_dvc_lock_job():
+    """README: `--config dvc_lock=false` skips the final `dvc commit` (Snakemake passes 'false' as a string)."""
+    def jobs(*config):
+        result = subprocess.run(["snakemake", "-n", "--forceall", "--cores", "1", "reproduce_all", *config],
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        return dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+
+    assert jobs().get("dvc_lock") == "1"
+    assert "dvc_lock" not in jobs("--config", "dvc_lock=false")
