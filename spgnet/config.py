@@ -4,7 +4,9 @@ The registry ``params/experiments.yaml`` holds one named experiment per row of t
 (with the paper's numbers for that row); ``params/profiles/<name>.yaml`` holds what differs between
 running on the embedded synthetic data on a laptop (``mini``, ``smoke``) and at paper scale on GPUs
 (``paper``): data roots, schedule, hardware. :func:`resolve` merges an experiment with a profile
-into one :class:`RunConfig`; nothing else in the package looks at the YAML files.
+into one :class:`RunConfig`; nothing else in the package looks at the YAML files. Every value is
+checked against its declared type as the file is read (:mod:`spgnet.config_schema`, pydantic), so
+a bad one fails with one line naming the file, key and value before any work starts.
 
 An experiment may name a ``base`` experiment and override parts of it (a deep merge). Rows whose
 model and training settings are identical share one training run (:func:`training_groups`): Table
@@ -24,17 +26,18 @@ from typing import Any
 
 import yaml
 
-from spgnet.errors import SpgnetError
+from spgnet.config_schema import (
+    FORBID_EXTRA, Amp, Architecture, Backbones, ConfigError, DatasetName, DatasetOverrides, Decoder,
+    Device, Float, Fraction, Link, NonNegativeFloat, NonNegativeInt, NormName, PositiveFloat,
+    PositiveInt, Probability, ResourceSpec, RuleKind, Scales, Seeds, Split, Strategy, SyntheticSpec, validate,
+    validate_partial,
+)
 
 #: Project root (the folder holding ``params/``); ``SPGNET_ROOT`` overrides it.
 PROJECT_ROOT = Path(os.environ.get("SPGNET_ROOT", Path(__file__).resolve().parent.parent))
 PARAMS_DIR = PROJECT_ROOT / "params"
 EXPERIMENTS_FILE = PARAMS_DIR / "experiments.yaml"
 PROFILES_DIR = PARAMS_DIR / "profiles"
-
-
-class ConfigError(SpgnetError):
-    """A bad registry entry, profile or override; the message is one line naming the key."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,17 +49,18 @@ class ConfigError(SpgnetError):
 class ModelConfig:
     """Architecture of one network (Sections 3.1-3.4, Tables 3-7, 9, 11, 12)."""
 
-    arch: str = "spgnet"  # "spgnet", or a Table 1 peer registered in spgnet.models
-    backbones: tuple[str, ...] = ("resnet18",)  # one per stage (Table 6 mixes them)
-    channels: int = 128  # decoder channels D (Table 9)
-    link: str = "spg_sigmoid"  # stage-to-stage link (Tables 3, 4)
+    __pydantic_config__ = FORBID_EXTRA
+    arch: Architecture = "spgnet"  # "spgnet", or a Table 1 peer registered in spgnet.models
+    backbones: Backbones = ("resnet18",)  # one per stage (Table 6 mixes them)
+    channels: PositiveInt = 128  # decoder channels D (Table 9)
+    link: Link = "spg_sigmoid"  # stage-to-stage link (Tables 3, 4)
     identity: bool = True  # SPG identity path (Table 3 "Id.")
     supervise: bool = True  # loss on earlier stages' per-class logits (Table 3 "Sup.")
     csfa: bool = True  # Cross Stage Feature Aggregation (Sec. 3.1)
     gap: bool = True  # global average pooling branch (Table 12)
-    decoder: str = "upsample"  # "upsample" (ours, Sec. 3.3) or "fpn" (Table 11)
-    num_classes: int = 19
-    norm: str = "inplace_abn_sync"  # see spgnet.models.norm.NORM_LAYERS
+    decoder: Decoder = "upsample"  # "upsample" (ours, Sec. 3.3) or "fpn" (Table 11)
+    num_classes: PositiveInt = 19
+    norm: NormName = "inplace_abn_sync"  # see spgnet.models.norm.NORM_LAYERS
     pretrained: str | None = None  # ImageNet checkpoint file (torchvision format) or None
 
     @property
@@ -68,39 +72,41 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation and augmentation (Sec. 4.2 and 4.6)."""
 
-    dataset: str = "cityscapes"
-    split: str = "train"  # "train" for ablations, "trainval" for the test-set model (Sec. 4.2)
-    crop: int = 769
-    batch_size: int = 8
-    iterations: int = 80000
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    scale_min: float = 0.5
-    scale_max: float = 2.0
-    scale_step: float = 0.25
+    __pydantic_config__ = FORBID_EXTRA
+    dataset: DatasetName = "cityscapes"
+    split: Split = "train"  # "train" for ablations, "trainval" for the test-set model (Sec. 4.2)
+    crop: PositiveInt = 769
+    batch_size: PositiveInt = 8
+    iterations: PositiveInt = 80000
+    lr: PositiveFloat = 0.01
+    momentum: Fraction = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
+    poly_power: NonNegativeFloat = 0.9
+    scale_min: PositiveFloat = 0.5
+    scale_max: PositiveFloat = 2.0
+    scale_step: PositiveFloat = 0.25
     ohem: bool = False  # Table 8
-    ohem_threshold: float = 0.7  # keep pixels whose true-class probability is below this ...
-    ohem_min_kept: int = 100000  # ... but never fewer than this many per batch
-    aux_weight: float = 1.0  # weight of each earlier stage's loss
-    checkpoint_every: int = 5000
-    log_every: int = 50
-    workers: int = 4
-    device: str = "cuda"
-    amp: bool = True
-    val_every: int = 0  # evaluate on the val split every N iterations and keep best.pt (0: never)
+    ohem_threshold: Probability = 0.7  # keep pixels whose true-class probability is below this ...
+    ohem_min_kept: NonNegativeInt = 100000  # ... but never fewer than this many per batch
+    aux_weight: NonNegativeFloat = 1.0  # weight of each earlier stage's loss
+    checkpoint_every: PositiveInt = 5000
+    log_every: PositiveInt = 50
+    workers: NonNegativeInt = 4
+    device: Device = "cuda"  # "cpu", "cuda" or "cuda:N"
+    amp: Amp = True  # "auto" (mixed precision where the device runs it natively), true or false
+    val_every: NonNegativeInt = 0  # evaluate on the val split every N iterations and keep best.pt (0: never)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Inference settings (Sec. 4.3, Table 12)."""
 
-    split: str = "val"
-    strategy: str = "AP"  # "GAP", "AP" or "TILED" (Table 12); models without GAP ignore it
-    scales: tuple[float, ...] = (1.0,)
+    __pydantic_config__ = FORBID_EXTRA
+    split: Split = "val"
+    strategy: Strategy = "AP"  # "GAP", "AP" or "TILED" (Table 12); models without GAP ignore it
+    scales: Scales = (1.0,)
     flip: bool = False
-    tile_overlap: float = 1.0 / 3.0
+    tile_overlap: Fraction = 1.0 / 3.0
     submission: bool = False  # write labelIds PNGs for the Cityscapes test server
 
 
@@ -108,11 +114,12 @@ class EvalConfig:
 class PaperNumbers:
     """What the paper reports for one row, transcribed once, here."""
 
-    miou: float | None = None
-    params_m: float | None = None
-    flops_g: float | None = None
+    __pydantic_config__ = FORBID_EXTRA
+    miou: NonNegativeFloat | None = None
+    params_m: NonNegativeFloat | None = None
+    flops_g: NonNegativeFloat | None = None
     flops_note: str | None = None  # e.g. "8 (tiles) x 30.6B" (Table 12)
-    per_class: dict | None = None  # Table 2: {class name: IoU}
+    per_class: dict[str, Float] | None = None  # Table 2: {class name: IoU}
 
 
 @dataclass(frozen=True)
@@ -161,21 +168,6 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _build(cls, values: dict | None, where: str):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a one-line error."""
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(known))})"
-        )
-    for key, value in list(values.items()):
-        if isinstance(value, list):
-            values[key] = tuple(value)
-    return cls(**values)
-
-
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
@@ -221,13 +213,17 @@ def _experiment(name: str, entry: dict, defaults: dict, path: Path) -> Experimen
     for required in ("table", "row"):
         if required not in entry:
             raise ConfigError(f"{where}: missing key '{required}'")
-    paper = _build(PaperNumbers, entry.get("paper"), f"{where}.paper")
+    paper = validate(PaperNumbers, entry.get("paper") or {}, where, "paper")
     if entry.get("cited"):
         model = train = evaluation = None
     else:
-        model = _build(ModelConfig, deep_merge(defaults.get("model", {}), entry.get("model", {})), f"{where}.model")
-        train = _build(TrainConfig, deep_merge(defaults.get("train", {}), entry.get("train", {})), f"{where}.train")
-        evaluation = _build(EvalConfig, deep_merge(defaults.get("eval", {}), entry.get("eval", {})), f"{where}.eval")
+        sections = {}
+        for key, cls in (("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+            values = entry.get(key) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: key '{key}': expected a mapping, got {ascii(values)}")
+            sections[key] = validate(cls, deep_merge(defaults.get(key) or {}, values), where, key)
+        model, train, evaluation = sections["model"], sections["train"], sections["eval"]
     return Experiment(
         name=name,
         table=str(entry["table"]),
@@ -249,6 +245,8 @@ def load_registry(path: Path = EXPERIMENTS_FILE) -> dict[str, Experiment]:
     path = Path(path)
     if path not in _REGISTRY_CACHE:
         defaults, raw = _raw_registry(path)
+        for key, cls in (("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+            validate_partial(cls, defaults.get(key), f"{path}: defaults", key)
         _REGISTRY_CACHE[path] = {
             name: _experiment(name, _expand(name, raw, path), defaults, path) for name in raw
         }
@@ -279,8 +277,9 @@ def table_order(table: str) -> tuple:
 class DatasetSource:
     """Where one dataset lives under a profile, and how to generate it if it is synthetic."""
 
+    __pydantic_config__ = FORBID_EXTRA
     root: str
-    synthetic: dict | None = None  # arguments of `spgnet make-synthetic`; None for real data
+    synthetic: SyntheticSpec | None = None  # arguments of `spgnet make-synthetic`; None for real data
 
     def path(self) -> Path:
         root = Path(os.path.expandvars(os.path.expanduser(self.root)))
@@ -289,18 +288,22 @@ class DatasetSource:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything that differs between the embedded default and paper scale."""
+    """Everything that differs between the embedded default and paper scale.
 
+    ``model``, ``train``, ``eval`` and ``dataset_overrides`` hold partial sections whose values
+    :func:`load_profile` has converted to the types :class:`ModelConfig` etc. declare."""
+
+    __pydantic_config__ = FORBID_EXTRA
     name: str
     description: str
-    datasets: dict[str, DatasetSource]
-    seeds: tuple[int, ...] = (0,)
+    datasets: dict[DatasetName, DatasetSource]
+    seeds: Seeds = (0,)
     experiments: tuple[str, ...] | None = None  # None: every reproducible experiment
     model: dict = field(default_factory=dict)  # overrides of every experiment's model section
     train: dict = field(default_factory=dict)  # ... of the train section
     eval: dict = field(default_factory=dict)  # ... of the eval section
-    dataset_overrides: dict = field(default_factory=dict)  # {dataset: {train: {...}, eval: {...}}}
-    resources: dict = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus per rule kind
+    dataset_overrides: dict[DatasetName, DatasetOverrides] = field(default_factory=dict)  # {dataset: {train: {...}}}
+    resources: dict[RuleKind, ResourceSpec] = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus
     report_dir: str = "reports"  # where tables.md and figures/ are written
     tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
 
@@ -319,33 +322,32 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
     if not path.exists():
         raise ConfigError(f"unknown profile '{name}' (valid profiles: {', '.join(available_profiles())})")
     raw = _load_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
     unknown = sorted(set(raw) - _PROFILE_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(_PROFILE_KEYS))})")
+    # an empty key (``seeds:``, ``experiments: []``) means its default
+    values = {"description": "", **{k: v for k, v in raw.items() if v not in (None, [], {})}, "name": name}
+    profile = validate(Profile, values, str(path))
     datasets = {}
-    for dataset, source in (raw.get("datasets") or {}).items():
-        source = dict(source)
-        root = str(source.get("root", ""))
-        if "${data_root}" in root:
+    for dataset, source in profile.datasets.items():
+        if "${data_root}" in source.root:
             if not data_root:
                 raise ConfigError(f"{path}: datasets.{dataset}.root needs data_root (pass --config data_root=DIR)")
-            root = root.replace("${data_root}", str(data_root))
-        source["root"] = root
-        datasets[dataset] = _build(DatasetSource, source, f"{path}: datasets.{dataset}")
-    experiments = raw.get("experiments")
-    profile = Profile(
-        name=name,
-        description=str(raw.get("description", "")),
+            source = dataclasses.replace(source, root=source.root.replace("${data_root}", str(data_root)))
+        datasets[dataset] = source
+    sections = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+    overrides = {
+        dataset: {key: validate_partial(sections[key], value, str(path), f"dataset_overrides.{dataset}.{key}")
+                  for key, value in per_dataset.items()}
+        for dataset, per_dataset in profile.dataset_overrides.items()
+    }
+    profile = dataclasses.replace(
+        profile,
         datasets=datasets,
-        seeds=tuple(raw.get("seeds") or (0,)),
-        experiments=tuple(experiments) if experiments else None,
-        model=raw.get("model") or {},
-        train=raw.get("train") or {},
-        eval=raw.get("eval") or {},
-        dataset_overrides=raw.get("dataset_overrides") or {},
-        resources=raw.get("resources") or {},
-        report_dir=str(raw.get("report_dir", "reports")),
-        tracking=raw.get("tracking") or {},
+        dataset_overrides=overrides,
+        **{key: validate_partial(cls, getattr(profile, key), str(path), key) for key, cls in sections.items()},
     )
     if profile.experiments:
         for exp in profile.experiments:
@@ -371,9 +373,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _override(section, overrides: dict, where: str):
+def _override(section, overrides: dict, where: str, key: str):
     values = deep_merge(dataclasses.asdict(section), overrides)
-    return _build(type(section), values, where)
+    return validate(type(section), values, where, key)
 
 
 def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: dict) -> RunConfig:
@@ -392,16 +394,18 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
         )
     per_dataset = prof.dataset_overrides.get(dataset, {})
     where = f"profile '{prof.name}'"
-    model = _override(exp.model, deep_merge(prof.model, overrides.get("model", {})), f"{where}: model")
+    model = _override(exp.model, deep_merge(prof.model, overrides.get("model", {})), where, "model")
     train = _override(
         exp.train,
         deep_merge(deep_merge(prof.train, per_dataset.get("train", {})), overrides.get("train", {})),
-        f"{where}: train",
+        where,
+        "train",
     )
     evaluation = _override(
         exp.eval,
         deep_merge(deep_merge(prof.eval, per_dataset.get("eval", {})), overrides.get("eval", {})),
-        f"{where}: eval",
+        where,
+        "eval",
     )
     return RunConfig(
         experiment=exp.name,

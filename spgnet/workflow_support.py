@@ -1,7 +1,9 @@
 """Helpers the Snakemake files call: config validation with one-line errors, rule resources.
 
-Snakemake's own ``validate`` reports a schema violation over many lines; the pipeline's promise
-is one line naming the key, so the check runs jsonschema itself and words the first error.
+Snakemake hands ``--config KEY=VALUE`` over as it parsed it (``dvc_lock=false`` as the string
+``'false'``, ``seeds=[0,1]`` as ``['0', '1']``, ``seeds=0,1`` as ``'0,1'``); :func:`check_config`
+converts what people type to the declared types (:class:`spgnet.config_schema.WorkflowConfig`,
+pydantic) and words the first error on one line naming the key and the value.
 """
 
 from __future__ import annotations
@@ -12,34 +14,24 @@ import jsonschema
 import yaml
 
 from spgnet.config import ConfigError, available_profiles
+from spgnet.config_schema import WorkflowConfig, validate
 
 
-def _as_int(value):
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
-
-
-def normalise_config(config: dict) -> dict:
-    """``--config seeds=[0,1]`` arrives as strings and ``seeds=1`` as a scalar: make a list of ints."""
-    seeds = config.get("seeds")
-    if seeds is not None:
-        config["seeds"] = [_as_int(s) for s in seeds] if isinstance(seeds, list) else [_as_int(seeds)]
-    return config
-
-
-def check_config(config: dict, schema_path: str | Path) -> None:
-    """Raise :class:`ConfigError` naming the first bad key of the Snakemake ``config``."""
-    normalise_config(config)
-    schema = yaml.safe_load(Path(str(schema_path)).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        error = errors[0]
-        if error.validator == "additionalProperties":
-            unknown = sorted(set(config) - set(schema["properties"]))
-            raise ConfigError(
-                f"config: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(schema['properties']))})"
-            )
-        key = ".".join(str(p) for p in error.path) or error.validator_value
-        raise ConfigError(f"config: key '{key}': {error.message}")
+def check_config(config: dict, schema_path: str | Path | None = None) -> None:
+    """Convert the Snakemake ``config`` in place to its declared types (booleans from
+    true/false/yes/no/1/0, ``seeds`` as a list of ints or None), or raise :class:`ConfigError`
+    naming the first bad key and its value. ``schema_path`` (``workflow/schemas/config.schema.yaml``,
+    the JSON schema of :class:`WorkflowConfig`) is checked against the converted config too."""
+    checked = validate(WorkflowConfig, config, "config").model_dump()
+    if checked["seeds"] is not None:
+        checked["seeds"] = list(checked["seeds"])
+    config.update(checked)
+    if schema_path is not None:
+        schema = yaml.safe_load(Path(str(schema_path)).read_text(encoding="utf-8"))
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+        if error is not None:  # the schema file disagrees with WorkflowConfig: a bug here, not in the config
+            raise ConfigError(f"config: {schema_path} rejects {dict(config)}: {error.message} (regenerate it: "
+                              "python -m spgnet.config_schema)")
     if config["profile"] not in available_profiles():
         raise ConfigError(
             f"config: key 'profile': unknown profile '{config['profile']}' (valid: {', '.join(available_profiles())})"

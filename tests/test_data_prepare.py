@@ -10,6 +10,7 @@ from PIL import Image
 
 from spgnet.cli import main as cli
 from spgnet.data import CITYSCAPES_CLASSES
+from spgnet.data.io import printable
 from spgnet.data.labels import voc_palette
 from spgnet.data.synthetic import generate
 
@@ -132,7 +133,7 @@ def test_missing_split_and_foreign_output(tree, tmp_path, capsys):
     shutil.rmtree(tree / "leftImg8bit" / "val")
     shutil.rmtree(tree / "gtFine" / "val")
     code, _, err = _run(capsys, "cityscapes", tree, tmp_path / "lists")
-    assert code == 2 and err[0] == f"{tree / 'leftImg8bit' / 'val'}: missing folder (expected leftImg8bit/val/<city>/*_leftImg8bit.png)"
+    assert code == 2 and err[0] == f"{printable(tree / 'leftImg8bit' / 'val')}: missing folder (expected leftImg8bit/val/<city>/*_leftImg8bit.png)"
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine")
@@ -170,7 +171,7 @@ def test_voc_checks(tmp_path, capsys):
     (root / "ImageSets" / "Segmentation" / "val.txt").unlink()
     code, _, err = _run(capsys, "voc", root, tmp_path / "bad")
     assert code == 2 and len(err) == 4, err
-    assert f"{root / 'ImageSets' / 'Segmentation' / 'val.txt'}: missing split list" in err
-    assert any(line.startswith(f"{root / 'JPEGImages' / '2007_000039.jpg'}: missing image") for line in err)
+    assert f"{printable(root / 'ImageSets' / 'Segmentation' / 'val.txt')}: missing split list" in err
+    assert any(line.startswith(f"{printable(root / 'JPEGImages' / '2007_000039.jpg')}: missing image") for line in err)
     assert any(line == f"{label}: label values outside the class set: 21" for line in err)
     assert not (tmp_path / "bad").exists()

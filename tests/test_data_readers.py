@@ -173,7 +173,7 @@ def test_build_dataset_errors(tmp_path):
         build_dataset("ade20k", root, "train")
     with pytest.raises(SpgnetError, match="root not found"):
         build_dataset("cityscapes", tmp_path / "nowhere", "train")
-    with pytest.raises(SpgnetError, match="train.txt: missing split list"):
+    with pytest.raises(SpgnetError, match="train.txt': missing split list"):
         build_dataset("voc", root, "train")
     label = next((root / "gtFine" / "train").rglob("*_labelIds.png"))
     label.unlink()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
+from spgnet.data.io import read_image, read_label
 from spgnet.data.labels import IGNORE_INDEX, class_names
 from spgnet.data.transforms import EvalTransform
 from spgnet.errors import SpgnetError
@@ -36,11 +36,9 @@ def identity_lut(num_classes: int) -> np.ndarray:
 
 
 def read_label_values(path: Path) -> np.ndarray:
-    """The raw values of a single-channel (L or P) label PNG as an HxW uint8 array."""
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P"):
-            raise SpgnetError(f"{path}: label image has mode {img.mode}, expected a single-channel (L or P) PNG")
-        return np.array(img, dtype=np.uint8)
+    """The raw values of a single-channel (L or P) label PNG as an HxW uint8 array
+    (:func:`spgnet.data.io.read_label`: a non-identity EXIF orientation is an error)."""
+    return read_label(path)
 
 
 class SegmentationDataset(Dataset):
@@ -69,18 +67,19 @@ class SegmentationDataset(Dataset):
         return f"SegmentationDataset({self.dataset!r}, split={self.split!r}, {len(self)} images, transform={self.transform!r})"
 
     def load(self, index: int) -> dict:
-        """The raw sample: PIL RGB image, uint8 train-id label, name and image path."""
+        """The raw sample: PIL RGB image (upright by its EXIF orientation, see
+        :func:`spgnet.data.io.read_image`), uint8 train-id label, name and image path."""
         record = self.records[index]
-        with Image.open(record.image) as img:
-            image = img.convert("RGB")
+        image, orientation = read_image(record.image, with_orientation=True)
         if record.label is None:
             label = np.full((image.height, image.width), IGNORE_INDEX, dtype=np.uint8)
         else:
             label = self.label_lut[read_label_values(record.label)]
             if label.shape != (image.height, image.width):
+                turned = f" after applying its EXIF orientation {orientation}" if orientation != 1 else ""
                 raise SpgnetError(
                     f"{record.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
-                    f"{record.image} is {image.width}x{image.height}"
+                    f"{record.image} is {image.width}x{image.height}{turned}"
                 )
         return {"image": image, "label": label, "name": record.name, "path": str(record.image)}
 

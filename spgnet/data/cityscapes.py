@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spgnet.data.base import Record
+from spgnet.data.io import printable
 from spgnet.data.labels import CITYSCAPES_LABEL_IDS, LABELID_TO_TRAINID
 
 DATASET = "cityscapes"
@@ -57,13 +58,13 @@ def scan(root: Path, split: str) -> tuple[list[Record], list[str]]:
     image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
     problems: list[str] = []
     if not image_dir.is_dir():
-        return [], [f"{image_dir}: missing folder (expected leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX})"]
+        return [], [f"{printable(image_dir)}: missing folder (expected leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX})"]
     images = {name_of(p): p for p in sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))}
     labels = {name_of(p): p for p in sorted(label_dir.glob(f"*/*{LABEL_SUFFIX}"))} if label_dir.is_dir() else {}
     if not images:
         problems.append(f"{image_dir}: no images (expected <city>/*{IMAGE_SUFFIX})")
     if split in LABELLED_SPLITS and not label_dir.is_dir():
-        problems.append(f"{label_dir}: missing folder (expected gtFine/{split}/<city>/*{LABEL_SUFFIX})")
+        problems.append(f"{printable(label_dir)}: missing folder (expected gtFine/{split}/<city>/*{LABEL_SUFFIX})")
     records = []
     for name, image in images.items():
         label = labels.get(name)
@@ -72,11 +73,11 @@ def scan(root: Path, split: str) -> tuple[list[Record], list[str]]:
             problems.append(f"{label}: label in city folder '{label.parent.name}' but its image is in '{image.parent.name}'")
             label = None
         elif label is None and split in LABELLED_SPLITS and label_dir.is_dir():
-            problems.append(f"{image}: no label (expected {expected})")
+            problems.append(f"{image}: no label (expected {printable(expected)})")
         records.append(Record(image=image, label=label, name=name))
     for name, label in labels.items():
         if name not in images:
-            problems.append(f"{label}: no image (expected {image_dir / label.parent.name / (name + IMAGE_SUFFIX)})")
+            problems.append(f"{label}: no image (expected {printable(image_dir / label.parent.name / (name + IMAGE_SUFFIX))})")
     return records, problems
 
 

@@ -7,6 +7,7 @@ from types import ModuleType
 
 from spgnet.data import cityscapes, person_part, voc
 from spgnet.data.base import Record, SegmentationDataset
+from spgnet.data.io import printable, read_numbered_lines
 from spgnet.data.labels import DATASETS, SPLITS
 from spgnet.errors import SpgnetError
 
@@ -40,22 +41,30 @@ def scan(dataset: str, root: Path, split: str) -> tuple[list[Record], list[str]]
 
 def read_split_list(list_file: Path, root: Path, dataset: str) -> list[Record]:
     """Records from a ``<split>.txt`` written by ``spgnet prepare-data`` (image and label paths
-    relative to the root, tab-separated; an empty label field for unlabelled images)."""
-    if not Path(list_file).is_file():
-        raise SpgnetError(f"{list_file}: split list not found (run spgnet prepare-data)")
-    records = []
-    with open(list_file, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise SpgnetError(f"{list_file}:{number}: expected 'image<TAB>label', got {len(fields)} fields")
-            image = Path(root) / fields[0]
-            label = Path(root) / fields[1] if fields[1] else None
-            name = cityscapes.name_of(image) if dataset == "cityscapes" else image.stem
-            records.append(Record(image=image, label=label, name=name))
+    relative to the root, tab-separated; an empty label field for unlabelled images).
+
+    The list may have been edited by another tool: a BOM, CRLF line ends, blank lines and trailing
+    blanks are ignored (:func:`spgnet.data.io.read_numbered_lines`). Every listed file must exist;
+    the first missing one is named (invisible characters escaped) with its list line.
+    """
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise SpgnetError(f"{printable(list_file)}: split list not found (run spgnet prepare-data)")
+    records, missing = [], []
+    for number, line in read_numbered_lines(list_file):
+        fields = line.split("\t")
+        if len(fields) > 2:
+            raise SpgnetError(f"{list_file}:{number}: expected 'image<TAB>label', got {len(fields)} fields")
+        image = Path(root) / fields[0].strip()
+        label = Path(root) / fields[1].strip() if len(fields) == 2 and fields[1].strip() else None
+        for kind, path in (("image", image), ("label", label)):
+            if path is not None and not path.is_file():
+                missing.append(f"{printable(path)}: missing {kind} (listed in {list_file}:{number})")
+        name = cityscapes.name_of(image) if dataset == "cityscapes" else image.stem
+        records.append(Record(image=image, label=label, name=name))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise SpgnetError(missing[0] + more)
     return records
 
 
@@ -74,7 +83,7 @@ def build_dataset(
     module = reader(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise SpgnetError(f"{root}: data set root not found (dataset '{dataset}')")
+        raise SpgnetError(f"{printable(root)}: data set root not found (dataset '{dataset}')")
     if list_dir is not None:
         records = []
         for part in base_splits(split):

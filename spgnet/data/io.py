@@ -1,33 +1,60 @@
 """Reading files that other tools wrote: images with EXIF orientation, text lists with a BOM.
 
-One place for every image and list the project reads, so training, evaluation and inference see
-the same pixels:
+One place for every image, label and list the project reads, so training, evaluation and
+inference see the same pixels:
 
 - :func:`read_image`: any PNG/JPEG mode (RGB, RGBA, palette, grayscale, CMYK, 16-bit) as an RGB
   image, turned upright by its EXIF orientation tag (phone and camera pictures store the sensor's
   pixels and an orientation tag; PIL does not apply it on open).
-- :func:`read_lines`: a text list (split lists, VOC ``ImageSets``) whatever its UTF-8 BOM, line
-  ends (LF, CRLF, CR) or trailing blanks; blank lines are dropped.
+- :func:`read_label`: the raw values of a single-channel (L or P) label PNG. A label carrying a
+  non-identity EXIF orientation is rejected: label PNGs of the supported data sets never carry
+  one, and whether a tool stored the pixels upright or as the sensor saw them cannot be told from
+  the file, so it must be fixed at the source instead of guessed (see ``data/README.md``).
+- :func:`read_lines` / :func:`read_numbered_lines`: a text list (split lists, VOC ``ImageSets``) whatever its BOM (UTF-8, or
+  UTF-16 as Windows Notepad's "Unicode"), line ends (LF, CRLF, CR) or trailing blanks; blank
+  lines are dropped.
 - :func:`printable`: a path or name with invisible characters escaped, for error messages
   ("missing image 'JPEGImages/\\ufeff2007_000032.jpg'" instead of a name that looks right).
+
+Every failure is a :class:`~spgnet.errors.SpgnetError` whose one-line message names the file.
+This module imports neither torch nor the readers, so ``spgnet prepare-data`` starts quickly.
 """
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-#: EXIF tag 0x0112 (Orientation); 1 is upright, 2-8 flip and/or rotate.
+from spgnet.errors import SpgnetError
+
+#: EXIF tag 0x0112 (Orientation); 1 is upright, 2-8 flip and/or rotate (EXIF 2.32, Sec. 4.6.5).
 EXIF_ORIENTATION = 0x0112
+
+#: Characters no file name means to contain: the byte-order mark (U+FEFF), which Windows tools put
+#: at the start of a file and which `cat`-ing two such files leaves inside one.
+_INVISIBLE_IN_LINES = "\ufeff"
+
+
+def printable(value: str | Path) -> str:
+    """``value`` quoted, with invisible or non-ASCII characters escaped (Python's ``ascii``):
+    ``printable("\\ufeffa.jpg") == "'\\\\ufeffa.jpg'"``. Used for every file name in an error."""
+    return ascii(str(value))
+
+
+def one_line(err: BaseException) -> str:
+    """``"ErrorType: message"`` of an exception, on one line."""
+    text = " ".join(str(err).split()) or err.__class__.__name__
+    return f"{err.__class__.__name__}: {text}" if text != err.__class__.__name__ else text
 
 
 def exif_orientation(img: Image.Image) -> int:
     """The image's EXIF orientation (1-8); 1 when it has none or an invalid one."""
     try:
         value = int(img.getexif().get(EXIF_ORIENTATION, 1))
-    except (TypeError, ValueError, SyntaxError):  # malformed EXIF blocks
+    except (TypeError, ValueError, SyntaxError, OSError):  # malformed EXIF blocks
         return 1
     return value if 1 <= value <= 8 else 1
 
@@ -50,26 +77,78 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def read_image(path: str | Path, *, with_orientation: bool = False):
     """The picture at ``path`` as an upright RGB :class:`PIL.Image.Image` (uint8 per channel).
 
-    EXIF orientation is applied (``ImageOps.exif_transpose``); transparent pixels are composited
-    on black; 16-bit grayscale keeps its top 8 bits. With ``with_orientation`` returns
-    ``(image, orientation)`` where ``orientation`` is the EXIF value that was applied (1 = none).
-    Raises ``OSError``/``PIL.UnidentifiedImageError`` for unreadable files (callers name the file).
+    EXIF orientation is applied (``ImageOps.exif_transpose``, so width and height swap for
+    orientations 5-8); transparent pixels are composited on black; 16-bit grayscale keeps its top
+    8 bits (16-bit RGB likewise, by PIL). With ``with_orientation`` returns ``(image,
+    orientation)`` where ``orientation`` is the EXIF value that was applied (1 = none).
+
+    Raises :class:`SpgnetError` "'<path>': image not found" (the name as :func:`printable`
+    shows it) or "<path>: unreadable or truncated image (<reason>)".
     """
-    with Image.open(path) as img:
-        orientation = exif_orientation(img)
-        upright = ImageOps.exif_transpose(img) if orientation != 1 else img
-        rgb = _to_rgb(upright)
-        rgb.load()
+    try:
+        with Image.open(path) as img:
+            orientation = exif_orientation(img)
+            upright = ImageOps.exif_transpose(img) if orientation != 1 else img
+            rgb = _to_rgb(upright)
+            rgb.load()
+    except FileNotFoundError:
+        raise SpgnetError(f"{printable(path)}: image not found") from None
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for broken files
+        raise SpgnetError(f"{path}: unreadable or truncated image ({one_line(err)})") from None
     return (rgb, orientation) if with_orientation else rgb
 
 
+def read_label(path: str | Path) -> np.ndarray:
+    """The raw values of the single-channel (L or P) label PNG at ``path``: HxW uint8.
+
+    Raises :class:`SpgnetError` naming the file when it is missing, unreadable or truncated, not
+    single-channel, or carries a non-identity EXIF orientation (see the module docstring).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            values = np.array(img, dtype=np.uint8) if mode in ("L", "P") else None
+            orientation = exif_orientation(img)
+    except FileNotFoundError:
+        raise SpgnetError(f"{printable(path)}: label not found") from None
+    except Exception as err:  # as in read_image
+        raise SpgnetError(f"{path}: unreadable or truncated label ({one_line(err)})") from None
+    if values is None:
+        raise SpgnetError(f"{path}: label image has mode {mode}, expected a single-channel (L or P) PNG")
+    if orientation != 1:
+        raise SpgnetError(
+            f"{path}: label PNG carries EXIF orientation {orientation}; labels are read as stored, "
+            "so store it upright (matching its image as displayed) without an orientation tag"
+        )
+    return values
+
+
+def read_numbered_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` of every non-blank line of the text file at ``path`` (numbers
+    count from 1 over all lines, blank ones included, as an editor shows them); each line stripped
+    of blanks and byte-order marks.
+
+    UTF-8 with or without a BOM, or UTF-16 with a BOM; any line ends (LF, CRLF, CR). Raises
+    :class:`SpgnetError` naming the file when it is missing or not text in those encodings.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SpgnetError(f"{printable(path)}: file not found") from None
+    except OSError as err:
+        raise SpgnetError(f"{path}: unreadable ({one_line(err)})") from None
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    try:
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpgnetError(
+            f"{printable(path)}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})"
+        ) from None
+    lines = ((n, line.replace(_INVISIBLE_IN_LINES, "").strip()) for n, line in enumerate(text.splitlines(), 1))
+    return [(n, line) for n, line in lines if line]
+
+
 def read_lines(path: str | Path) -> list[str]:
-    """Non-blank lines of the text file at ``path``, stripped; UTF-8 with or without a BOM,
-    any line ends. ``FileNotFoundError`` propagates (callers name the file)."""
-    text = Path(path).read_text(encoding="utf-8-sig")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def printable(value: str | Path) -> str:
-    """``value`` quoted, with invisible or non-ASCII characters escaped (Python's ``ascii``)."""
-    return ascii(str(value))
+    """The non-blank lines of :func:`read_numbered_lines`, without their numbers."""
+    return [line for _, line in read_numbered_lines(path)]

@@ -5,7 +5,8 @@ Checks, each problem reported on one line naming the file:
 * images without labels and labels without images (train and val; test labels are optional),
 * missing split folders or split lists,
 * unreadable or truncated image and label files,
-* image and label of different sizes, label files that are not single-channel,
+* image and label of different sizes (the image's size upright, after its EXIF orientation),
+  label files that are not single-channel or carry an EXIF orientation,
 * label values outside the data set's class set (Cityscapes label ids 0..33; VOC 0..20 and 255;
   Person-Part 0..6 and 255).
 
@@ -14,7 +15,11 @@ writes nothing. Otherwise it writes, through a temporary folder renamed into pla
 
 * ``<out>/<split>.txt`` for train, val, test (when present) and trainval: one line per image,
   ``<image path>\\t<label path>`` relative to the root (empty label for unlabelled test images);
-* ``<out>/summary.json``: images per split, the classes present and their pixel counts.
+* ``<out>/summary.json``: images per split, the classes present and their pixel counts, and
+  ``exif_oriented``: how many images carry a non-identity EXIF orientation (per split and in all;
+  :func:`spgnet.data.io.read_image` turns them upright wherever they are read).
+
+Split lists and file names may come from other tools: see :mod:`spgnet.data.io`.
 
 An existing ``<out>`` is replaced only if it is empty or was written by prepare-data.
 """
@@ -25,12 +30,14 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from spgnet.atomic import atomic_dir
+from spgnet.data.io import printable, read_image, read_label
 from spgnet.data.labels import IGNORE_INDEX, class_names
 from spgnet.errors import SpgnetError
 
@@ -47,34 +54,37 @@ def _reader(dataset: str):
     return readers[dataset]
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or err.__class__.__name__
-    return f"{err.__class__.__name__}: {text}" if text != err.__class__.__name__ else text
+@dataclass
+class RecordCheck:
+    """What :func:`check_record` found for one image/label pair."""
+
+    problems: list[str]
+    histogram: np.ndarray | None = None  # train-id pixel counts (256 bins); None without a label
+    orientation: int = 1  # the image's EXIF orientation (1 = none; applied on every read)
 
 
-def check_record(record, valid_values: frozenset, lut: np.ndarray) -> tuple[list[str], np.ndarray | None]:
-    """Problems of one image/label pair, and the pair's histogram of train ids (256 bins)."""
-    problems = []
+def check_record(record, valid_values: frozenset, lut: np.ndarray) -> RecordCheck:
+    """Problems of one image/label pair, its histogram of train ids and its EXIF orientation.
+
+    The image is read as training reads it (:func:`spgnet.data.io.read_image`: upright by its
+    EXIF orientation), so the size compared with the label's is the upright one."""
     try:
-        with Image.open(record.image) as img:
-            img.load()
-            image_size = img.size
-    except Exception as err:  # PIL raises many types for broken files
-        return [f"{record.image}: unreadable or truncated image ({_one_line(err)})"], None
+        image, orientation = read_image(record.image, with_orientation=True)
+    except SpgnetError as err:
+        return RecordCheck([str(err)])
     if record.label is None:
-        return [], None
+        return RecordCheck([], None, orientation)
     try:
-        with Image.open(record.label) as lab:
-            lab.load()
-            mode, label_size = lab.mode, lab.size
-            values = np.array(lab) if mode in ("L", "P") else None
-    except Exception as err:
-        return [f"{record.label}: unreadable or truncated label ({_one_line(err)})"], None
-    if values is None:
-        return [f"{record.label}: label image has mode {mode}, expected a single-channel (L or P) PNG"], None
-    if label_size != image_size:
+        values = read_label(record.label)
+    except SpgnetError as err:
+        return RecordCheck([str(err)], None, orientation)
+    problems = []
+    label_size = (values.shape[1], values.shape[0])
+    if label_size != image.size:
+        turned = f" after applying its EXIF orientation {orientation}" if orientation != 1 else ""
         problems.append(
-            f"{record.label}: label is {label_size[0]}x{label_size[1]} but image {record.image} is {image_size[0]}x{image_size[1]}"
+            f"{record.label}: label is {label_size[0]}x{label_size[1]} but image {record.image} "
+            f"is {image.size[0]}x{image.size[1]}{turned}"
         )
     counts = np.bincount(values.ravel(), minlength=256)
     bad = [int(v) for v in np.flatnonzero(counts) if int(v) not in valid_values]
@@ -82,7 +92,7 @@ def check_record(record, valid_values: frozenset, lut: np.ndarray) -> tuple[list
         shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
         problems.append(f"{record.label}: label values outside the class set: {shown}")
     hist = np.bincount(lut[np.flatnonzero(counts)], weights=counts[np.flatnonzero(counts)], minlength=256)
-    return problems, hist.astype(np.int64)
+    return RecordCheck(problems, hist.astype(np.int64), orientation)
 
 
 def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, list[str]]:
@@ -90,7 +100,7 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
     module = _reader(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise SpgnetError(f"{root}: data set root not found")
+        raise SpgnetError(f"{printable(root)}: data set root not found")
     names = class_names(dataset)
     lut = module.label_lut()
     problems: list[str] = []
@@ -108,15 +118,17 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for split, records in splits.items():
                 hist = np.zeros(256, np.int64)
+                oriented = 0
                 progress = None
                 if sys.stderr.isatty():
                     from tqdm import tqdm
 
                     progress = tqdm(total=len(records), desc=f"prepare-data {split}", unit="img", leave=False)
-                for found, counts in pool.map(lambda r: check_record(r, module.VALID_LABEL_VALUES, lut), records):
-                    problems += found
-                    if counts is not None:
-                        hist += counts
+                for check in pool.map(lambda r: check_record(r, module.VALID_LABEL_VALUES, lut), records):
+                    problems += check.problems
+                    oriented += check.orientation != 1
+                    if check.histogram is not None:
+                        hist += check.histogram
                     if progress is not None:
                         progress.update(1)
                 if progress is not None:
@@ -127,7 +139,9 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
                     "classes_present": [n for i, n in enumerate(names) if hist[i] > 0],
                     "pixels_per_class": {n: int(hist[i]) for i, n in enumerate(names)},
                     "ignore_pixels": int(hist[IGNORE_INDEX]),
+                    "exif_oriented": oriented,
                 }
+        summary["exif_oriented"] = sum(s["exif_oriented"] for s in summary["splits"].values())
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
     return splits, summary, problems
@@ -189,5 +203,7 @@ def prepare(dataset: str, root: Path, out: Path, stream=None) -> dict:
 def main(args) -> int:
     summary = prepare(args.dataset, Path(args.root), Path(args.out))
     counts = ", ".join(f"{s} {v['images']}" for s, v in summary["splits"].items())
-    print(f"{args.root}: {args.dataset} OK ({counts} images); lists written to {args.out}")
+    oriented = summary["exif_oriented"]
+    print(f"{args.root}: {args.dataset} OK ({counts} images; {oriented} with a non-identity EXIF orientation, "
+          f"applied on read); lists written to {args.out}")
     return 0

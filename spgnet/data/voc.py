@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from spgnet.data.base import Record, identity_lut
+from spgnet.data.io import printable, read_numbered_lines
 from spgnet.data.labels import IGNORE_INDEX, VOC_CLASSES
+from spgnet.errors import SpgnetError
 
 DATASET = "voc"
 LIST_DIR = Path("ImageSets") / "Segmentation"
@@ -35,10 +37,10 @@ def label_lut() -> np.ndarray:
     return identity_lut(len(VOC_CLASSES))
 
 
-def read_list(list_file: Path) -> list[list[str]]:
-    """Non-empty lines of a split list, split on whitespace."""
-    with open(list_file, encoding="utf-8") as handle:
-        return [line.split() for line in handle if line.strip()]
+def read_list(list_file: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the non-blank lines of a split list, split on whitespace
+    (any BOM, line ends and trailing blanks ignored: :func:`spgnet.data.io.read_numbered_lines`)."""
+    return [(number, line.split()) for number, line in read_numbered_lines(list_file)]
 
 
 def scan_list(
@@ -49,16 +51,16 @@ def scan_list(
     root = Path(root)
     list_file = root / list_dir / f"{split}.txt"
     if not list_file.is_file():
-        return [], ([f"{list_file}: missing split list"] if required else [])
+        return [], ([f"{printable(list_file)}: missing split list"] if required else [])
     records, problems = [], []
     try:
         lines = read_list(list_file)
-    except (OSError, UnicodeDecodeError) as err:
-        return [], [f"{list_file}: unreadable split list ({err.__class__.__name__})"]
+    except SpgnetError as err:
+        return [], [str(err)]
     if not lines:
         problems.append(f"{list_file}: empty split list")
     labelled = split in LABELLED_SPLITS
-    for number, fields in enumerate(lines, start=1):
+    for number, fields in lines:
         if len(fields) == 1:
             name = fields[0]
             image = root / IMAGE_DIR / f"{name}{IMAGE_EXT}"
@@ -73,10 +75,10 @@ def scan_list(
             problems.append(f"{list_file}:{number}: expected an image id or 'image label' paths, got {len(fields)} fields")
             continue
         if not image.is_file():
-            problems.append(f"{image}: missing image (listed in {list_file}:{number})")
+            problems.append(f"{printable(image)}: missing image (listed in {list_file}:{number})")
             continue
         if label is None and labelled:
-            problems.append(f"{image}: no label (expected {expected})")
+            problems.append(f"{image}: no label (expected {printable(expected)})")
             continue
         records.append(Record(image=image, label=label, name=name))
     return records, problems

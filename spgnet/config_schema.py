@@ -1,0 +1,254 @@
+"""Declared types of every setting under ``params/`` and of the workflow's ``--config``, checked
+with pydantic where the files are read (:mod:`spgnet.config`, :mod:`spgnet.workflow_support`).
+
+A value is accepted when pydantic's lax mode turns it into the declared type: numbers written as
+``1e-2`` (which PyYAML reads as the *string* ``'1e-2'``) become floats, ``8e4`` or ``80000.0``
+an int, ``true`` / ``no`` / ``1`` booleans; anything else (``'abc'`` for a float, a negative
+iteration count, an unknown norm layer, a batch of 0, a boolean where a number belongs) is a
+:class:`ConfigError` whose one line names the file, the key and the value::
+
+    params/profiles/mini.yaml: key 'train.lr': input should be a valid number, unable to parse
+    string as a number, got 'abc'
+
+The known names (norm layers, architectures, links, ...) are listed here so that loading a
+configuration does not import torch; ``tests/test_config_schema.py`` checks that they agree with
+the registries of :mod:`spgnet.models`, :mod:`spgnet.engine.inference` and :mod:`spgnet.data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      WrapValidator)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
+
+from spgnet.errors import SpgnetError
+
+
+class ConfigError(SpgnetError):
+    """A bad registry entry, profile or override; the message is one line naming the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Known names (each checked against the registry it mirrors by tests/test_config_schema.py)
+# --------------------------------------------------------------------------------------------
+
+NORM_LAYERS = ("inplace_abn_sync", "inplace_abn", "abn", "batchnorm")  # spgnet.models.norm
+ARCHITECTURES = ("spgnet", "pspnet", "danet", "denseaspp", "duc_hdc", "bisenet", "dfn")  # spgnet.models
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet161")
+LINKS = ("none", "spg_sum", "spg_softmax", "spg_sigmoid", "se", "ge")  # spgnet.models.guidance
+DECODERS = ("upsample", "fpn")  # spgnet.models.spgnet
+STRATEGIES = ("GAP", "AP", "TILED")  # spgnet.engine.inference (Table 12)
+DATASETS = ("cityscapes", "voc", "person_part")  # spgnet.data.labels
+SPLITS = ("train", "val", "test", "trainval")  # spgnet.data.labels
+RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow_support.resources_for
+
+#: Given to each typed section: a key the section does not declare is an error.
+FORBID_EXTRA = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> Any:
+    """Before int/float validation: no booleans; ``'8e4'`` as the number it spells (pydantic's
+    int parser takes only digits, and PyYAML leaves ``8e4`` a string)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "input should be a number, not a boolean")
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                number = parse(value)
+            except ValueError:
+                continue
+            return number if math.isfinite(number) else value
+    return value  # pydantic words any error
+
+
+def _message(text: str) -> WrapValidator:
+    """Replace the errors of a union (one per member) by one message."""
+
+    def wrap(value, handler):
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("value_error", text) from None
+
+    return WrapValidator(wrap)
+
+
+def _seed_list(value: Any) -> Any:
+    """``--config seeds=0,1,2`` (a string), ``seeds=[0,1,2]`` (Snakemake: a list of strings) or
+    ``seeds=1`` (an int): as a list."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[\s,\[\]]+", value) if part]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_number)]
+NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_number)]
+Float = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_number)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False), BeforeValidator(_number)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_number)]
+Fraction = Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)]  # [0, 1)
+Probability = Annotated[float, Field(gt=0, le=1), BeforeValidator(_number)]  # (0, 1]
+
+NormName = Literal[NORM_LAYERS]
+Architecture = Literal[ARCHITECTURES]
+Backbones = Annotated[tuple[Literal[BACKBONES], ...], Field(min_length=1)]  # one per stage
+Link = Literal[LINKS]
+Decoder = Literal[DECODERS]
+Strategy = Literal[STRATEGIES]
+DatasetName = Literal[DATASETS]
+Split = Literal[SPLITS]
+Scales = Annotated[tuple[PositiveFloat, ...], Field(min_length=1)]
+Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$"), _message("expected 'cpu', 'cuda' or 'cuda:N'")]
+#: ``train.amp``: "auto" (mixed precision only where the device runs it natively), true or false.
+Amp = Annotated[Literal["auto"] | bool, _message("expected 'auto', true or false")]
+RuleKind = Literal[RULE_KINDS]
+Seeds = Annotated[tuple[NonNegativeInt, ...], Field(min_length=1), BeforeValidator(_seed_list)]
+
+
+class SyntheticSpec(TypedDict, total=False):
+    """A profile's ``datasets.<name>.synthetic``: the arguments of ``spgnet make-synthetic``."""
+
+    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
+    kind: DatasetName
+    seed: NonNegativeInt
+    num_train: PositiveInt
+    num_val: PositiveInt
+    num_test: NonNegativeInt
+    height: PositiveInt
+    width: PositiveInt
+
+
+class ResourceSpec(TypedDict, total=False):
+    """A profile's ``resources.<rule kind>``: what Snakemake reserves for each job."""
+
+    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
+    threads: PositiveInt
+    mem_mb: PositiveInt
+    gpus: NonNegativeInt
+
+
+class DatasetOverrides(TypedDict, total=False):
+    """A profile's ``dataset_overrides.<dataset>``: partial train / eval sections (what a data
+    set changes, e.g. the crop), each checked against its section's type by :func:`validate_partial`."""
+
+    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
+    train: dict
+    eval: dict
+
+
+class WorkflowConfig(BaseModel):
+    """Snakemake's config: workflow/config/config.yaml, then --config KEY=VALUE on the command line."""
+
+    model_config = ConfigDict(extra="forbid", title="Snakemake configuration of spgnet-repro")
+
+    profile: str = Field(description="name of a file params/profiles/<profile>.yaml")
+    data_root: str | None = Field(None, description="root folder of the real data sets (needed by the paper profile)")
+    seeds: Seeds | None = Field(None, description="seeds to train each experiment under: 0,1,2 or [0,1,2] (null: the profile's)")
+    set: dict[str, str | list[str]] | None = Field(
+        None, description="settings to override without editing params/, per training run (its name, as under "
+                          "results/<profile>/runs/) or 'all': SECTION.KEY=VALUE items as `spgnet train --set` takes "
+                          "them, e.g. --config 'set={t3-1stage: [train.lr=0.02]}'")
+    dvc_lock: bool = Field(True, description="record the outputs in dvc.lock at the end (only for the profile dvc.yaml "
+                                             "describes); true/false, yes/no, 1/0")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation with one-line errors
+# --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def _field_names(cls) -> list[str]:
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    return []
+
+
+def describe(err: ValidationError, where: str, cls=None, prefix: str = "") -> str:
+    """The first error of ``err`` as one line: ``"<where>: key '<prefix.key>': <why>, got <value>"``."""
+    first = err.errors()[0]
+    names = [str(p) for p in first["loc"] if not isinstance(p, int) and p != "[key]"]  # "[key]": a bad dict key
+    items = [p for p in first["loc"] if isinstance(p, int)]
+    key = ".".join(([prefix] if prefix else []) + names)
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        valid = _field_names(cls) if cls is not None and len(names) == 1 else []
+        listed = f" (valid keys: {', '.join(sorted(valid))})" if valid else ""
+        return f"{where}: unknown key '{key}'{listed}"
+    if first["type"] in ("missing", "missing_argument"):
+        return f"{where}: missing key '{key}'"
+    item = f" (item {items[0]})" if items else ""
+    message = first["msg"][:1].lower() + first["msg"][1:]
+    message = message.removeprefix("value error, ")
+    return f"{where}: key '{key}'{item}: {message}, got {ascii(first['input'])}"
+
+
+def validate(cls, values: Any, where: str, prefix: str = ""):
+    """``values`` (a mapping) as an instance of ``cls`` with every field converted to its declared
+    type; :class:`ConfigError` naming ``where``, the key (``prefix.key``) and the value if not."""
+    try:
+        return _adapter(cls).validate_python(values)
+    except ValidationError as err:
+        raise ConfigError(describe(err, where, cls, prefix)) from None
+
+
+def validate_partial(cls, values: dict | None, where: str, prefix: str = "") -> dict:
+    """The keys of ``values`` (a partial section, e.g. a profile's ``train:`` overrides) converted
+    to the types ``cls`` declares for them, checked as they would be on top of ``cls``'s defaults."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{where}: key '{prefix}': expected a mapping, got {ascii(values)}")
+    values = dict(values or {})
+    full = validate(cls, {**dataclasses.asdict(cls()), **values}, where, prefix)
+    return {key: getattr(full, key) for key in values}
+
+
+def workflow_json_schema() -> dict:
+    """JSON schema of :class:`WorkflowConfig` (what ``workflow/schemas/config.schema.yaml`` holds)."""
+    schema = _adapter(WorkflowConfig).json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+#: Where :func:`main` writes :func:`workflow_json_schema` (relative to the project root).
+WORKFLOW_SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+
+
+def render_workflow_schema() -> str:
+    """The text of ``workflow/schemas/config.schema.yaml``."""
+    import yaml
+
+    header = "# Generated from spgnet.config_schema.WorkflowConfig by `python -m spgnet.config_schema`; do not edit.\n"
+    return header + yaml.safe_dump(workflow_json_schema(), sort_keys=False, width=100, allow_unicode=True)
+
+
+def main() -> int:
+    """Write ``workflow/schemas/config.schema.yaml`` from :class:`WorkflowConfig`."""
+    from spgnet.atomic import atomic_path
+    from spgnet.config import PROJECT_ROOT
+
+    with atomic_path(PROJECT_ROOT / WORKFLOW_SCHEMA_FILE) as tmp:
+        Path(tmp).write_text(render_workflow_schema(), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
