@@ -49,7 +49,7 @@ def test_numbers_typed_as_people_type_them():
 
 
 def test_an_unknown_key_names_it():
-    with pytest.raises(ConfigError, match="unknown key 'lrr'"):
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'"):
         config_from_args(_args(set=["train.lrr=0.1"]))
 
 
