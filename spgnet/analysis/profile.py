@@ -1,6 +1,6 @@
 """``spgnet profile``: #Params and #FLOPs at paper scale, beside the paper's values.
 
-The convention that reproduces the paper's columns (``architecture-counts.md``):
+The convention that reproduces the paper's columns (``docs/architecture-counts.md``):
 
 * #FLOPs are multiply-accumulates of convolutions, linear layers and matrix products, counted by
   PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode` (which reports 2 per MAC, so

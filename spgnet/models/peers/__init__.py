@@ -11,7 +11,7 @@ downloaded). ``cfg.channels`` and the SPGNet-only fields are ignored.
 Every model's ``forward(x)`` returns ``{"out": logits, "aux": [auxiliary logits]}``, all
 bilinearly resized to the input size; DFN adds ``"border"`` (one-channel boundary logits).
 Which definition each module follows, and why, is in its docstring and in
-``shared/notes/table1-peers.md``: PSPNet, DANet, DenseASPP and DUC-HDC reproduce the paper's
+``docs/table1-peers.md``: PSPNet, DANet, DenseASPP and DUC-HDC reproduce the paper's
 #Params/#FLOPs to the printed digit; BiSeNet and DFN follow TorchSeg's public code and miss the
 paper's parameter counts (FLOPs match).
 """

@@ -26,7 +26,7 @@ the ``cityscapes.bisenet.R18`` definition:
 Counted with the project's convention (evaluation mode, so the aux heads' parameters count but
 their 12.45 GMACs do not) this gives 47.79M parameters and 429.48 GMACs at 1025 x 2049. The paper
 prints 51.6M and 429.5B: the FLOPs match, the parameters are 7% lower. No public BiSeNet definition found reaches
-51.6M (``shared/notes/table1-peers.md``); the paper's parameter figure may come from another
+51.6M (``docs/table1-peers.md``); the paper's parameter figure may come from another
 implementation, so the gap is reported, not tuned away.
 """
 

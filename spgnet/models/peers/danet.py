@@ -16,7 +16,7 @@ Definition from the authors' 2018 code (junfu1115/DANet, ``encoding/models/danet
 
 The attention ``bmm`` products are counted as multiply-adds; with them this definition gives
 66.455M parameters and 2878.89 GMACs at 1025 x 2049, the paper's 66.5M / 2878.9B
-(``shared/notes/table1-peers.md`` prints 66.46M; the 0.01% gap is below the paper's precision).
+(``docs/table1-peers.md``; 66.455M rounds to the paper's 66.5M).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ DistributedDataParallel needs no ``find_unused_parameters`` (the optimiser,
 Counted with the project's convention (all heads and the border network included) this gives
 90.22M parameters and 2240.33 GMACs at 1025 x 2049. The paper prints 112.0M and 2239.6B: the
 FLOPs match to 0.03%, the parameters are 19% lower. No public DFN definition found reaches 112.0M
-(``shared/notes/table1-peers.md``); the paper's parameter figure may come from another
+(``docs/table1-peers.md``); the paper's parameter figure may come from another
 implementation, so the gap is reported, not tuned away.
 """
 

@@ -11,7 +11,7 @@ re-implementation:
 
 hszhao/semseg also trains with an auxiliary head on ``layer3`` (weight 0.4); it is left out here
 because the paper's Table 1 figures count the network without it (65.7M / 2117.3B; with it the
-count is 3.6% higher, ``shared/notes/table1-peers.md``), so ``aux`` is empty. With this
+count is 3.6% higher, ``docs/table1-peers.md``), so ``aux`` is empty. With this
 definition the project's counting convention gives 65.71M parameters and 2117.33 GMACs at
 1025 x 2049, the paper's figures to the printed digit.
 """
