@@ -1,4 +1,16 @@
-"""Write files and folders all-or-nothing: a temporary one beside the target, renamed into place."""
+"""Write files and folders all-or-nothing: a temporary one beside the target, renamed into place.
+
+Every file output of the project goes through here (:func:`atomic_path` and the helpers built on
+it: :func:`write_text`, :func:`write_json`; checkpoints, ``profile.json``, the DVC plan, figures,
+reports), so every file
+
+* appears whole or not at all (written under a hidden name in the same folder, then
+  ``os.replace``; on any exception the temporary file is removed and the target is untouched);
+* is on disk before it has its name (``fsync`` of the file before the rename, and of the folder
+  after it, so a crash right after a write leaves the old file or the new one, never an empty one);
+* has the same mode: ``0644`` less the process's umask (:func:`file_mode`), as ``open`` would
+  give a new file under the usual umask 022 (``mkstemp`` alone would leave ``0600``).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +23,62 @@ import tempfile
 from pathlib import Path
 
 
+#: The mode of every file written here, before the umask is applied.
+FILE_MODE = 0o644
+
+
+def _umask() -> int:
+    """The process's umask: from ``/proc/self/status`` where Linux gives it (reading it with
+    ``os.umask`` means setting it for a moment, which other threads could see), else by
+    ``os.umask``."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode every output file gets: :data:`FILE_MODE` less the umask (``0o644`` under 022)."""
+    return FILE_MODE & ~_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; on success it replaces ``path``, else it is removed."""
+    """Yield a temporary path (``str``) next to ``path``; write the file there. When the block ends
+    without an exception the file is flushed to disk, given :func:`file_mode` and renamed over
+    ``path`` (parents are created); on an exception it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        fd = os.open(tmp, os.O_RDONLY)  # the writer has closed its handle; fsync reaches the file's data
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -71,6 +124,12 @@ def _sibling(path: Path, tag: str, make: bool) -> Path:
             return candidate
         if not (candidate.exists() or candidate.is_symlink()):
             return candidate
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` (UTF-8, exactly as given: no newline added) at ``path``, through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def write_json(path: Path, obj, *, allow_nan: bool = True) -> None:

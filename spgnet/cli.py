@@ -51,7 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
 
-    p = verb("make-synthetic", "spgnet.data.synthetic:main", "generate a street-scene data set in the Cityscapes (or VOC / Person-Part) layout")
+    p = verb("make-synthetic", "spgnet.data.synthetic.make:main", "generate a street-scene data set in the Cityscapes (or VOC / Person-Part) layout")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--kind", default="cityscapes", choices=["cityscapes", "voc", "person_part"])
     p.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from spgnet.atomic import write_text
 from spgnet.config import PROJECT_ROOT
 from spgnet.pipeline import Plan, make_plan
 
@@ -87,7 +88,5 @@ def main(args) -> int:
 
             raise SpgnetError(f"{out}: stale; regenerate with `spgnet dvc-plan --profile {args.profile}`")
         return 0
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text(out, text)
     return 0

@@ -10,6 +10,10 @@ Layout under ``results/<profile>/``::
     runs/<run>/seed<k>/eval/<evaluation>.json one per distinct evaluation of that run
     data/<dataset>/summary.json               the checked data set and its split lists
 
+and under the profile's ``report_dir``: ``tables.md`` and ``figures/`` (:data:`CURVES_FIGURE`,
+:data:`ATTENTION_FIGURES`). The plan names every output; the analysis modules that draw the
+figures import the names from here.
+
 Rows that share a training run (Table 12's GAP/TILED/AP rows, the ResNet-18 rows repeated across
 Tables 3-7) are trained once; rows that also share the evaluation settings are evaluated once.
 """
@@ -31,6 +35,16 @@ from spgnet.config import (
     resolve,
 )
 from spgnet.config_args import parse_overrides
+
+#: Guided-attention figures (Sec. 4.5, Figs. 5-7): file name -> (title, Cityscapes classes drawn);
+#: :mod:`spgnet.analysis.attention` draws them.
+ATTENTION_FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fig5-general.png": ("Figure 5: general classes", ("car", "person", "building", "pole")),
+    "fig6-person-rider.png": ("Figure 6: semantically similar classes", ("person", "rider")),
+    "fig7-truck-bus-train.png": ("Figure 7: failure cases", ("truck", "bus", "train")),
+}
+#: Loss and learning rate of every run against the step; :mod:`spgnet.analysis.curves` draws it.
+CURVES_FIGURE = "training-curves.png"
 
 
 @dataclass(frozen=True)
@@ -83,17 +97,13 @@ class Plan:
 
     def attention_figures(self) -> list[str]:
         """The guided-attention figures (Figs. 5-7); empty when the profile has no attention row."""
-        from spgnet.analysis.attention import FIGURES
-
         if self.attention_experiment() is None:
             return []
-        return [f"{self.figures_dir}/{name}" for name in FIGURES]
+        return [f"{self.figures_dir}/{name}" for name in ATTENTION_FIGURES]
 
     @property
     def curves_figure(self) -> str:
-        from spgnet.analysis.curves import FIGURE_NAME
-
-        return f"{self.figures_dir}/{FIGURE_NAME}"
+        return f"{self.figures_dir}/{CURVES_FIGURE}"
 
     def datasets(self) -> dict:
         """Data sets the selected runs need: name -> DatasetSource."""

@@ -25,6 +25,22 @@ def test_cityscapes_classes_come_from_cityscapesscripts():
     assert CITYSCAPES_CLASSES[0] == "road" and CITYSCAPES_CLASSES[-1] == "bicycle"
 
 
+def test_evaluated_label_ids_are_cityscapesscripts_ignore_in_eval():
+    """One table: the ids spgnet score counts are exactly those cityscapesscripts evaluates, and
+    score's class names and label-id table are spgnet.data.labels'."""
+    from spgnet.data.labels import CITYSCAPES_EVAL_LABEL_IDS, LABELID_TO_TRAINID
+    from spgnet.engine import score
+
+    assert CITYSCAPES_EVAL_LABEL_IDS == {l.id for l in labels if not l.ignoreInEval}
+    assert len(CITYSCAPES_EVAL_LABEL_IDS) == 19
+    assert score.class_names() == CITYSCAPES_CLASSES
+    lut = score.labelid_to_trainid_lut(void=19)
+    for l in labels:
+        if 0 <= l.id < 256:
+            assert lut[l.id] == (19 if l.ignoreInEval else l.trainId), l.name
+    assert (lut[34:] == 19).all() and (score.labelid_to_trainid_lut(void=255) == LABELID_TO_TRAINID).all()
+
+
 def test_class_names_per_dataset():
     assert class_names("cityscapes") == CITYSCAPES_CLASSES
     assert len(class_names("voc")) == 21 and class_names("voc")[0] == "background"

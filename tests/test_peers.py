@@ -25,7 +25,7 @@ SMALL_BACKBONE = {"denseaspp": "densenet161"}
 AUX = {"pspnet": (0, 0), "danet": (2, 2), "denseaspp": (0, 0), "duc_hdc": (0, 0), "bisenet": (2, 0), "dfn": (3, 3)}
 # definitions that reproduce the paper's digits: checked against the registry's paper numbers
 EXACT = ("pspnet", "danet", "denseaspp", "duc_hdc")
-# TorchSeg definitions that miss the paper's #Params: checked against table1-peers.md's own count
+# TorchSeg definitions that miss the paper's #Params: checked against docs/table1-peers.md's own count
 NOTE = {"bisenet": (47.79, 429.48), "dfn": (90.22, 2240.33)}
 
 

@@ -29,17 +29,14 @@ from pathlib import Path
 
 from spgnet.atomic import atomic_path, write_json
 from spgnet.errors import SpgnetError
+from spgnet.pipeline import ATTENTION_FIGURES
 
 #: Channels per class, as in Sec. 4.5 ("the indexes of the top 15 largest weights").
 TOP_K = 15
 #: Val images per figure (rows of the grid).
 NUM_IMAGES = 3
-#: Figure file -> (title, classes), Figs. 5-7.
-FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "fig5-general.png": ("Figure 5: general classes", ("car", "person", "building", "pole")),
-    "fig6-person-rider.png": ("Figure 6: semantically similar classes", ("person", "rider")),
-    "fig7-truck-bus-train.png": ("Figure 7: failure cases", ("truck", "bus", "train")),
-}
+#: Figure file -> (title, classes), Figs. 5-7, as the plan names them (spgnet.pipeline).
+FIGURES = ATTENTION_FIGURES
 SIDECAR = "attention.json"
 OVERLAY_ALPHA = 0.5
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from spgnet.atomic import atomic_path
 from spgnet.errors import SpgnetError
+from spgnet.pipeline import CURVES_FIGURE, make_plan
 
-FIGURE_NAME = "training-curves.png"
+#: The figure's file name, as the plan names it (spgnet.pipeline).
+FIGURE_NAME = CURVES_FIGURE
 
 
 def find_logs(plan, results: Path) -> list[dict]:
@@ -103,12 +105,11 @@ def plot_curves(logs: list[dict], path: Path, title: str = "") -> Path:
 
 def main(args) -> int:
     from spgnet.config import PROJECT_ROOT
-    from spgnet.pipeline import make_plan
 
     plan = make_plan(args.profile, data_root=getattr(args, "data_root", None))
     results = Path(getattr(args, "results", None) or PROJECT_ROOT / plan.results)
     out = getattr(args, "out", None)
-    out = Path(out) if out else PROJECT_ROOT / plan.report_dir / "figures" / FIGURE_NAME
+    out = Path(out) if out else PROJECT_ROOT / plan.curves_figure
     logs = find_logs(plan, results)
     missing = [log for log in logs if not log["exists"]]
     path = plot_curves(logs, out, title=f"profile {plan.profile.name}")

@@ -1,6 +1,6 @@
 """``spgnet profile``: #Params and #FLOPs at paper scale, beside the paper's values.
 
-The convention that reproduces the paper's columns (``architecture-counts.md``):
+The convention that reproduces the paper's columns (``docs/architecture-counts.md``):
 
 * #FLOPs are multiply-accumulates of convolutions, linear layers and matrix products, counted by
   PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode` (which reports 2 per MAC, so
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from spgnet.atomic import write_text
 from spgnet.config import Experiment, ModelConfig, get_experiment, load_registry
 from spgnet.errors import SpgnetError
 
@@ -136,11 +137,7 @@ def main(args) -> int:
         "experiments": rows,
     }
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(out)
+        write_text(Path(args.out), json.dumps(payload, indent=2))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

@@ -82,6 +82,11 @@ def _trainid_to_labelid_lut() -> np.ndarray:
 LABELID_TO_TRAINID: np.ndarray = _labelid_to_trainid_lut()
 #: ``TRAINID_TO_LABELID[trainId]``: the label id a submission PNG must hold (255 -> 0).
 TRAINID_TO_LABELID: np.ndarray = _trainid_to_labelid_lut()
+#: Cityscapes label ids the benchmark evaluates (those of the 19 train classes: 7, 8, 11, ...);
+#: cityscapesscripts marks every other label ``ignoreInEval`` and gives it train id 255 (or -1).
+CITYSCAPES_EVAL_LABEL_IDS: frozenset[int] = frozenset(
+    int(i) for i in np.flatnonzero(LABELID_TO_TRAINID != IGNORE_INDEX)
+)
 
 
 def labelid_to_trainid(array):
@@ -130,6 +135,6 @@ def voc_palette() -> list[int]:
 
 __all__ = [
     "IGNORE_INDEX", "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "DATASETS", "SPLITS",
-    "CITYSCAPES_LABEL_IDS", "LABELID_TO_TRAINID", "TRAINID_TO_LABELID", "class_names", "num_classes",
+    "CITYSCAPES_LABEL_IDS", "CITYSCAPES_EVAL_LABEL_IDS", "LABELID_TO_TRAINID", "TRAINID_TO_LABELID", "class_names", "num_classes",
     "labelid_to_trainid", "trainid_to_labelid", "voc_palette", "id2label", "name2label",
 ]

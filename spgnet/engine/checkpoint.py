@@ -15,52 +15,32 @@ A checkpoint is a plain dict (loadable with ``torch.load(path, weights_only=True
 ``pretrained``      where the initial weights came from
 ==================  ==========================================================================
 
-:func:`save_checkpoint` writes to a temporary file in the same folder, flushes it to disk and
-renames it over the target with ``os.replace``, so a run killed at any moment leaves either the
-previous checkpoint or the new one, never a torn file.
+:func:`save_checkpoint` writes through :func:`spgnet.atomic.atomic_path` (a temporary file in the
+same folder, flushed to disk, renamed over the target with ``os.replace``, mode 0644 less the
+umask like every other output), so a run killed at any moment leaves either the previous
+checkpoint or the new one, never a torn file.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from spgnet.atomic import atomic_path
 from spgnet.errors import SpgnetError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically (:func:`spgnet.atomic.atomic_path`); returns ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     return path
 
 

@@ -33,32 +33,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from spgnet.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_EVAL_LABEL_IDS, IGNORE_INDEX, LABELID_TO_TRAINID
 from spgnet.engine.metrics import summary
 from spgnet.errors import SpgnetError
 
 GT_SUFFIX = "_gtFine_labelIds.png"
 FORMATS = ("auto", "labelIds", "trainIds")
-NUM_CLASSES = 19
-
-
-def _cityscapes_labels():
-    from cityscapesscripts.helpers.labels import labels  # pure data; reads no environment
-
-    return labels
+NUM_CLASSES = len(CITYSCAPES_CLASSES)  # 19
 
 
 def class_names() -> list[str]:
-    """The 19 evaluated Cityscapes classes in train-id order."""
-    by_train = {l.trainId: l.name for l in _cityscapes_labels() if not l.ignoreInEval}
-    return [by_train[i] for i in range(NUM_CLASSES)]
+    """The 19 evaluated Cityscapes classes in train-id order (:mod:`spgnet.data.labels`)."""
+    return list(CITYSCAPES_CLASSES)
 
 
 def labelid_to_trainid_lut(void: int) -> np.ndarray:
-    """256-entry table: Cityscapes label id -> train id; not-evaluated ids -> ``void``."""
-    lut = np.full(256, void, dtype=np.int64)
-    for label in _cityscapes_labels():
-        if 0 <= label.id < 256 and not label.ignoreInEval:
-            lut[label.id] = label.trainId
+    """256-entry int64 table: Cityscapes label id -> train id; not-evaluated ids -> ``void``
+    (:data:`spgnet.data.labels.LABELID_TO_TRAINID` with its 255 replaced)."""
+    lut = LABELID_TO_TRAINID.astype(np.int64)
+    lut[lut == IGNORE_INDEX] = void
     return lut
 
 
@@ -66,10 +59,6 @@ def trainid_lut(void: int) -> np.ndarray:
     lut = np.full(256, void, dtype=np.int64)
     lut[:NUM_CLASSES] = np.arange(NUM_CLASSES)
     return lut
-
-
-def _eval_label_ids() -> set[int]:
-    return {l.id for l in _cityscapes_labels() if not l.ignoreInEval}
 
 
 def find_ground_truth(gt_dir: str | Path) -> dict[str, Path]:
@@ -152,7 +141,7 @@ def detect_format(seen: np.ndarray) -> tuple[str, bool]:
     values = set(np.flatnonzero(seen).tolist())
     if any(19 <= v <= 254 for v in values):
         return "labelIds", False
-    train_only = set(range(NUM_CLASSES)) - _eval_label_ids()
+    train_only = set(range(NUM_CLASSES)) - CITYSCAPES_EVAL_LABEL_IDS
     if values & train_only or 255 in values:
         return "trainIds", False
     return "labelIds", True

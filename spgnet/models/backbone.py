@@ -8,7 +8,7 @@ after the residual sum. That is how inplace-abn's own ResNets are built, and it 
 
 Only the first SPGNet stage has the stem (7x7 conv, stride 2, 3x3 max-pool, stride 2; Sec. 4.2);
 later stages start at ``layer1``, fed at stride 4 by the SPG module (Fig. 2a). This is pinned down
-by the paper's #Params/#FLOPs (``architecture-counts.md``).
+by the paper's #Params/#FLOPs (``docs/architecture-counts.md``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ From the text: global average pooling on the encoder output, a 1x1 conv to D cha
 upsample modules that (i) pass the encoder feature through a residual block to D channels, (ii)
 add the bilinearly upsampled previous decoder output, (iii) fuse the sum with residual blocks.
 
-From the paper's counts (``architecture-counts.md``), not the text:
+From the paper's counts (``docs/architecture-counts.md``), not the text:
   * the fusion is TWO D->D bottlenecks per module (the text says "another residual block"; one
     block leaves every #FLOPs row short, two match all of them to 0.03%);
   * there are modules at strides 32, 16, 8 and 4; at stride 32 the previous output is the GAP

@@ -3,7 +3,7 @@
 The paper leaves several parts of SPGNet open. Its #Params and #FLOPs columns (Tables 1, 3, 5, 6,
 7, 9, 11, 12) are precise enough to settle most of them: a configurable re-implementation was
 counted for every combination of the open choices and compared with every row
-(``shared/notes/architecture-counts.md``; the models' docstrings in ``spgnet/models/*.py``).
+(``docs/architecture-counts.md``, with the arithmetic; the models' docstrings in ``spgnet/models/*.py``).
 :data:`INFERRED` lists each such choice with the evidence; ``spgnet report`` renders it as a
 section of ``tables.md``, and ``tests/test_report.py`` checks that every ``where`` exists.
 

@@ -1,7 +1,8 @@
 """Table 1's competitors as trainable networks (PSPNet, DANet, DenseASPP, DUC-HDC, BiSeNet, DFN).
 
-``PEER_BUILDERS[arch](cfg)`` builds the network for a :class:`~spgnet.config.ModelConfig` whose
-``arch`` is one of the keys; ``cfg.backbones`` names its one backbone, ``cfg.norm`` its norm layer
+``PEER_BUILDERS[arch](cfg)`` (the model class, a :class:`~spgnet.models.peers.base.PeerModel`)
+builds the network for a :class:`~spgnet.config.ModelConfig` whose ``arch`` is one of the keys;
+``cfg.backbones`` names its one backbone, ``cfg.norm`` its norm layer
 (:func:`spgnet.models.norm.usable_norm` picks the closest one that runs where it is built:
 ``meta`` under ``torch.device("meta")``, CUDA when available, else the CPU; pass ``device=`` to
 choose), ``cfg.pretrained`` an optional torchvision ImageNet checkpoint for the backbone (never
@@ -10,7 +11,7 @@ downloaded). ``cfg.channels`` and the SPGNet-only fields are ignored.
 Every model's ``forward(x)`` returns ``{"out": logits, "aux": [auxiliary logits]}``, all
 bilinearly resized to the input size; DFN adds ``"border"`` (one-channel boundary logits).
 Which definition each module follows, and why, is in its docstring and in
-``shared/notes/table1-peers.md``: PSPNet, DANet, DenseASPP and DUC-HDC reproduce the paper's
+``docs/table1-peers.md``: PSPNet, DANet, DenseASPP and DUC-HDC reproduce the paper's
 #Params/#FLOPs to the printed digit; BiSeNet and DFN follow TorchSeg's public code and miss the
 paper's parameter counts (FLOPs match).
 """
@@ -22,20 +23,16 @@ from typing import Callable
 from torch import nn
 
 from spgnet.config import ModelConfig
-from spgnet.models.peers.bisenet import BiSeNet, build_bisenet
-from spgnet.models.peers.danet import DANet, build_danet
-from spgnet.models.peers.denseaspp import DenseASPP, build_denseaspp
-from spgnet.models.peers.dfn import DFN, build_dfn
-from spgnet.models.peers.duc_hdc import DUCHDC, build_duc_hdc
-from spgnet.models.peers.pspnet import PSPNet, build_pspnet
+from spgnet.models.peers.base import PeerModel
+from spgnet.models.peers.bisenet import BiSeNet
+from spgnet.models.peers.danet import DANet
+from spgnet.models.peers.denseaspp import DenseASPP
+from spgnet.models.peers.dfn import DFN
+from spgnet.models.peers.duc_hdc import DUCHDC
+from spgnet.models.peers.pspnet import PSPNet
 
 PEER_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "pspnet": build_pspnet,
-    "danet": build_danet,
-    "denseaspp": build_denseaspp,
-    "duc_hdc": build_duc_hdc,
-    "bisenet": build_bisenet,
-    "dfn": build_dfn,
+    model.arch: model for model in (PSPNet, DANet, DenseASPP, DUCHDC, BiSeNet, DFN)
 }
 
-__all__ = ["PEER_BUILDERS", "BiSeNet", "DANet", "DenseASPP", "DFN", "DUCHDC", "PSPNet"]
+__all__ = ["PEER_BUILDERS", "PeerModel", "BiSeNet", "DANet", "DenseASPP", "DFN", "DUCHDC", "PSPNet"]

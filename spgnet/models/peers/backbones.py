@@ -22,61 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from spgnet.config import ModelConfig
 from spgnet.errors import SpgnetError
 from spgnet.models.backbone import adopt_resnet_layers
-from spgnet.models.norm import NormAct, norm_act, norm_only, usable_norm
+from spgnet.models.norm import NormAct, norm_only
 from spgnet.models.pretrained import load_torchvision_weights
 
 RESNETS = ("resnet50", "resnet101", "resnet152")
 DENSENETS = ("densenet161",)
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers of the peer models
-# --------------------------------------------------------------------------------------------
-
-
-def _default_device() -> str:
-    """Where the model will run when the caller does not say: ``meta`` while building under
-    ``torch.device("meta")`` (counting), CUDA when there is one, else the CPU."""
-    if torch.get_default_device().type == "meta":
-        return "meta"
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def peer_factory(cfg: ModelConfig, device: str | torch.device | None = None) -> NormAct:
-    """The norm+activation factory of ``cfg.norm``, or the closest one that runs on ``device``."""
-    return norm_act(usable_norm(cfg.norm, device if device is not None else _default_device()))
-
-
-def single_backbone(cfg: ModelConfig, arch: str, allowed: tuple[str, ...]) -> str:
-    """The one backbone name of a peer model, checked against ``allowed``."""
-    if len(cfg.backbones) != 1:
-        raise SpgnetError(f"model.backbones: '{arch}' takes one backbone, got {len(cfg.backbones)}")
-    name = cfg.backbones[0]
-    if name not in allowed:
-        raise SpgnetError(f"model.backbones: unknown backbone '{name}' for '{arch}' (valid: {', '.join(allowed)})")
-    return name
-
-
-def upsample(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
-    """Bilinear resize to ``size`` (a no-op when it already has it)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
-
-
-def output_dict(out: torch.Tensor, aux: list[torch.Tensor], size, **extra) -> dict:
-    """The peers' common output: logits (and auxiliary logits) at the input size."""
-    result = {"out": upsample(out, size), "aux": [upsample(a, size) for a in aux]}
-    result.update(extra)
-    return result
-
 
 # --------------------------------------------------------------------------------------------
 # Checkpoints

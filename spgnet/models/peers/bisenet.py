@@ -26,24 +26,18 @@ the ``cityscapes.bisenet.R18`` definition:
 Counted with the project's convention (evaluation mode, so the aux heads' parameters count but
 their 12.45 GMACs do not) this gives 47.79M parameters and 429.48 GMACs at 1025 x 2049. The paper
 prints 51.6M and 429.5B: the FLOPs match, the parameters are 7% lower. No public BiSeNet definition found reaches
-51.6M (``shared/notes/table1-peers.md``); the paper's parameter figure may come from another
+51.6M (``docs/table1-peers.md``); the paper's parameter figure may come from another
 implementation, so the gap is reported, not tuned away.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spgnet.config import ModelConfig
 from spgnet.models.norm import NormAct, conv_norm_act
-from spgnet.models.peers.backbones import (RESNETS, ResNetBackbone, output_dict, peer_factory,
-                                           single_backbone)
-
-
-def _up(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+from spgnet.models.peers.base import PeerModel, upsample
 
 
 class AttentionRefinement(nn.Module):
@@ -93,12 +87,11 @@ class BiSeNetHead(nn.Sequential):
         super().__init__(conv_norm_act(in_ch, mid_ch, 3, factory), nn.Conv2d(mid_ch, num_classes, 1))
 
 
-class BiSeNet(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "bisenet", RESNETS)
-        self.backbone = ResNetBackbone(name, factory, dilated=False, deep_stem=True, pretrained=cfg.pretrained)
+class BiSeNet(PeerModel):
+    arch = "bisenet"
+    dilated, deep_stem = False, True
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         c = 128
         self.spatial_path = SpatialPath(3, c, factory)
         self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_norm_act(2048, c, 1, factory))
@@ -111,20 +104,16 @@ class BiSeNet(nn.Module):
             BiSeNetHead(2 * c, 64, cfg.num_classes, factory),  # main, stride 8
         ])
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def decode(self, x: torch.Tensor, features: list[torch.Tensor]) -> dict:
         spatial = self.spatial_path(x)
-        c1, c2, c3, c4 = self.backbone(x)
+        c1, c2, c3, c4 = features
         blocks = [c4, c3, c2]
         last = self.global_context(c4).expand(-1, -1, *c4.shape[-2:])
         refined = []
         for i, (arm, refine) in enumerate(zip(self.arms, self.refines)):
             fm = arm(blocks[i]) + last
-            last = refine(_up(fm, blocks[i + 1].shape[-2:]))
+            last = refine(upsample(fm, blocks[i + 1].shape[-2:], align_corners=True))
             refined.append(last)
         fused = self.ffm(spatial, last)
         aux = [self.heads[0](refined[0]), self.heads[1](refined[1])] if self.training else []
-        return output_dict(self.heads[2](fused), aux, x.shape[-2:])
-
-
-def build_bisenet(cfg: ModelConfig, device=None) -> BiSeNet:
-    return BiSeNet(cfg, device)
+        return {"out": self.heads[2](fused), "aux": aux}

@@ -16,7 +16,7 @@ Definition from the authors' 2018 code (junfu1115/DANet, ``encoding/models/danet
 
 The attention ``bmm`` products are counted as multiply-adds; with them this definition gives
 66.455M parameters and 2878.89 GMACs at 1025 x 2049, the paper's 66.5M / 2878.9B
-(``shared/notes/table1-peers.md`` prints 66.46M; the 0.01% gap is below the paper's precision).
+(``docs/table1-peers.md``; 66.455M rounds to the paper's 66.5M).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from spgnet.config import ModelConfig
-from spgnet.models.norm import conv_norm_act
-from spgnet.models.peers.backbones import (RESNETS, ResNetBackbone, output_dict, peer_factory,
-                                           single_backbone)
+from spgnet.models.norm import NormAct, conv_norm_act
+from spgnet.models.peers.base import PeerModel
 
 
 class PositionAttention(nn.Module):
@@ -67,12 +66,11 @@ class ChannelAttention(nn.Module):
         return self.gamma * out + x
 
 
-class DANet(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "danet", RESNETS)
-        self.backbone = ResNetBackbone(name, factory, dilated=True, deep_stem=False, pretrained=cfg.pretrained)
+class DANet(PeerModel):
+    arch = "danet"
+    dilated, deep_stem = True, False
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         in_ch = self.backbone.channels[-1]
         inter = in_ch // 4
         self.conv5a = conv_norm_act(in_ch, inter, 3, factory)
@@ -85,13 +83,8 @@ class DANet(nn.Module):
         self.conv7 = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(inter, cfg.num_classes, 1))
         self.conv8 = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(inter, cfg.num_classes, 1))
 
-    def forward(self, x: torch.Tensor) -> dict:
-        c4 = self.backbone(x)[-1]
+    def decode(self, x: torch.Tensor, features: list[torch.Tensor]) -> dict:
+        c4 = features[-1]
         sa_conv = self.conv51(self.sa(self.conv5a(c4)))
         sc_conv = self.conv52(self.sc(self.conv5c(c4)))
-        out = self.conv8(sa_conv + sc_conv)
-        return output_dict(out, [self.conv6(sa_conv), self.conv7(sc_conv)], x.shape[-2:])
-
-
-def build_danet(cfg: ModelConfig, device=None) -> DANet:
-    return DANet(cfg, device)
+        return {"out": self.conv8(sa_conv + sc_conv), "aux": [self.conv6(sa_conv), self.conv7(sc_conv)]}

@@ -26,8 +26,8 @@ from torch import nn
 
 from spgnet.config import ModelConfig
 from spgnet.models.norm import NormAct
-from spgnet.models.peers.backbones import (DENSENETS, DenseNetBackbone, output_dict, peer_factory,
-                                           single_backbone)
+from spgnet.models.peers.backbones import DENSENETS, DenseNetBackbone
+from spgnet.models.peers.base import PeerModel
 
 RATES = (3, 6, 12, 18, 24)
 
@@ -46,12 +46,14 @@ class DenseAsppBranch(nn.Sequential):
         super().__init__(*layers)
 
 
-class DenseASPP(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "denseaspp", DENSENETS)
-        self.backbone = DenseNetBackbone(name, factory, pretrained=cfg.pretrained)
+class DenseASPP(PeerModel):
+    arch = "denseaspp"
+    backbone_names = DENSENETS
+
+    def build_backbone(self, name: str, factory: NormAct, pretrained: str | None) -> nn.Module:
+        return DenseNetBackbone(name, factory, pretrained=pretrained)
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         channels = self.backbone.channels
         d0, d1 = 512, 128
         self.branches = nn.ModuleList(
@@ -63,15 +65,10 @@ class DenseASPP(nn.Module):
             nn.Conv2d(channels + len(RATES) * d1, cfg.num_classes, 1),
         )
 
-    def forward(self, x: torch.Tensor) -> dict:
-        pieces = [self.backbone(x)]
+    def decode(self, x: torch.Tensor, features: torch.Tensor) -> dict:
+        pieces = [features]
         for branch in self.branches:
             # official order: torch.cat((newest, ..., oldest, backbone feature), dim=1)
             features = pieces[0] if len(pieces) == 1 else torch.cat(pieces[::-1], dim=1)
             pieces.append(branch(features))
-        out = self.classification(torch.cat(pieces[::-1], dim=1))
-        return output_dict(out, [], x.shape[-2:])
-
-
-def build_denseaspp(cfg: ModelConfig, device=None) -> DenseASPP:
-    return DenseASPP(cfg, device)
+        return {"out": self.classification(torch.cat(pieces[::-1], dim=1)), "aux": []}

@@ -30,7 +30,7 @@ DistributedDataParallel needs no ``find_unused_parameters`` (the optimiser,
 Counted with the project's convention (all heads and the border network included) this gives
 90.22M parameters and 2240.33 GMACs at 1025 x 2049. The paper prints 112.0M and 2239.6B: the
 FLOPs match to 0.03%, the parameters are 19% lower. No public DFN definition found reaches 112.0M
-(``shared/notes/table1-peers.md``); the paper's parameter figure may come from another
+(``docs/table1-peers.md``); the paper's parameter figure may come from another
 implementation, so the gap is reported, not tuned away.
 """
 
@@ -42,12 +42,7 @@ from torch import nn
 
 from spgnet.config import ModelConfig
 from spgnet.models.norm import NormAct, conv_norm_act
-from spgnet.models.peers.backbones import (RESNETS, ResNetBackbone, output_dict, peer_factory,
-                                           single_backbone, upsample)
-
-
-def _up(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+from spgnet.models.peers.base import PeerModel, upsample
 
 
 class RefineResidual(nn.Module):
@@ -89,12 +84,11 @@ class DFNHead(nn.Module):
         return self.conv(self.rrb(x))
 
 
-class DFN(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "dfn", RESNETS)
-        self.backbone = ResNetBackbone(name, factory, dilated=False, deep_stem=True, pretrained=cfg.pretrained)
+class DFN(PeerModel):
+    arch = "dfn"
+    dilated, deep_stem = False, True
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         smooth, border = 512, 21
         stages = [2048, 1024, 512, 256]  # layer4 .. layer1
         self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_norm_act(2048, smooth, 1, factory))
@@ -108,8 +102,8 @@ class DFN(nn.Module):
         self.border_aft_rrbs[0].requires_grad_(False)
         self.border_heads = nn.ModuleList(DFNHead(border, 1, factory) for _ in stages)
 
-    def forward(self, x: torch.Tensor) -> dict:
-        blocks = self.backbone(x)  # strides 4, 8, 16, 32
+    def decode(self, x: torch.Tensor, features: list[torch.Tensor]) -> dict:
+        blocks = features  # strides 4, 8, 16, 32
         top_down = blocks[::-1]
         last = self.global_context(top_down[0]).expand(-1, -1, *top_down[0].shape[-2:])
         smooth_out = []
@@ -119,7 +113,7 @@ class DFN(nn.Module):
             fm = self.smooth_aft_rrbs[i](fm)
             smooth_out.append(self.smooth_heads[i](fm))
             if i + 1 < len(top_down):
-                last = _up(fm, top_down[i + 1].shape[-2:])
+                last = upsample(fm, top_down[i + 1].shape[-2:], align_corners=True)
         border_out = []
         size4 = blocks[0].shape[-2:]
         last = None
@@ -128,11 +122,6 @@ class DFN(nn.Module):
             if last is None:
                 last = fm
             else:
-                last = self.border_aft_rrbs[i](last + _up(fm, size4))
+                last = self.border_aft_rrbs[i](last + upsample(fm, size4, align_corners=True))
             border_out.append(self.border_heads[i](last))
-        size = x.shape[-2:]
-        return output_dict(smooth_out[-1], smooth_out[:-1], size, border=[upsample(b, size) for b in border_out])
-
-
-def build_dfn(cfg: ModelConfig, device=None) -> DFN:
-    return DFN(cfg, device)
+        return {"out": smooth_out[-1], "aux": smooth_out[:-1], "border": border_out}

@@ -24,22 +24,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.config import ModelConfig
-from spgnet.models.peers.backbones import (RESNETS, ResNetBackbone, output_dict, peer_factory,
-                                           single_backbone)
+from spgnet.models.norm import NormAct
+from spgnet.models.peers.base import PeerModel
 
 LAYER3_RATES = (1, 2, 5, 9)
 LAYER4_RATES = (5, 9, 17)
 
 
-class DUCHDC(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "duc_hdc", RESNETS)
+class DUCHDC(PeerModel):
+    arch = "duc_hdc"
+    dilated, deep_stem = True, True
+
+    def dilations(self, name: str) -> dict[int, list[int]]:
         blocks3 = {"resnet50": 6, "resnet101": 23, "resnet152": 36}[name]
-        rates = {3: [LAYER3_RATES[i % len(LAYER3_RATES)] for i in range(blocks3)], 4: list(LAYER4_RATES)}
-        self.backbone = ResNetBackbone(name, factory, dilated=True, deep_stem=True, dilations=rates,
-                                       pretrained=cfg.pretrained)
+        return {3: [LAYER3_RATES[i % len(LAYER3_RATES)] for i in range(blocks3)], 4: list(LAYER4_RATES)}
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         self.factor = 8
         channels = self.factor ** 2 * cfg.num_classes
         self.duc = nn.Sequential(
@@ -47,11 +47,5 @@ class DUCHDC(nn.Module):
             factory(channels),
         )
 
-    def forward(self, x: torch.Tensor) -> dict:
-        c4 = self.backbone(x)[-1]
-        out = F.pixel_shuffle(self.duc(c4), self.factor)
-        return output_dict(out, [], x.shape[-2:])
-
-
-def build_duc_hdc(cfg: ModelConfig, device=None) -> DUCHDC:
-    return DUCHDC(cfg, device)
+    def decode(self, x: torch.Tensor, features: list[torch.Tensor]) -> dict:
+        return {"out": F.pixel_shuffle(self.duc(features[-1]), self.factor), "aux": []}

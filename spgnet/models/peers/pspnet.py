@@ -11,7 +11,7 @@ re-implementation:
 
 hszhao/semseg also trains with an auxiliary head on ``layer3`` (weight 0.4); it is left out here
 because the paper's Table 1 figures count the network without it (65.7M / 2117.3B; with it the
-count is 3.6% higher, ``shared/notes/table1-peers.md``), so ``aux`` is empty. With this
+count is 3.6% higher, ``docs/table1-peers.md``), so ``aux`` is empty. With this
 definition the project's counting convention gives 65.71M parameters and 2117.33 GMACs at
 1025 x 2049, the paper's figures to the printed digit.
 """
@@ -24,8 +24,7 @@ from torch import nn
 
 from spgnet.config import ModelConfig
 from spgnet.models.norm import NormAct, conv_norm_act
-from spgnet.models.peers.backbones import (RESNETS, ResNetBackbone, output_dict, peer_factory,
-                                           single_backbone)
+from spgnet.models.peers.base import PeerModel
 
 
 class PyramidPooling(nn.Module):
@@ -43,12 +42,11 @@ class PyramidPooling(nn.Module):
         return torch.cat([x, *pooled], dim=1)
 
 
-class PSPNet(nn.Module):
-    def __init__(self, cfg: ModelConfig, device=None):
-        super().__init__()
-        factory = peer_factory(cfg, device)
-        name = single_backbone(cfg, "pspnet", RESNETS)
-        self.backbone = ResNetBackbone(name, factory, dilated=True, deep_stem=True, pretrained=cfg.pretrained)
+class PSPNet(PeerModel):
+    arch = "pspnet"
+    dilated, deep_stem = True, True
+
+    def build_head(self, cfg: ModelConfig, factory: NormAct) -> None:
         channels = self.backbone.channels[-1]
         bins = (1, 2, 3, 6)
         self.ppm = PyramidPooling(channels, channels // len(bins), bins, factory)
@@ -58,10 +56,5 @@ class PSPNet(nn.Module):
             nn.Conv2d(512, cfg.num_classes, 1),
         )
 
-    def forward(self, x: torch.Tensor) -> dict:
-        c4 = self.backbone(x)[-1]
-        return output_dict(self.cls(self.ppm(c4)), [], x.shape[-2:])
-
-
-def build_pspnet(cfg: ModelConfig, device=None) -> PSPNet:
-    return PSPNet(cfg, device)
+    def decode(self, x: torch.Tensor, features: list[torch.Tensor]) -> dict:
+        return {"out": self.cls(self.ppm(features[-1])), "aux": []}

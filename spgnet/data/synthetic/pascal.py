@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from spgnet.data.labels import IGNORE_INDEX, voc_palette
-from spgnet.data.render import NoiseBank, Shape, clip_polygon, frac, jitter_colour, object_map, pixel_groups
+from spgnet.data.synthetic.render import NoiseBank, Shape, clip_polygon, frac, jitter_colour, object_map, pixel_groups
 
 _PALETTE = voc_palette()
 

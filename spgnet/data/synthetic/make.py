@@ -1,6 +1,6 @@
 """``spgnet make-synthetic``: the embedded data sets.
 
-``--kind cityscapes`` writes street scenes (see :mod:`spgnet.data.street_scene`) in the exact
+``--kind cityscapes`` writes street scenes (see :mod:`spgnet.data.synthetic.street`) in the exact
 Cityscapes layout::
 
     <out>/leftImg8bit/<split>/<city>/<city>_<seq>_000019_leftImg8bit.png
@@ -15,7 +15,7 @@ PNGs locally (the evaluation server's role).
 ``--kind voc`` writes ``JPEGImages/``, ``SegmentationClass/`` (palette PNGs, 255 borders) and
 ``ImageSets/Segmentation/{train,val[,test]}.txt``; ``--kind person_part`` writes
 ``JPEGImages/``, ``SegmentationPart/`` and ``ImageSets/Person/{train,val[,test]}.txt`` (see
-:mod:`spgnet.data.pascal_scene`). Test images of these two kinds have no labels, as in VOC.
+:mod:`spgnet.data.synthetic.pascal`). Test images of these two kinds have no labels, as in VOC.
 
 Determinism: image ``i`` of a split is drawn from ``numpy.random.default_rng((seed, kind, split,
 i))`` alone, PNGs are written without timestamps, so the same arguments give byte-identical files
@@ -106,7 +106,7 @@ def _save_png(image: Image.Image, path: Path, level: int = 6) -> None:
 
 
 def _cityscapes_task(tmp: Path, args: dict, split: str, i: int, city: str, key: str) -> None:
-    from spgnet.data.street_scene import make_sample
+    from spgnet.data.synthetic.street import make_sample
 
     rng = sample_rng(args["seed"], "cityscapes", split, i)
     image, text, label_ids, instance, colour = make_sample(rng, args["height"], args["width"], i)
@@ -119,7 +119,7 @@ def _cityscapes_task(tmp: Path, args: dict, split: str, i: int, city: str, key: 
 
 
 def _pascal_task(tmp: Path, args: dict, split: str, i: int, name: str, label_dir: Path) -> None:
-    from spgnet.data.pascal_scene import make_person_part_sample, make_voc_sample
+    from spgnet.data.synthetic.pascal import make_person_part_sample, make_voc_sample
 
     make = make_voc_sample if args["kind"] == "voc" else make_person_part_sample
     image, label = make(sample_rng(args["seed"], args["kind"], split, i), args["height"], args["width"], i)
@@ -163,7 +163,7 @@ def _run_tasks(function, tasks: list[tuple], progress) -> None:
 
 
 def _write_cityscapes(tmp: Path, args: dict, counts: dict, progress) -> dict:
-    from spgnet.data.street_scene import CITIES
+    from spgnet.data.synthetic.street import CITIES
 
     names, tasks = {}, []
     for split, count in counts.items():
