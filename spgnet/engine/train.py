@@ -10,7 +10,7 @@ enables it. Outputs in ``--out DIR`` (only rank 0 writes):
 ``train_log.csv``       step, loss, lr and one ``loss_stageK`` column per supervised stage,
                         averaged over each ``train.log_every`` window
 ``train_metrics.json``  written at the end: iterations, final loss, seconds, it/s, seed,
-                        pretrained source, config hash
+                        the ImageNet files used (SHA-256 per backbone) or "random", config hash
 
 Reproducibility: every random draw derives from (seed, iteration): the sample order and each
 sample's augmentation through :class:`spgnet.data.sampler.TrainSampler`, anything random inside
@@ -28,7 +28,6 @@ convolutions natively on CPUs with AVX-512 BF16 or AMX).
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import platform
 import time
@@ -76,8 +75,8 @@ def main(args) -> int:
         if args.iterations < 1:
             raise SpgnetError(f"--iterations must be positive, got {args.iterations}")
         train_overrides["iterations"] = args.iterations
-    if getattr(args, "pretrained", None):
-        model_overrides["pretrained"] = str(Path(args.pretrained).expanduser().resolve())
+    if getattr(args, "weights_root", None):  # replaces the profile's weights_root
+        model_overrides["pretrained"] = str(Path(args.weights_root).expanduser().resolve())
     cfg = resolve(args.experiment, profile, train=train_overrides, model=model_overrides)
     train(cfg, Path(args.out), seed=args.seed, resume=args.resume)
     return 0
@@ -130,17 +129,13 @@ def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(iteration) * 9_973 + int(rank)) % (2**63 - 1)
 
 
-def describe_pretrained(path: str | None) -> dict:
-    if not path:
-        return {"source": "random", "path": None, "sha256": None}
-    file = Path(path)
-    if not file.is_file():
-        raise SpgnetError(f"pretrained weights {file}: no such file")
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"source": "file", "path": str(file), "sha256": digest.hexdigest()}
+def describe_pretrained(model_cfg) -> dict:
+    """Where the encoders' initial weights come from: ``{"source": "random" | "imagenet", "path":
+    weights_root or None, "files": {backbone: {"file", "path", "url", "sha256", "published_hash"}}}``
+    (:func:`spgnet.models.weights.describe_weights`); a missing file is a :class:`SpgnetError`."""
+    from spgnet.models.weights import describe_weights
+
+    return describe_weights(model_cfg)
 
 
 def _norm_layer_name(model: nn.Module) -> str:
@@ -211,7 +206,7 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
             raise SpgnetError(f"{ckpt_path}: trained with --seed {checkpoint.get('seed')}, not {seed}")
 
     # Model: the same initial weights on every rank (seeded), ImageNet weights if given.
-    pretrained = checkpoint["pretrained"] if checkpoint else describe_pretrained(cfg.model.pretrained)
+    pretrained = checkpoint["pretrained"] if checkpoint else describe_pretrained(cfg.model)
     torch.manual_seed(seed)
     if model is None:
         from spgnet.models import build_model_from_config
