@@ -12,6 +12,12 @@ try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
     PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"))
     check_data_roots(PLAN)
+    # torchvision's ImageNet files, one per backbone (spgnet.models.weights): all present, or stop here
+    WEIGHTS_ROOT = config.get("weights_root") or PLAN.profile.weights_root
+    if WEIGHTS_ROOT:
+        from spgnet.models.weights import require_weights
+
+        WEIGHTS_ROOT = require_weights(PLAN, WEIGHTS_ROOT)
 except SpgnetError as err:
     sys.stderr.write(f"spgnet workflow: config error: {err}\n")
     sys.exit(2)

@@ -18,6 +18,7 @@ rule train:
         settings=lambda wildcards: PLAN.run_settings(wildcards.run),
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
     log:
         f"results/{PROFILE}/logs/train_{{run}}_seed{{seed}}.log",
     threads: RESOURCES_TRAIN["threads"]
@@ -26,4 +27,4 @@ rule train:
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
         "OMP_NUM_THREADS={threads} spgnet train {wildcards.run} --profile {PROFILE} {params.data_root} "
-        "--seed {wildcards.seed} --out {params.out} --resume 2> {log}"
+        "{params.weights_root} --seed {wildcards.seed} --out {params.out} --resume 2> {log}"
