@@ -72,8 +72,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--pretrained", default=None, help="ImageNet checkpoint file (torchvision format)")
+    p.add_argument("--weights-root", default=None,
+                   help="folder of torchvision's ImageNet files (resnet50-0676ba61.pth, ...); "
+                        "replaces the profile's weights_root (see README, 'ImageNet weights')")
     p.add_argument("--iterations", type=int, default=None, help="override the schedule's iterations")
+
+    p = verb("weights", "spgnet.models.weights:main", "check the ImageNet files a profile's runs need")
+    p.add_argument("action", choices=["check"], help="check: list each backbone's file as present, missing or wrong")
+    _profile_args(p)
+    p.add_argument("--weights-root", default=None, help="folder to check (default: the profile's weights_root)")
 
     p = verb("evaluate", "spgnet.engine.evaluate:main", "evaluate a trained experiment (single/multi-scale, flip, GAP/AP/TILED)")
     p.add_argument("experiment")

@@ -61,7 +61,9 @@ class ModelConfig:
     decoder: Decoder = "upsample"  # "upsample" (ours, Sec. 3.3) or "fpn" (Table 11)
     num_classes: PositiveInt = 19
     norm: NormName = "inplace_abn_sync"  # see spgnet.models.norm.NORM_LAYERS
-    pretrained: str | None = None  # ImageNet checkpoint file (torchvision format) or None
+    # weights_root: the folder of torchvision's ImageNet files (spgnet.models.weights), None for
+    # random initialisation; config_hash sees only which of the two, not where the files lie
+    pretrained: str | None = field(default=None, metadata={"hash": lambda root: None if root is None else "imagenet"})
 
     @property
     def num_stages(self) -> int:
@@ -273,6 +275,13 @@ def table_order(table: str) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
+def project_path(text: str) -> Path:
+    """A path from ``params/`` or the command line: ``~`` and ``$VARS`` expanded, relative paths
+    taken from the project root."""
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 @dataclass(frozen=True)
 class DatasetSource:
     """Where one dataset lives under a profile, and how to generate it if it is synthetic."""
@@ -282,8 +291,7 @@ class DatasetSource:
     synthetic: SyntheticSpec | None = None  # arguments of `spgnet make-synthetic`; None for real data
 
     def path(self) -> Path:
-        root = Path(os.path.expandvars(os.path.expanduser(self.root)))
-        return root if root.is_absolute() else PROJECT_ROOT / root
+        return project_path(self.root)
 
 
 @dataclass(frozen=True)
@@ -306,6 +314,7 @@ class Profile:
     resources: dict[RuleKind, ResourceSpec] = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus
     report_dir: str = "reports"  # where tables.md and figures/ are written
     tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
+    weights_root: str | None = None  # folder of torchvision's ImageNet files; None: random init
 
 
 _PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
@@ -347,12 +356,21 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         profile,
         datasets=datasets,
         dataset_overrides=overrides,
+        weights_root=_weights_root(profile.weights_root, path),
         **{key: validate_partial(cls, getattr(profile, key), str(path), key) for key, cls in sections.items()},
     )
     if profile.experiments:
         for exp in profile.experiments:
             get_experiment(exp)  # fails with the list of valid names
     return profile
+
+
+def _weights_root(value, path: Path) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: weights_root must be a folder name, got {value!r}")
+    return str(project_path(value))
 
 
 @dataclass(frozen=True)
@@ -394,7 +412,8 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
         )
     per_dataset = prof.dataset_overrides.get(dataset, {})
     where = f"profile '{prof.name}'"
-    model = _override(exp.model, deep_merge(prof.model, overrides.get("model", {})), where, "model")
+    weights = {"pretrained": prof.weights_root} if prof.weights_root else {}
+    model = _override(exp.model, deep_merge(deep_merge(weights, prof.model), overrides.get("model", {})), where, "model")
     train = _override(
         exp.train,
         deep_merge(deep_merge(prof.train, per_dataset.get("train", {})), overrides.get("train", {})),
@@ -421,9 +440,19 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
 
 
 def config_hash(*sections) -> str:
-    """Short stable hash of dataclass sections (used to find rows that share a training run)."""
-    payload = json.dumps([dataclasses.asdict(s) for s in sections], sort_keys=True, default=str)
+    """Short stable hash of dataclass sections (used to find rows that share a training run). A field
+    with ``metadata={"hash": f}`` contributes ``f(value)`` (``ModelConfig.pretrained``: whether the
+    encoders start from ImageNet weights, not where the files lie)."""
+    payload = json.dumps([_hashed_fields(s) for s in sections], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _hashed_fields(section) -> dict:
+    values = dataclasses.asdict(section)
+    for f in fields(section):
+        if "hash" in f.metadata:
+            values[f.name] = f.metadata["hash"](values[f.name])
+    return values
 
 
 def training_groups(registry: dict[str, Experiment] | None = None) -> dict[str, list[str]]:

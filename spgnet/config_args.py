@@ -9,7 +9,7 @@ The order, last wins:
    its ``dataset_overrides`` for the experiment's data set);
 3. ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
    eval.scales=[1.0,1.5]`` is a list and ``--set train.lr=2e-2`` a number), then the verb's own
-   flags (``--iterations``, ``--strategy``, ``--pretrained``).
+   flags (``--iterations``, ``--strategy``, ``--weights-root``).
 
 The result is validated like the files (:func:`spgnet.config.resolve`); an override changes the
 run's config hash, so ``spgnet train --resume`` refuses a checkpoint trained otherwise (only a
@@ -54,7 +54,7 @@ def config_from_args(args) -> RunConfig:
     """The :class:`RunConfig` of a parsed ``spgnet train|evaluate|attention`` command line.
 
     Reads ``args.experiment``, ``args.profile``, ``args.data_root`` and, where the verb has them,
-    ``args.set`` (``--set``), ``args.iterations``, ``args.strategy`` and ``args.pretrained``.
+    ``args.set`` (``--set``), ``args.iterations``, ``args.strategy`` and ``args.weights_root``.
     Errors: :class:`ConfigError` (one line naming the key or value).
     """
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
@@ -66,6 +66,6 @@ def config_from_args(args) -> RunConfig:
         overrides.setdefault("train", {})["iterations"] = iterations
     if getattr(args, "strategy", None):
         overrides.setdefault("eval", {})["strategy"] = args.strategy
-    if getattr(args, "pretrained", None):
-        overrides.setdefault("model", {})["pretrained"] = str(Path(args.pretrained).expanduser().resolve())
+    if getattr(args, "weights_root", None):  # replaces the profile's weights_root
+        overrides.setdefault("model", {})["pretrained"] = str(Path(args.weights_root).expanduser().resolve())
     return resolve(args.experiment, profile, **overrides)

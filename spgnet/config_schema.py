@@ -159,6 +159,8 @@ class WorkflowConfig(BaseModel):
     profile: str = Field(description="name of a file params/profiles/<profile>.yaml")
     data_root: str | None = Field(None, description="root folder of the real data sets (needed by the paper profile)")
     seeds: Seeds | None = Field(None, description="seeds to train each experiment under: 0,1,2 or [0,1,2] (null: the profile's)")
+    weights_root: str | None = Field(None, description="folder of torchvision's ImageNet files under their own names "
+                                                        "(null: the profile's weights_root)")
     set: dict[str, str | list[str]] | None = Field(
         None, description="settings to override without editing params/, per training run (its name, as under "
                           "results/<profile>/runs/) or 'all': SECTION.KEY=VALUE items as `spgnet train --set` takes "

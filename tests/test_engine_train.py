@@ -402,14 +402,18 @@ def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
 
 
 def test_pretrained_file_is_recorded_or_rejected(tmp_path):
+    from spgnet.config import ModelConfig
     from spgnet.engine.train import describe_pretrained
 
-    with pytest.raises(SpgnetError, match="no such file"):
-        describe_pretrained(str(tmp_path / "missing.pth"))
-    weights = tmp_path / "r18.pth"
+    model_cfg = ModelConfig(backbones=("resnet18",), pretrained=str(tmp_path))
+    with pytest.raises(SpgnetError, match="resnet18-f37072fd.pth: ImageNet weights of resnet18 not found"):
+        describe_pretrained(model_cfg)
+    weights = tmp_path / "resnet18-f37072fd.pth"
     torch.save({"fc.weight": torch.zeros(1)}, weights)
-    info = describe_pretrained(str(weights))
-    assert info["source"] == "file" and info["path"] == str(weights) and len(info["sha256"]) == 64
+    info = describe_pretrained(model_cfg)
+    assert info["source"] == "imagenet" and info["path"] == str(tmp_path)
+    assert info["files"]["resnet18"]["path"] == str(weights) and len(info["files"]["resnet18"]["sha256"]) == 64
+    assert describe_pretrained(ModelConfig())["source"] == "random"
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path, monkeypatch, capsys):

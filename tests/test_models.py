@@ -174,7 +174,7 @@ def test_imagenet_weights_load_from_a_torchvision_checkpoint(tmp_path):
     path = tmp_path / "resnet18-f37072fd.pth"
     torch.save(reference.state_dict(), path)
     model = build_model_from_config(ModelConfig(backbones=("resnet18", "resnet18"), link="spg_sigmoid",
-                                                norm="batchnorm", pretrained=str(path)))
+                                                norm="batchnorm", pretrained=str(tmp_path)))
     for stage in model.stages:
         torch.testing.assert_close(stage.encoder.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
         torch.testing.assert_close(stage.encoder.layer2[0].bn1.running_var, reference.layer2[0].bn1.running_var)
@@ -182,8 +182,8 @@ def test_imagenet_weights_load_from_a_torchvision_checkpoint(tmp_path):
 
 
 def test_a_missing_imagenet_checkpoint_is_a_clear_error(tmp_path):
-    cfg = ModelConfig(norm="batchnorm", pretrained=str(tmp_path / "nope.pth"))
-    with pytest.raises(SpgnetError, match="nope.pth: ImageNet checkpoint not found"):
+    cfg = ModelConfig(norm="batchnorm", pretrained=str(tmp_path / "nope"))
+    with pytest.raises(SpgnetError, match="nope/resnet18-f37072fd.pth: ImageNet checkpoint not found"):
         build_model_from_config(cfg)
 
 
@@ -192,20 +192,20 @@ def test_imagenet_reader_unwraps_and_rejects_what_is_not_a_state_dict(tmp_path):
 
     torch.manual_seed(2)
     reference = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "wrapped.pth"
+    path = tmp_path / "resnet18-f37072fd.pth"
     torch.save({"model": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
     encoder = ResNetEncoder("resnet18", norm_act("batchnorm"), stem=False)
-    assert load_imagenet_weights(encoder, path) == []  # the stem and fc are skipped, not missing
+    assert load_imagenet_weights(encoder, tmp_path) == path  # the file's stem and fc go unused
     torch.testing.assert_close(encoder.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
     torch.save([1, 2], path)
-    with pytest.raises(SpgnetError, match="wrapped.pth: not a state dict"):
-        load_imagenet_weights(encoder, path)
+    with pytest.raises(SpgnetError, match="resnet18-f37072fd.pth: not a state dict"):
+        load_imagenet_weights(encoder, tmp_path)
     torch.save({"classifier.weight": torch.zeros(2)}, path)
-    with pytest.raises(SpgnetError, match=r"no tensor matches the encoder \(is it a torchvision ResNet checkpoint\?\)"):
-        load_imagenet_weights(encoder, path)
+    with pytest.raises(SpgnetError, match=r"not torchvision's resnet18 ImageNet file: no tensor 'layer1.0.conv1.weight'"):
+        load_imagenet_weights(encoder, tmp_path)
     path.write_bytes(b"junk")
-    with pytest.raises(SpgnetError, match="wrapped.pth: not a readable torch checkpoint"):
-        load_imagenet_weights(encoder, path)
+    with pytest.raises(SpgnetError, match="resnet18-f37072fd.pth: not a readable torch checkpoint"):
+        load_imagenet_weights(encoder, tmp_path)
 
 
 def test_registry_models_build_for_every_reproducible_spgnet_row():

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from spgnet.config import ModelConfig, get_experiment
@@ -123,28 +124,33 @@ def test_bad_backbone_is_one_line_error():
         PEER_BUILDERS["pspnet"](ModelConfig(arch="pspnet", backbones=("resnet101", "resnet101"), norm="batchnorm"))
 
 
-def test_load_pretrained_skips_what_does_not_fit(tmp_path):
+def test_load_pretrained_fills_the_backbone_but_the_new_layers_and_refuses_a_partial_file(tmp_path):
     factory = norm_act("batchnorm")
     resnet = ResNetBackbone("resnet50", factory, dilated=True, deep_stem=True)
-    weight = torch.full_like(resnet.layer4[2].conv3.weight, 0.5)
-    path = tmp_path / "resnet50.pth"
-    torch.save({"module.layer4.2.conv3.weight": weight,
-                "conv1.weight": torch.zeros(64, 3, 7, 7),  # 7x7 stem: does not fit the deep stem
-                "fc.weight": torch.zeros(1000, 2048)}, path)
-    with pytest.warns(RuntimeWarning, match="not in the checkpoint"):
-        missing = load_pretrained(resnet, path)
-    assert torch.equal(resnet.layer4[2].conv3.weight, weight)
-    assert "conv1.0.weight" in missing
+    torch.manual_seed(5)
+    reference = torchvision.models.resnet50(weights=None).state_dict()
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save({f"module.{k}": v for k, v in reference.items()}, path)
+    stem = resnet.conv1[0].weight.clone()
+    new = load_pretrained(resnet, tmp_path)
+    assert "conv1.0.weight" in new and "layer1.0.conv1.weight" in new and "layer4.2.conv3.weight" not in new
+    assert torch.equal(resnet.layer4[2].conv3.weight, reference["layer4.2.conv3.weight"])
+    assert torch.equal(resnet.conv1[0].weight, stem)  # the deep stem is not ImageNet's
+    torch.save({"layer4.2.conv3.weight": reference["layer4.2.conv3.weight"], "fc.weight": reference["fc.weight"]}, path)
+    with pytest.raises(SpgnetError, match="resnet50-0676ba61.pth: not torchvision's resnet50 ImageNet file: no tensor"):
+        load_pretrained(resnet, tmp_path)
     with pytest.raises(SpgnetError, match="not found"):
-        load_pretrained(resnet, tmp_path / "absent.pth")
+        load_pretrained(resnet, tmp_path / "absent")
 
     with torch.device("meta"):
         densenet = DenseNetBackbone("densenet161", factory)
-    old_key = "features.denseblock1.denselayer1.norm.1.weight"  # pre-0.4 torchvision naming
-    torch.save({old_key: torch.full((96,), 2.0)}, path)
     densenet = densenet.to_empty(device="cpu")
-    with pytest.warns(RuntimeWarning):
-        load_pretrained(densenet, path)
+    state = torchvision.models.densenet161(weights=None).state_dict()
+    old_key = "features.denseblock1.denselayer1.norm.1.weight"  # pre-0.4 torchvision naming, as in the published file
+    state = {(old_key if k == "features.denseblock1.denselayer1.norm1.weight" else k): v for k, v in state.items()}
+    state[old_key] = torch.full((96,), 2.0)
+    torch.save(state, tmp_path / "densenet161-8d451a50.pth")
+    load_pretrained(densenet, tmp_path)
     assert torch.equal(densenet.features.denseblock1.denselayer1.norm1.weight, torch.full((96,), 2.0))
 
 

@@ -44,9 +44,13 @@ def test_dry_run_covers_every_step(profile):
 
 
 def test_dry_run_of_the_paper_profile(tmp_path):
-    for folder in ("cityscapes", "VOCdevkit/VOC2012", "person_part"):
+    from spgnet.models.weights import plan_backbones, weights_file_name
+
+    for folder in ("cityscapes", "VOCdevkit/VOC2012", "person_part", "imagenet"):
         (tmp_path / folder).mkdir(parents=True)
-    jobs = _dry_run_jobs("profile=paper", f"data_root={tmp_path}", "seeds=[0,1]")
+    for backbone in plan_backbones(make_plan("paper", data_root=str(tmp_path))):
+        (tmp_path / "imagenet" / weights_file_name(backbone)).touch()
+    jobs = _dry_run_jobs("profile=paper", f"data_root={tmp_path}", f"weights_root={tmp_path / 'imagenet'}", "seeds=[0,1]")
     plan = make_plan("paper", data_root=str(tmp_path))
     assert jobs["train"] == 2 * len(plan.runs)
     assert not any(name.startswith("synthetic_") for name in jobs)
@@ -56,7 +60,7 @@ def test_dry_run_of_the_paper_profile(tmp_path):
     "config, message",
     [
         (["profile=nope"], "config: key 'profile': unknown profile 'nope' (valid: mini, paper, smoke)"),
-        (["profle=mini"], "config: unknown key 'profle' (valid keys: data_root, dvc_lock, profile, seeds, set)"),
+        (["profle=mini"], "config: unknown key 'profle' (valid keys: data_root, dvc_lock, profile, seeds, set, weights_root)"),
         (["profile=paper"], "needs data_root"),
         (["profile=paper", "data_root=/nonexistent/x"], "config: key 'data_root': /nonexistent/x/cityscapes"),
         (["seeds=[x]"], "config: key 'seeds'"),

@@ -16,7 +16,8 @@ fails before its first checkpoint):
 ``train_log.csv``       step, loss, lr and one ``loss_stageK`` column per supervised stage,
                         averaged over each ``train.log_every`` window (and ``val_miou``)
 ``train_metrics.json``  written at the end: iterations, final loss, seconds, it/s, seed,
-                        precision, pretrained source, config hash
+                        precision, the ImageNet files used (SHA-256 per backbone) or "random",
+                        config hash
 
 Reproducibility: every random draw derives from (seed, iteration): the sample order and each
 sample's augmentation through :class:`spgnet.data.sampler.TrainSampler`, anything random inside
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import math
 import platform
 import shutil
@@ -153,17 +153,13 @@ def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(iteration) * 9_973 + int(rank)) % (2**63 - 1)
 
 
-def describe_pretrained(path: str | None) -> dict:
-    if not path:
-        return {"source": "random", "path": None, "sha256": None}
-    file = Path(path)
-    if not file.is_file():
-        raise SpgnetError(f"pretrained weights {file}: no such file")
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"source": "file", "path": str(file), "sha256": digest.hexdigest()}
+def describe_pretrained(model_cfg) -> dict:
+    """Where the encoders' initial weights come from: ``{"source": "random" | "imagenet", "path":
+    weights_root or None, "files": {backbone: {"file", "path", "url", "sha256", "published_hash"}}}``
+    (:func:`spgnet.models.weights.describe_weights`); a missing file is a :class:`SpgnetError`."""
+    from spgnet.models.weights import describe_weights
+
+    return describe_weights(model_cfg)
 
 
 def _norm_layer_name(model: nn.Module) -> str:
@@ -425,7 +421,7 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
         print(f"spgnet train: resuming from iteration {checkpoint['iteration']} ({found[0]})", file=sys.stderr)
 
     # The same initial weights on every process (seeded), ImageNet weights if given.
-    pretrained = checkpoint["pretrained"] if checkpoint else describe_pretrained(cfg.model.pretrained)
+    pretrained = checkpoint["pretrained"] if checkpoint else describe_pretrained(cfg.model)
     torch.manual_seed(seed)
     if model is None:
         from spgnet.models import build_model_from_config

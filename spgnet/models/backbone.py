@@ -96,13 +96,26 @@ def bottleneck(in_ch: int, out_ch: int, factory: NormAct) -> NormActBottleneck:
     return fuse_block_activations(block, factory)
 
 
-def load_imagenet_weights(module: nn.Module, path: str | Path) -> list[str]:
-    """Load a torchvision-format ImageNet checkpoint (e.g. ``resnet50-0676ba61.pth``) from disk.
+#: key prefixes of a ResNet's stem, which only the first SPGNet stage has
+STEM = ("conv1.", "bn1.")
 
-    Keys the module does not have (``fc.*``, ``num_batches_tracked``, the stem for later stages)
-    are skipped; returns the module's keys the file did not provide. Never downloads.
+
+def load_imagenet_weights(encoder: "ResNetEncoder", weights_root: str | Path) -> Path:
+    """Fill every tensor of ``encoder`` from torchvision's ImageNet file of its backbone in the
+    folder ``weights_root`` (``resnet50-0676ba61.pth`` for a ResNet-50 stage; see
+    :mod:`spgnet.models.weights`); returns the file's path. Never downloads.
+
+    Strict (:func:`spgnet.models.pretrained.load_torchvision_weights`): only ``fc.*`` and, for a
+    stage without the stem (every stage but the first, Fig. 2a), ``conv1``/``bn1`` of the file
+    go unused; a missing file or any missing, extra or differently shaped tensor is a one-line
+    :class:`SpgnetError` naming the file and the key.
     """
-    return load_torchvision_weights(module, path, part="encoder", expected="a torchvision ResNet checkpoint")
+    from spgnet.models.weights import weights_path
+
+    path = weights_path(weights_root, encoder.name)
+    load_torchvision_weights(encoder, path, what=f"torchvision's {encoder.name} ImageNet file",
+                             skip=() if encoder.has_stem else STEM)
+    return path
 
 
 class ResNetEncoder(nn.Module):

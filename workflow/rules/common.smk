@@ -13,6 +13,12 @@ try:
     PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"),
                      overrides=config.get("set"))
     check_data_roots(PLAN)
+    # torchvision's ImageNet files, one per backbone (spgnet.models.weights): all present, or stop here
+    WEIGHTS_ROOT = config.get("weights_root") or PLAN.profile.weights_root
+    if WEIGHTS_ROOT:
+        from spgnet.models.weights import require_weights
+
+        WEIGHTS_ROOT = require_weights(PLAN, WEIGHTS_ROOT)
 except SpgnetError as err:
     sys.stderr.write(f"spgnet workflow: config error: {err}\n")
     sys.exit(2)

@@ -38,6 +38,7 @@ rule train:
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
         data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
+        weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
     log:
         f"results/{PROFILE}/logs/train_{{run}}_seed{{seed}}.log",
     threads: RESOURCES_TRAIN["threads"]
@@ -46,4 +47,4 @@ rule train:
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
         TRAIN_THREADS + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
-        "{params.overrides} --seed {wildcards.seed} --out {params.out} --resume 2> {log}"
+        "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume 2> {log}"

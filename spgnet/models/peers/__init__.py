@@ -5,8 +5,9 @@ builds the network for a :class:`~spgnet.config.ModelConfig` whose ``arch`` is o
 ``cfg.backbones`` names its one backbone, ``cfg.norm`` its norm layer
 (:func:`spgnet.models.norm.usable_norm` picks the closest one that runs where it is built:
 ``meta`` under ``torch.device("meta")``, CUDA when available, else the CPU; pass ``device=`` to
-choose), ``cfg.pretrained`` an optional torchvision ImageNet checkpoint for the backbone (never
-downloaded). ``cfg.channels`` and the SPGNet-only fields are ignored.
+choose), ``cfg.pretrained`` the folder of torchvision's ImageNet files (``weights_root``, see
+:mod:`spgnet.models.weights`; None: random initialisation; never downloaded). ``cfg.channels``
+and the SPGNet-only fields are ignored.
 
 Every model's ``forward(x)`` returns ``{"out": logits, "aux": [auxiliary logits]}``, all
 bilinearly resized to the input size; DFN adds ``"border"`` (one-channel boundary logits).

@@ -14,7 +14,8 @@ Every norm layer is the configured :mod:`spgnet.models.norm` layer. In the ResNe
 activation is fused into ``bn1``/``bn2`` and kept separate after the residual sum, exactly as in
 :mod:`spgnet.models.backbone` (so ``InPlaceABN`` never sees a tensor that is used again); in the
 DenseNet the ``normN``+``reluN`` pairs become one fused layer. Module names follow torchvision, so
-a torchvision ImageNet checkpoint loads with :func:`load_pretrained` (never downloaded).
+torchvision's ImageNet file loads with :func:`load_pretrained` (never downloaded), strictly: only
+the layers a paper adds (``imagenet_skip``) start from their own initialisation.
 """
 
 from __future__ import annotations
@@ -39,15 +40,23 @@ DENSENETS = ("densenet161",)
 # --------------------------------------------------------------------------------------------
 
 
-def load_pretrained(module: nn.Module, path: str | Path | None) -> list[str]:
-    """Load the tensors of a torchvision-format checkpoint that fit ``module`` (never downloads).
+def load_pretrained(module: nn.Module, weights_root: str | Path | None) -> list[str]:
+    """Fill ``module`` (a :class:`ResNetBackbone` or :class:`DenseNetBackbone`) from torchvision's
+    ImageNet file of its backbone in the folder ``weights_root`` (None: leave it as built); never
+    downloads. Returns the module's keys that are new by design and keep their initialisation.
 
-    Tensors the module lacks (``fc``/``classifier``) or whose shape differs (the deep stem, the
-    DenseASPP ``norm5``) are skipped; returns the module's keys the file did not provide.
+    Strict (:func:`spgnet.models.pretrained.load_torchvision_weights`): every other tensor comes
+    from the file and every tensor of the file but the classifier and those the new layers replace
+    (``module.imagenet_skip``: the deep stem, the first ``layer1`` block's two convolutions fed by
+    it, DenseASPP's ``transition4`` and ``norm5``) is used; anything else is a one-line
+    :class:`SpgnetError` naming the file and the key.
     """
-    if path is None:
+    if weights_root is None:
         return []
-    return load_torchvision_weights(module, path, part="backbone", warn_missing=True)
+    from spgnet.models.weights import weights_path
+
+    return load_torchvision_weights(module, weights_path(weights_root, module.name),
+                                    what=f"torchvision's {module.name} ImageNet file", skip=module.imagenet_skip)
 
 
 def _init_convs(module: nn.Module) -> None:
@@ -81,6 +90,7 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         if name not in RESNETS:
             raise SpgnetError(f"unknown backbone '{name}' (valid: {', '.join(RESNETS)})")
+        self.name = name
         replace = [False, True, True] if dilated else [False, False, False]
         net = getattr(torchvision.models, name)(weights=None, replace_stride_with_dilation=replace,
                                                 norm_layer=norm_only(factory))
@@ -95,9 +105,13 @@ class ResNetBackbone(nn.Module):
             net.layer1 = net._make_layer(Bottleneck, 64, len(net.layer1))
             _init_convs(self.conv1)
             _init_convs(net.layer1)
+            #: new layers (not from ImageNet): the deep stem, and layer1's first block's convs that
+            #: take its 128 channels (64 in torchvision's file); the rest of layer1 keeps its shapes
+            self.imagenet_skip = ("conv1.", "bn1.", "layer1.0.conv1.", "layer1.0.downsample.0.")
         else:
             self.conv1 = net.conv1
             self.bn1 = factory(64)
+            self.imagenet_skip = ()
         self.maxpool = net.maxpool
         adopt_resnet_layers(self, net, factory)
         for index, rates in (dilations or {}).items():
@@ -140,6 +154,10 @@ class DenseNetBackbone(nn.Module):
         super().__init__()
         if name not in DENSENETS:
             raise SpgnetError(f"unknown backbone '{name}' (valid: {', '.join(DENSENETS)})")
+        self.name = name
+        #: new layers (not from ImageNet): the extra transition and the norm after it (1104
+        #: channels; the file's norm5 has 2208)
+        self.imagenet_skip = ("features.transition4.", "features.norm5.")
         net = getattr(torchvision.models, name)(weights=None)
         features = net.features
         _fuse_norm_relu(features, "norm0", "relu0", factory)
