@@ -32,8 +32,11 @@ def _env(**extra) -> dict:
     return env
 
 
-def _shell_commands(*args: str, cwd=PROJECT_ROOT) -> list[str]:
-    run = subprocess.run(["snakemake", "-n", "-p", "--forceall", *args], cwd=cwd, env=_env(),
+def _shell_commands(*args: str, cwd=PROJECT_ROOT, home: Path | None = None) -> list[str]:
+    """The shell commands of a dry run; ``home`` is a HOME whose torchvision cache holds (empty)
+    files under the ImageNet file names the paper profile's weights_root needs."""
+    env = _env(HOME=str(home)) if home else _env()
+    run = subprocess.run(["snakemake", "-n", "-p", "--forceall", *args], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:] + run.stdout[-2000:]
     return re.findall(r"^Shell command: (.*)$", run.stdout, re.M)
@@ -43,6 +46,18 @@ def _paper_root(tmp_path: Path) -> Path:
     for folder in ("cityscapes", "VOCdevkit/VOC2012", "person_part"):
         (tmp_path / "data" / folder).mkdir(parents=True)
     return tmp_path / "data"
+
+
+def _weights_home(tmp_path: Path) -> Path:
+    """A HOME with the paper profile's weights_root (torchvision's cache) holding every file it needs
+    (the workflow's start check only looks for the files; `spgnet weights check` reads them)."""
+    from spgnet.models.weights import plan_backbones, weights_file_name
+
+    cache = tmp_path / "home/.cache/torch/hub/checkpoints"
+    cache.mkdir(parents=True)
+    for backbone in plan_backbones(make_plan("paper", data_root=str(tmp_path))):
+        (cache / weights_file_name(backbone)).touch()
+    return tmp_path / "home"
 
 
 def _trained_for_table3_and_attention(data: Path) -> set[str]:
@@ -55,7 +70,7 @@ def _trained_for_table3_and_attention(data: Path) -> set[str]:
 def test_paper_dry_run_launches_one_process_per_gpu_in_gpu_slots(tmp_path, gpus):
     data = _paper_root(tmp_path)
     lines = _shell_commands("table3", "attention", "--cores", "8", "--resources", f"gpu={gpus}",
-                            "--config", "profile=paper", f"data_root={data}")
+                            "--config", "profile=paper", f"data_root={data}", home=_weights_home(tmp_path))
     train = [line for line in lines if " spgnet train " in line]
     launch = (f"OMP_NUM_THREADS={TRAIN_THREADS // 8} python -m spgnet.gpu_slots --gpus {gpus} -- "
               f"torchrun --standalone --nproc_per_node {gpus} -m spgnet train ")
@@ -73,7 +88,7 @@ def test_readme_paper_command_counts_gpus_and_launches_them(tmp_path):
     readme = (PROJECT_ROOT / "README.md").read_text()
     [command] = re.findall(r"^snakemake --cores all --resources gpu=8 .*profile=paper data_root=/data/sets$", readme, re.M)
     words = shlex.split(command.replace("/data/sets", str(_paper_root(tmp_path))))
-    lines = _shell_commands(*words[1:])
+    lines = _shell_commands(*words[1:], home=_weights_home(tmp_path))
     train = [line for line in lines if " spgnet train " in line]
     assert len(train) == len(make_plan("paper", data_root=str(tmp_path / "data")).runs)
     assert all("python -m spgnet.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet train " in line
@@ -141,7 +156,8 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     for tool in ("sbatch", "srun", "sacct", "squeue", "sacctmgr", "sshare", "scontrol", "sinfo", "scancel", "torchrun"):
         (fake_bin / tool).symlink_to("fake.py")
     log = tmp_path / "calls.jsonl"
-    env = _env(SPGNET_ROOT=str(root), FAKE_SLURM_LOG=str(log), PATH=f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
+    env = _env(SPGNET_ROOT=str(root), FAKE_SLURM_LOG=str(log), HOME=str(_weights_home(tmp_path)),
+               PATH=f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
     target = "results/paper/runs/t3-1stage/seed0/checkpoint.pt"
 
     submit = subprocess.run(["snakemake", "--workflow-profile", "workflow/profiles/slurm", "--retries", "0",
@@ -171,7 +187,8 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     assert not [a for a in srun["argv"] if a.startswith("--ntasks")]
     [torchrun] = _calls(log, "torchrun")
     assert torchrun["argv"] == ["--standalone", "--nproc_per_node", "8", "-m", "spgnet", "train", "t3-1stage",
-                                "--profile", "paper", "--data-root", str(data), "--seed", "0",
+                                "--profile", "paper", "--data-root", str(data),
+                                "--weights-root", str(tmp_path / "home/.cache/torch/hub/checkpoints"), "--seed", "0",
                                 "--out", "results/paper/runs/t3-1stage/seed0", "--resume"]
     assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": str(TRAIN_THREADS // 8)}
     assert (root / target).exists()
