@@ -113,9 +113,17 @@ def build_train_dataset(cfg: RunConfig, seed: int) -> Dataset:
 
 
 def _collate(samples: list[dict]) -> dict:
+    """``{"image": float32[B,3,H,W], "label": [B,H,W], "name": [str]}``. Labels keep their dtype
+    (uint8 from :class:`spgnet.data.transforms.TrainTransform`: 1 byte a pixel through the
+    worker pipes and the host-to-device copy) inside a DataLoader worker; in the main process
+    (``workers: 0``, nothing crosses a pipe) they become int64. The loop converts on the device:
+    ``labels.to(device, non_blocking=True).long()``."""
+    from torch.utils.data import get_worker_info
+
+    labels = torch.stack([torch.as_tensor(s["label"]) for s in samples])
     return {
         "image": torch.stack([s["image"] for s in samples]),
-        "label": torch.stack([torch.as_tensor(s["label"], dtype=torch.long) for s in samples]),
+        "label": labels if get_worker_info() is not None else labels.long(),
         "name": [s.get("name", "") for s in samples],
     }
 
@@ -251,7 +259,8 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
 
     sampler = TrainSampler(len(dataset), t.batch_size, seed, start_iteration=start, iterations=total)
     loader = DataLoader(dataset, batch_sampler=RankBatches(sampler, start, total, info.rank, info.world_size),
-                        num_workers=t.workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+                        num_workers=t.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                        persistent_workers=t.workers > 0, prefetch_factor=4 if t.workers > 0 else None)
 
     run_name = f"{cfg.experiment}/train/seed{seed}"
     tags = {"spgnet.seed": seed, "spgnet.pretrained": pretrained["path"] or "random",
