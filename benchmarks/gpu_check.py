@@ -105,7 +105,7 @@ class Sizes:
     ddp_crop: int = 257
     loader_workers: tuple = (8, 16)
     loader_image: tuple = (1024, 2048)
-    loader_batches: int = 40
+    loader_batches: int = 60
     inference_repeats: int = 2
 
 
@@ -152,6 +152,38 @@ def _fmt_gib(value: float | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def cuda_home() -> Path | None:
+    """The CUDA toolkit to build with: ``CUDA_HOME``/``CUDA_PATH``, ``/usr/local/cuda``, or the
+    folder above the real ``nvcc`` (an ``nvcc`` copied to ``/usr/local/bin`` would make torch's
+    own guess ``/usr/local``); the first that holds ``bin/nvcc``."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    return next((Path(c) for c in candidates if c and (Path(c) / "bin" / "nvcc").exists()), None)
+
+
+def cudart_dir(home: Path, scratch: Path) -> Path | None:
+    """A folder where the linker finds ``libcudart.so`` (``-lcudart``): the toolkit's ``lib64``
+    or ``lib``, else ``scratch`` with a link to a versioned ``libcudart.so.N`` (the toolkit's or
+    the nvidia-cuda-runtime wheel's that torch uses). None when there is none."""
+    for sub in ("lib64", "lib", "targets/x86_64-linux/lib"):
+        if (home / sub / "libcudart.so").exists():
+            return home / sub
+    import glob
+
+    found = sorted(glob.glob(str(home / "**" / "libcudart.so.*"), recursive=True))
+    nvidia = Path(torch.__file__).resolve().parent.parent / "nvidia"
+    found += sorted(glob.glob(str(nvidia / "**" / "libcudart.so.*"), recursive=True))
+    if not found:
+        return None
+    scratch.mkdir(parents=True, exist_ok=True)
+    link = scratch / "libcudart.so"
+    if not link.exists():
+        link.symlink_to(found[0])
+    return scratch
+
+
 def install_wheels(wheels: Path, site: Path) -> list[str]:
     """Install ``wheels/*.whl`` into ``site`` and build inplace-abn from ``wheels``' sdist there
     unless it is importable; ``site`` goes on ``sys.path`` and ``PYTHONPATH`` (for spawned
@@ -182,9 +214,13 @@ def install_wheels(wheels: Path, site: Path) -> list[str]:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         env["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
-        nvcc = shutil.which("nvcc")
-        if nvcc and "CUDA_HOME" not in env:
-            env["CUDA_HOME"] = str(Path(nvcc).resolve().parent.parent)
+    if torch.version.cuda:  # a CUDA build of torch: setup.py builds the CUDA kernels and links libcudart
+        home = cuda_home()
+        if home is not None:
+            env["CUDA_HOME"] = str(home)
+            runtime = cudart_dir(home, site.parent / (site.name + "-cudart"))
+            if runtime is not None:
+                env["LIBRARY_PATH"] = os.pathsep.join([str(runtime)] + [p for p in [env.get("LIBRARY_PATH")] if p])
     started = time.perf_counter()
     result = subprocess.run(pip + ["--no-build-isolation", str(sdists[0])], env=env, capture_output=True, text=True)
     if result.returncode:

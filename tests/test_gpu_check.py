@@ -70,3 +70,24 @@ def test_peak_table_prefers_the_specific_name(gpu_check):
     assert gpu_check.peak_tflops("NVIDIA L4") == table["L4"]
     assert gpu_check.peak_tflops("Tesla T4") == table["T4"]
     assert gpu_check.peak_tflops("Some Future GPU") is None
+
+
+def test_build_finds_the_cuda_runtime_to_link(gpu_check, tmp_path, monkeypatch):
+    toolkit = tmp_path / "cuda"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "bin" / "nvcc").write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    assert gpu_check.cuda_home() == toolkit
+    versioned = toolkit / "targets" / "sbsa" / "libcudart.so.13"  # no unversioned name: link one
+    versioned.parent.mkdir(parents=True)
+    versioned.write_text("")
+    scratch = gpu_check.cudart_dir(toolkit, tmp_path / "scratch")
+    assert scratch == tmp_path / "scratch" and (scratch / "libcudart.so").resolve() == versioned
+    (toolkit / "lib64").mkdir()
+    (toolkit / "lib64" / "libcudart.so").write_text("")
+    assert gpu_check.cudart_dir(toolkit, tmp_path / "other") == toolkit / "lib64"
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    found = gpu_check.cuda_home()
+    assert found is None or (found / "bin" / "nvcc").exists()  # /usr/local/cuda where installed
