@@ -143,6 +143,17 @@ def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
 
 
+def single_process_norm() -> str:
+    """InPlaceABN (the paper profile's InPlaceABNSync over one process: the same maths) when
+    inplace-abn imports, else the project's BatchNorm + leaky ReLU, so that a failed build still
+    leaves the speed figures (each line names the norm it ran)."""
+    try:
+        import inplace_abn  # noqa: F401
+    except ImportError:
+        return "batchnorm"
+    return "inplace_abn"
+
+
 def _fmt_gib(value: float | None) -> str:
     return "n/a on CPU" if value is None else f"{value:.2f} GiB"
 
@@ -190,9 +201,8 @@ def install_wheels(wheels: Path, site: Path) -> list[str]:
     processes and the build). Returns what was done, one line each."""
     done = []
     site.mkdir(parents=True, exist_ok=True)
-    for path in (str(site),):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    if str(site) not in sys.path:
+        sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-cache-dir",
            "--disable-pip-version-check", "--upgrade", "--target", str(site)]
@@ -427,8 +437,7 @@ def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: 
 
     experiment = get_experiment(name)
     crop = sizes.crop
-    # one process: InPlaceABN, the maths of the paper profile's InPlaceABNSync over one process
-    model_cfg = dataclasses.replace(experiment.model, norm="inplace_abn", pretrained=None)
+    model_cfg = dataclasses.replace(experiment.model, norm=single_process_norm(), pretrained=None)
     train_cfg = experiment.train
     if train_cfg.ohem:  # the paper's min_kept is per 8-crop batch of 769x769: scale it to this batch
         per_pixel = train_cfg.ohem_min_kept / (8 * 769 * 769)
@@ -470,6 +479,7 @@ def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: 
               "macs_per_crop_forward": macs, "tflops": tflops,
               "percent_of_peak": 100 * tflops / peak if peak else None, "peak_gib": peak_gib(device),
               "losses": values, "finite": all(math.isfinite(v) for v in values), "amp": "float16" if amp else None,
+              "norm": model_cfg.norm,
               "running_stats_fallback": len(fallback)}
     del model, optimizer, images, labels
     if device.type == "cuda":
@@ -496,7 +506,7 @@ def section_train(device: torch.device, sizes: Sizes, budget: Budget, experiment
                     torch.cuda.empty_cache()
                 continue
             pct = f"{r['percent_of_peak']:.1f}% of peak" if r["percent_of_peak"] is not None else "peak unknown"
-            say(f"  {name} batch {batch} at {r['crop']}x{r['crop']}: {r['ms_per_step']:.1f} ms/step, "
+            say(f"  {name} batch {batch} at {r['crop']}x{r['crop']} ({r['norm']}): {r['ms_per_step']:.1f} ms/step, "
                 f"{r['tflops']:.1f} TFLOP/s ({pct}), peak {_fmt_gib(r['peak_gib'])}, "
                 f"losses {'finite' if r['finite'] else 'NOT FINITE'} ({', '.join(f'{v:.3f}' for v in r['losses'])})"
                 + (f"; {r['running_stats_fallback']} norm(s) on running stats" if r["running_stats_fallback"] else ""))
@@ -519,7 +529,7 @@ def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: 
     experiment = get_experiment(name)
     crop = sizes.crop
     torch.manual_seed(0)
-    model_cfg = dataclasses.replace(experiment.model, norm="inplace_abn", pretrained=None)  # one process
+    model_cfg = dataclasses.replace(experiment.model, norm=single_process_norm(), pretrained=None)
     model = build_model_from_config(model_cfg, device=device)
     model = model.to(device).eval()
     image = torch.randn(3, *sizes.image, generator=torch.Generator().manual_seed(0)).to(device)
@@ -542,9 +552,9 @@ def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: 
             say(f"  {label}: FAILED: {type(err).__name__}: {err}")
             results.append({"strategy": strategy, "scales": list(scales), "flip": flip, "error": str(err)})
             continue
-        r = {"experiment": name, "strategy": strategy, "scales": list(scales), "flip": flip,
+        r = {"experiment": name, "strategy": strategy, "scales": list(scales), "flip": flip, "norm": model_cfg.norm,
              "image": list(sizes.image), "s_per_image": seconds, "peak_gib": peak_gib(device)}
-        say(f"  {name} {label} on {sizes.image[0]}x{sizes.image[1]}: {seconds:.3f} s/image, "
+        say(f"  {name} {label} on {sizes.image[0]}x{sizes.image[1]} ({model_cfg.norm}): {seconds:.3f} s/image, "
             f"peak {_fmt_gib(r['peak_gib'])}")
         results.append(r)
     return results
