@@ -46,8 +46,11 @@ class SegmentationDataset(Dataset):
 
     ``dataset[key]`` takes an int index, or ``(index, rng_seed)`` where ``rng_seed`` seeds the
     transform's generator for this sample only (what :class:`spgnet.data.sampler.TrainSampler`
-    yields). Items are ``{"image": FloatTensor[3,H,W], "label": LongTensor[H,W], "name": str,
-    "path": str}``; unlabelled images get an all-255 label.
+    yields). Items are ``{"image": FloatTensor[3,H,W], "label": [H,W], "name": str, "path": str}``;
+    the label is int64 from :class:`~spgnet.data.transforms.EvalTransform` and uint8 (train ids,
+    255 = ignore) from :class:`~spgnet.data.transforms.TrainTransform`, so that training crops
+    cross the DataLoader's worker pipes at one byte a pixel. Unlabelled images get an all-255
+    label.
     """
 
     def __init__(self, dataset: str, records: list[Record], label_lut: np.ndarray, transform=None, split: str = ""):

@@ -3,7 +3,21 @@
 A *raw sample* is what a data set reads from disk: ``{"image": PIL RGB image (or HxWx3 uint8
 array), "label": HxW uint8 array of train ids (255 = ignore), "name": str, "path": str}``. A
 transform turns it into tensors: ``image`` a FloatTensor[3,H,W] normalised with ImageNet's mean and
-std, ``label`` a LongTensor[H,W].
+std; ``label`` a LongTensor[H,W] from :class:`EvalTransform`, a ByteTensor (uint8) [crop,crop]
+from :class:`TrainTransform`, so that a training crop's labels cross the DataLoader's worker
+pipes as 0.6 MB instead of 4.7 MB (769x769); the training loop turns them into int64 on the
+device (``labels.to(device, non_blocking=True).long()``).
+
+Cost at paper scale (issue 11)
+------------------------------
+:class:`TrainTransform` resamples only the crop window: it maps the window back onto the source
+image and asks Pillow for just that region (``Image.resize(size, BILINEAR, box=...)``), and picks
+the label's pixels with the very nearest-neighbour grid of a full ``Image.resize(NEAREST)``. Its
+output is that of :class:`LegacyTrainTransform` (the transform before issue 11, which rescales the
+whole image, up to 4096x2048, flips it, then crops) for the same draws: labels identical, image
+pixels within 2 grey levels before normalisation (both are Pillow's two-pass 8-bit bilinear
+filter, within 1 grey level of the exact filter; the window's own sampling offset moves the
+rounding of ties). ``python benchmarks/data_loading.py`` measures both.
 
 Randomness and reproducibility
 ------------------------------
@@ -28,6 +42,7 @@ workers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -90,6 +105,31 @@ class EvalTransform:
         return "EvalTransform()"
 
 
+@lru_cache(maxsize=256)
+def nearest_indices(source: int, size: int) -> np.ndarray:
+    """Source index of each of ``size`` output pixels when Pillow resizes ``source`` pixels to
+    ``size`` with ``Image.NEAREST`` (int64[size], read-only).
+
+    Pillow's nearest resize is separable and uses 16.16 fixed point, so its grid differs from
+    ``floor((i + 0.5) * source / size)`` on many pixels; resizing a ramp of indices with Pillow
+    itself gives its grid exactly.
+    """
+    ramp = Image.frombytes("I", (source, 1), np.arange(source, dtype=np.int32).tobytes())
+    indices = np.asarray(ramp.resize((size, 1), Image.NEAREST), dtype=np.int64)[0].copy()
+    indices.setflags(write=False)
+    return indices
+
+
+def _normalize_into(out: np.ndarray, patch: np.ndarray) -> None:
+    """Write the HxWx3 uint8 ``patch`` into ``out[:, :H, :W]`` (float32 [3,crop,crop]) normalised
+    with the same float32 arithmetic as :func:`normalize`."""
+    h, w = patch.shape[:2]
+    for c in range(3):
+        view = out[c, :h, :w]
+        np.subtract(patch[:, :, c], _MEAN[c], out=view, dtype=np.float32)
+        view *= _INV_STD[c]
+
+
 class TrainTransform:
     """Section 4.2's augmentation: random scale, random horizontal flip, random crop, normalisation.
 
@@ -100,10 +140,16 @@ class TrainTransform:
         seed: seed of the transform's own generator, used when a call passes no ``rng``.
         flip: whether to flip (probability 0.5).
 
-    The image is resized bilinearly, the label with nearest neighbour. Where the scaled image is
-    smaller than the crop it is padded at the bottom and right: the *normalised* image with 0 (the
-    mean colour), the label with 255 (ignore). See the module docstring for how ``rng`` makes
-    training reproducible and resumable.
+    The image is resized bilinearly, the label with nearest neighbour (Pillow's filters). Where the
+    scaled image is smaller than the crop it is padded at the bottom and right: the *normalised*
+    image with 0 (the mean colour), the label with 255 (ignore). See the module docstring for how
+    ``rng`` makes training reproducible and resumable.
+
+    Output: ``image`` float32 [3, crop, crop], ``label`` uint8 [crop, crop] (255 = ignore); the
+    other keys of the sample are kept. Only the crop window is resampled: the cost no longer grows
+    with the square of the scale (see the module docstring).
+
+    Raises :class:`SpgnetError` when the label's size differs from the image's.
     """
 
     def __init__(
@@ -145,7 +191,8 @@ class TrainTransform:
     def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
         return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
-    def __call__(self, sample: dict, rng=None) -> dict:
+    def _inputs(self, sample: dict, rng) -> tuple[Image.Image, np.ndarray, tuple[float, bool, int, int]]:
+        """The sample's PIL image, its uint8 label and this call's draws (checks their sizes)."""
         generator = self._rng if rng is None else make_rng(rng)
         image = sample["image"]
         if not isinstance(image, Image.Image):
@@ -156,7 +203,63 @@ class TrainTransform:
             raise SpgnetError(
                 f"{sample.get('path', '?')}: image is {width}x{height} but label is {label.shape[1]}x{label.shape[0]}"
             )
-        scale, flip, top, left = self.draw(generator, height, width)
+        return image, label, self.draw(generator, height, width)
+
+    def window(self, height: int, width: int, scale: float, flip: bool, top: int, left: int
+               ) -> tuple[int, int, int, int, int, int]:
+        """Where a crop drawn as (scale, flip, top, left) lies: ``(new_h, new_w, y0, y1, x0, x1)``,
+        the scaled image's size and the window's rows ``y0:y1`` and columns ``x0:x1`` in the
+        scaled image *before* the flip (the window clipped to the image; the rest is padding)."""
+        new_h, new_w = self.scaled_size(height, width, scale)
+        bottom, right = min(top + self.crop, new_h), min(left + self.crop, new_w)
+        x0, x1 = (new_w - right, new_w - left) if flip else (left, right)
+        return new_h, new_w, top, bottom, x0, x1
+
+    def __call__(self, sample: dict, rng=None) -> dict:
+        image, label, (scale, flip, top, left) = self._inputs(sample, rng)
+        width, height = image.size
+        new_h, new_w, y0, y1, x0, x1 = self.window(height, width, scale, flip, top, left)
+        if (new_h, new_w) == (height, width):
+            patch = np.asarray(image.crop((x0, y0, x1, y1)))
+            label_patch = label[y0:y1, x0:x1]
+        else:
+            # The window in source coordinates: Pillow samples output pixel i of a full resize at
+            # source position (i + 0.5) * source / size, so the window's pixels are those of the
+            # full resize, computed from the source pixels under the window and its filter margin.
+            sy, sx = height / new_h, width / new_w
+            box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+            patch = np.asarray(image.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))
+            rows = nearest_indices(height, new_h)[y0:y1]
+            cols = nearest_indices(width, new_w)[x0:x1]
+            label_patch = label[rows[:, None], cols]
+        if flip:
+            patch, label_patch = patch[:, ::-1], label_patch[:, ::-1]
+        out_image = np.zeros((3, self.crop, self.crop), dtype=np.float32)
+        _normalize_into(out_image, patch)
+        out_label = np.full((self.crop, self.crop), IGNORE_INDEX, dtype=np.uint8)
+        out_label[: y1 - y0, : x1 - x0] = label_patch
+        out = dict(sample)
+        out["image"] = torch.from_numpy(out_image)
+        out["label"] = torch.from_numpy(out_label)
+        return out
+
+
+class LegacyTrainTransform(TrainTransform):
+    """The training transform before issue 11: rescales the *whole* image (up to 4096x2048 at
+    scale 2 on Cityscapes), flips it, then cuts the crop; labels come out as int64.
+
+    Same arguments, same draws (:meth:`TrainTransform.draw`) and, for the same draws, the same
+    crop as :class:`TrainTransform` (see the module docstring for how the pixels compare). Kept as
+    the reference that ``tests/test_data_transforms.py`` and ``benchmarks/data_loading.py`` compare
+    the cropping transform with; training does not use it.
+    """
+
+    def __repr__(self) -> str:
+        return "Legacy" + super().__repr__()
+
+    def __call__(self, sample: dict, rng=None) -> dict:
+        image, label, (scale, flip, top, left) = self._inputs(sample, rng)
+        width, height = image.size
         new_h, new_w = self.scaled_size(height, width, scale)
         label_image = Image.fromarray(label)
         if (new_h, new_w) != (height, width):

@@ -126,9 +126,12 @@ def build_train_dataset(cfg: RunConfig, seed: int) -> Dataset:
 
 
 def _collate(samples: list[dict]) -> dict:
+    """``{"image": float32[B,3,H,W], "label": [B,H,W], "name": [str]}``. Labels keep their dtype
+    (uint8 from :class:`spgnet.data.transforms.TrainTransform`: 1 byte a pixel through the worker
+    pipes and the host-to-device copy); :func:`train_step` makes them int64 on the device."""
     return {
         "image": torch.stack([s["image"] for s in samples]),
-        "label": torch.stack([torch.as_tensor(s["label"], dtype=torch.long) for s in samples]),
+        "label": torch.stack([torch.as_tensor(s["label"]) for s in samples]),
         "name": [s.get("name", "") for s in samples],
     }
 
@@ -140,7 +143,8 @@ def build_train_loader(cfg: RunConfig, dataset: Dataset, seed: int, start: int, 
     t = cfg.train
     sampler = TrainSampler(len(dataset), t.batch_size, seed, start_iteration=start, iterations=t.iterations)
     return DataLoader(dataset, batch_sampler=RankBatches(sampler, start, t.iterations, info.rank, info.world_size),
-                      num_workers=t.workers, collate_fn=_collate, pin_memory=info.device.type == "cuda")
+                      num_workers=t.workers, collate_fn=_collate, pin_memory=info.device.type == "cuda",
+                      persistent_workers=t.workers > 0, prefetch_factor=4 if t.workers > 0 else None)
 
 
 # --------------------------------------------------------------------------------------------
