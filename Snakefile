@@ -36,5 +36,5 @@ for _table in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]:
         name:
             f"table{_table}"
         input:
-            eval_files(table_experiments(_table)),
+            PLAN.eval_files(table_experiments(_table)),
             f"results/{PROFILE}/profile.json",

@@ -294,6 +294,7 @@ class Profile:
     description: str
     datasets: dict[str, DatasetSource]
     seeds: tuple[int, ...] = (0,)
+    table_seeds: dict = field(default_factory=dict)  # {table: seeds} for that table's runs (spgnet.pipeline)
     experiments: tuple[str, ...] | None = None  # None: every reproducible experiment
     model: dict = field(default_factory=dict)  # overrides of every experiment's model section
     train: dict = field(default_factory=dict)  # ... of the train section
@@ -336,6 +337,7 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         description=str(raw.get("description", "")),
         datasets=datasets,
         seeds=tuple(raw.get("seeds") or (0,)),
+        table_seeds={str(k): tuple(v) if isinstance(v, list) else v for k, v in (raw.get("table_seeds") or {}).items()},
         experiments=tuple(experiments) if experiments else None,
         model=raw.get("model") or {},
         train=raw.get("train") or {},

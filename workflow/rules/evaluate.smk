@@ -21,3 +21,39 @@ rule evaluate:
     shell:
         "OMP_NUM_THREADS={threads} spgnet evaluate {wildcards.evaluation} --profile {PROFILE} {params.data_root} "
         "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
+
+
+# Reference scores every mIoU cell is read against (spgnet.engine.reference): the most frequent
+# training class of each data set, and each run's network before training (first seed).
+rule reference_majority:
+    input:
+        f"results/{PROFILE}/data/{{dataset}}/summary.json",
+    output:
+        f"results/{PROFILE}/references/majority/{{dataset}}.json",
+    log:
+        f"results/{PROFILE}/logs/reference_majority_{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=RESOURCES_LIGHT["mem_mb"],
+    shell:
+        "spgnet baseline majority --summary {input} --out {output} 2> {log}"
+
+
+rule reference_untrained:
+    input:
+        training_data,
+    output:
+        f"results/{PROFILE}/references/untrained/{{run}}.json",
+    params:
+        settings=lambda wildcards: PLAN.run_settings(wildcards.run),
+        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        seed=PLAN.reference_seed,
+    log:
+        f"results/{PROFILE}/logs/reference_untrained_{{run}}.log",
+    threads: RESOURCES_EVAL["threads"]
+    resources:
+        mem_mb=RESOURCES_EVAL["mem_mb"],
+        gpu=RESOURCES_EVAL["gpu"],
+    shell:
+        "OMP_NUM_THREADS={threads} spgnet baseline untrained {wildcards.run} --profile {PROFILE} {params.data_root} "
+        "--seed {params.seed} --out {output} 2> {log}"
