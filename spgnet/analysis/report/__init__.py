@@ -22,6 +22,13 @@ the split it is from, #Params and #FLOPs without the paper's values, and the inf
 image from the same eval JSONs (``seconds_per_image``, with the ``device``, ``threads`` and image
 size :mod:`spgnet.engine.evaluate` records), in ``mean ± std (n=K)`` form like the other cells.
 
+The page opens with the claims of the paper's text checked three ways (:mod:`.claims`, from
+``params/claims.yaml``) and the reference scores every mIoU cell is read against (:mod:`.references`;
+each table gets a column "above majority / untrained"); differences between rows are tested against
+seed noise by :mod:`.statistics`. Modules: :mod:`.files` (reading results), :mod:`.cells` (cell
+texts), :mod:`.tables` (Tables 1-12), :mod:`.page` (header, figures, training runs, the context),
+:mod:`.markdown` (tables, anchors, the Jinja template).
+
 Each metric has two columns, "paper" and "this run". Table 2 (per class) is transposed: one row
 per class, one column pair per method. The report still renders when files are missing (so that a
 partial run can be inspected); ``strict`` (``args.strict``) turns the first missing file into a
@@ -45,9 +52,14 @@ __all__ = ["Problems", "Report", "ResultFiles", "build", "github_anchor", "main"
 
 def build(profile: str, data_root: str | None = None, results: str | Path | None = None,
           out: str | Path | None = None, figures: str | Path | None = None,
-          seeds: list[int] | None = None) -> tuple[str, Path, list[str]]:
+          seeds: list[int] | None = None, registry: str | Path | None = None,
+          claims: str | Path | None = None) -> tuple[str, Path, list[str]]:
     """(Markdown text, output path, problems) without writing anything. ``seeds`` replaces the
-    profile's seeds (what the plan expects); seeds found on disk are added either way."""
+    profile's seeds (what the plan expects); seeds found on disk are added either way.
+    ``registry`` / ``claims``: other files than ``params/experiments.yaml`` / ``params/claims.yaml``
+    for the paper's numbers and the claims (the plan itself always comes from ``params/``)."""
+    from spgnet.claims_config import CLAIMS_FILE, load_claims
+    from spgnet.config import EXPERIMENTS_FILE, load_registry
     from spgnet.pipeline import make_plan
 
     plan = make_plan(profile, data_root=data_root, seeds=seeds)
@@ -55,7 +67,10 @@ def build(profile: str, data_root: str | None = None, results: str | Path | None
     out = Path(out) if out else PROJECT_ROOT / plan.report_dir / "tables.md"
     figures = Path(figures) if figures else out.parent / "figures"
     problems = Problems()
-    report = Report(plan, results, problems, figures, out)
+    registry_path = Path(registry) if registry else EXPERIMENTS_FILE
+    claim_list = load_claims(Path(claims) if claims else CLAIMS_FILE, registry_path)
+    report = Report(plan, results, problems, figures, out, registry=load_registry(registry_path) if registry else None,
+                    claims=claim_list)
     return render(report.context()), out, problems.items
 
 

@@ -24,7 +24,17 @@ def _figure_list() -> list[tuple[str, str]]:
 
 
 class Report(TableReport):
-    """Builds the template context for one plan and one results folder."""
+    """Builds the template context for one plan and one results folder: the claims (``claims``,
+    default ``params/claims.yaml``), the reference scores, the tables and the rest of the page."""
+
+    def __init__(self, plan, results: Path, problems, figures_dir: Path, out: Path,
+                 registry: dict | None = None, claims: list | None = None):
+        super().__init__(plan, results, problems, figures_dir, out, registry=registry)
+        if claims is None:
+            from spgnet.claims_config import load_claims
+
+            claims = load_claims()
+        self.claims = claims
 
     # ---- the rest of the page ------------------------------------------------------------
     def header(self) -> dict:
@@ -100,8 +110,10 @@ class Report(TableReport):
     def context(self) -> dict:
         from spgnet.models.inferred import INFERRED, RESIDUAL_MISSES
 
+        from spgnet.analysis.report.claims import ClaimsSection
+
         header = self.header()
-        sections = self.sections()
+        sections = [ClaimsSection(self, self.claims).section(), self.references.section(), *self.sections()]
         figures, figure_source = self.figures()
         training = self.training()
         return {

@@ -16,6 +16,7 @@ from spgnet.analysis.report.cells import (
 )
 from spgnet.analysis.report.files import Problems, ResultFiles, _show
 from spgnet.analysis.report.markdown import _section
+from spgnet.analysis.report.references import ABOVE_HEAD, References
 from spgnet.config import Experiment, load_registry, resolve, table_order
 
 #: Section headings (the paper's captions, shortened). Rows come from the registry, never from here.
@@ -50,7 +51,8 @@ SEED_MARK = 987654321  # placeholder seed that turns a plan path into a glob pat
 class TableReport:
     """Builds the template context for one plan and one results folder."""
 
-    def __init__(self, plan, results: Path, problems: Problems, figures_dir: Path, out: Path):
+    def __init__(self, plan, results: Path, problems: Problems, figures_dir: Path, out: Path,
+                 registry: dict | None = None):
         self.plan = plan
         self.profile = plan.profile
         self.files = ResultFiles(plan, results, problems)
@@ -58,9 +60,10 @@ class TableReport:
         self.results = Path(results)
         self.figures_dir = Path(figures_dir)
         self.out = Path(out)
-        self.registry = load_registry()
+        self.registry = registry if registry is not None else load_registry()
         self._profile_rows = None
         self._measured: dict[str, Measured] = {}
+        self.references = References(self)
 
     # ---- profile.json ------------------------------------------------------------------
     def profile_rows(self) -> tuple[dict, dict | None, str | None]:
@@ -157,6 +160,12 @@ class TableReport:
             return m.text
         return _seeds_cell(m.miou, m.missing, decimals)
 
+    def above_cell(self, exp: Experiment) -> str:
+        """How far the row's mean mIoU is above its references (:mod:`.references`)."""
+        if not exp.reproducible or exp.name not in self.plan.evaluations:
+            return "-"
+        return self.references.above_cell(exp, self.measured(exp))
+
     def time_cell(self, exp: Experiment) -> str:
         """Seconds per image over the seeds (also for a split without labels: the model still ran)."""
         m = self.measured(exp)
@@ -207,13 +216,14 @@ class TableReport:
                     record[f"{head} {PAPER}"] = "-" if paper is None else f"{paper:.{decimals[key]}f}"
                 if key == "miou":
                     record[f"{head} {THIS_RUN}"] = self.miou_cell(exp, max(decimals[key], 2))
+                    record[f"{head} {ABOVE_HEAD}"] = self.above_cell(exp)
                 else:
                     record[f"{head} {THIS_RUN}"] = self.counted_cell(exp, key)
             record["Experiment"] = f"`{exp.name}`"
             records.append(record)
         frame = pd.DataFrame.from_records(records)
         text_columns = (1 if with_label else 0) + len(descriptive)
-        align = ["l"] * text_columns + ["r"] * (2 * len(metrics)) + ["l"]
+        align = ["l"] * text_columns + ["r"] * (2 * len(metrics) + any(k == "miou" for k, _ in metrics)) + ["l"]
         return frame, align
 
     def per_class_frame(self, rows: list[Experiment]):
@@ -300,6 +310,7 @@ class TableReport:
                 "Trained on": f"`{train.split}`",
                 "Evaluated on": f"`{ev.split}`, {test}",
                 f"mIoU (%) {THIS_RUN}": self.miou_cell(exp, 2),
+                f"mIoU {ABOVE_HEAD}": self.above_cell(exp),
                 "#Params (M)": self.counted_cell(exp, "params_m", diff=False),
                 "#FLOPs (G)": self.counted_cell(exp, "flops_g", diff=False),
                 "Inference (s / image)": self.time_cell(exp),
@@ -307,7 +318,7 @@ class TableReport:
             })
             records.append(record)
         text_columns = (1 if with_label else 0) + len(descriptive) + 2
-        return pd.DataFrame.from_records(records), ["l"] * text_columns + ["r"] * 4 + ["l"]
+        return pd.DataFrame.from_records(records), ["l"] * text_columns + ["r"] * 5 + ["l"]
 
     def trained_notes(self, rows: list[Experiment], trained: list[Experiment]) -> list[str]:
         names = ", ".join(f"`{exp.name}`" for exp in trained)
