@@ -253,3 +253,14 @@ def test_table_seeds_give_the_resnet18_rows_three_seeds_and_are_checked():
     bad = dataclasses.replace(load_profile("mini"), table_seeds={"3": (0, -1)})
     with pytest.raises(ConfigError, match=r"table_seeds.3: .* non-negative integers"):
         make_plan(bad)
+
+
+def test_a_missing_seed_of_a_three_seed_row_is_named(tmp_path):
+    plan = make_plan("mini")
+    fabricate(plan, tmp_path, lambda name, seed: 10.0 + seed)
+    (tmp_path / Path(plan.eval_json("t3-plain", 2)).relative_to(plan.results)).unlink()
+    text, _out, problems = report.build("mini", results=tmp_path)
+    row = next(line for line in text[text.index("## Table 3."):].splitlines() if line.endswith("`t3-plain` |"))
+    assert "10.50 ± 0.71 (n=2) (2 of 3 seeds; missing: " in row
+    assert any(p.endswith("t3-plain/seed2/eval/t3-plain.json") for p in problems)
+    assert "| Seeds | 0; 0, 1, 2 for `t3-1stage`, `t3-plain`," in text

@@ -62,13 +62,24 @@ class Report(TableReport):
             "profile": self.profile.name,
             "description": self.profile.description,
             "datasets": datasets,
-            "seeds": ", ".join(str(s) for s in self.plan.seeds),
+            "seeds": self.seeds_text(),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "results": _show(self.results),
             "convention": (data or {}).get("convention"),
             "torch": (data or {}).get("torch"),
             "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l"]),
         }
+
+    def seeds_text(self) -> str:
+        """"0; 0, 1, 2 for `t3-1stage`, ..." when some runs have more seeds than the profile's."""
+        text = ", ".join(str(s) for s in self.plan.seeds)
+        extra: dict[tuple, list[str]] = {}
+        for run in self.plan.runs:
+            if self.plan.seeds_of_run(run) != self.plan.seeds:
+                extra.setdefault(self.plan.seeds_of_run(run), []).append(f"`{run}`")
+        for seeds, runs in extra.items():
+            text += f"; {', '.join(map(str, seeds))} for {', '.join(runs)}"
+        return text
 
     def figures(self) -> list[dict]:
         figures = []
@@ -91,7 +102,8 @@ class Report(TableReport):
 
         records = []
         for run in self.plan.runs:
-            for seed in self.seeds_of(lambda k, run=run: f"{self.plan.run_dir(run, k)}/train_metrics.json"):
+            for seed in self.seeds_of(lambda k, run=run: f"{self.plan.run_dir(run, k)}/train_metrics.json",
+                                      self.plan.seeds_of_run(run)):
                 path = self.files.path(f"{self.plan.run_dir(run, seed)}/train_metrics.json")
                 data, problem = self.files.read(path)
                 if problem:

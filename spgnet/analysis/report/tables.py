@@ -112,7 +112,7 @@ class TableReport:
         cfg = resolve(exp, self.profile)
         result = Measured("ok")
         notes = []
-        for seed in self.seeds_of(lambda k: self.plan.eval_json(exp.name, k)):
+        for seed in self.seeds_of(lambda k: self.plan.eval_json(exp.name, k), self.plan.seeds_of(exp.name)):
             data, problem = self.files.read(self.files.path(self.plan.eval_json(exp.name, seed)))
             if problem:
                 result.missing.append(problem)
@@ -143,10 +143,10 @@ class TableReport:
         result.status, result.text, result.short = "missing", result.missing[0], "missing"
         return result
 
-    def seeds_of(self, plan_path) -> list[int]:
-        """The plan's seeds, plus any other seed whose file (``plan_path(seed)``) exists: a run made
-        with more seeds than the profile lists still counts."""
-        seeds = set(self.plan.seeds)
+    def seeds_of(self, plan_path, planned=None) -> list[int]:
+        """The plan's seeds (``planned``: a run's own, default the profile's), plus any other seed
+        whose file (``plan_path(seed)``) exists: a run made with more seeds than planned still counts."""
+        seeds = set(self.plan.seeds if planned is None else planned)
         pattern = Path(plan_path(SEED_MARK)).relative_to(self.plan.results).as_posix()
         for found in self.results.glob(pattern.replace(f"seed{SEED_MARK}", "seed*")):
             match = re.search(r"/seed(\d+)/", "/" + found.relative_to(self.results).as_posix())
