@@ -36,7 +36,7 @@ rule reproduce_all:
 # "Cost on paper"); evaluations, #Params/#FLOPs and the guided-attention figures, no report.
 rule reproduce_spgnet:
     input:
-        eval_files([e for e in PLAN.experiments if PLAN.experiment_config(e).model.arch == "spgnet"]),
+        PLAN.eval_files([e for e in PLAN.experiments if PLAN.experiment_config(e).model.arch == "spgnet"]),
         PLAN.profile_json,
         ATTENTION_FIGURES,
 
@@ -47,5 +47,5 @@ for _table in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]:
         name:
             f"table{_table}"
         input:
-            eval_files(table_experiments(_table)),
+            PLAN.eval_files(table_experiments(_table)),
             f"results/{PROFILE}/profile.json",

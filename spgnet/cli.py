@@ -50,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default=None, help="normalisation layer (default: a working layer for the device)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
 
     p = verb("make-synthetic", "spgnet.data.synthetic.make:main", "generate a street-scene data set in the Cityscapes (or VOC / Person-Part) layout")
     p.add_argument("--out", required=True, help="output folder")
@@ -113,6 +114,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=None, choices=["GAP", "AP"], help="global pooling in the graph (default: the experiment's; TILED exports GAP)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="example input size (default: the training crop)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |logit difference| (default 1e-3)")
+
+    p = verb("baseline", "spgnet.engine.reference:main",
+             "reference mIoU on val: the most frequent train class, or an experiment's untrained network")
+    p.add_argument("kind", choices=["majority", "untrained"])
+    p.add_argument("experiment", nargs="?", default=None, help="untrained: the experiment whose network is scored")
+    _profile_args(p, overrides=True)
+    p.add_argument("--summary", default=None, help="majority: the data set's summary.json (spgnet prepare-data)")
+    p.add_argument("--seed", type=int, default=0, help="untrained: the training seed whose initial weights are scored")
+    p.add_argument("--out", required=True, help="reference JSON file")
 
     p = verb("score", "spgnet.engine.score:main", "score prediction PNGs against Cityscapes ground truth")
     p.add_argument("pred_dir")

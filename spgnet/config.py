@@ -306,6 +306,7 @@ class Profile:
     description: str
     datasets: dict[DatasetName, DatasetSource]
     seeds: Seeds = (0,)
+    table_seeds: dict = field(default_factory=dict)  # {table: seeds} for that table's runs (spgnet.pipeline)
     experiments: tuple[str, ...] | None = None  # None: every reproducible experiment
     model: dict = field(default_factory=dict)  # overrides of every experiment's model section
     train: dict = field(default_factory=dict)  # ... of the train section
@@ -357,6 +358,7 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         datasets=datasets,
         dataset_overrides=overrides,
         weights_root=_weights_root(profile.weights_root, path),
+        table_seeds={str(k): tuple(v) if isinstance(v, list) else v for k, v in profile.table_seeds.items()},
         **{key: validate_partial(cls, getattr(profile, key), str(path), key) for key, cls in sections.items()},
     )
     if profile.experiments:

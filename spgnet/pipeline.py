@@ -9,6 +9,13 @@ Layout under ``results/<profile>/``::
     runs/<run>/seed<k>/train_metrics.json     ... its final metrics, train_log.csv its curve
     runs/<run>/seed<k>/eval/<evaluation>.json one per distinct evaluation of that run
     data/<dataset>/summary.json               the checked data set and its split lists
+    references/majority/<dataset>.json        mIoU of always predicting the most frequent train class
+    references/untrained/<run>.json           mIoU of the run's network before training (first seed)
+    references/memory.json                    peak memory of one training step, SPG vs no SPG (Sec. 3.4)
+
+Seeds: every run trains under the profile's ``seeds``; ``table_seeds`` gives the runs of some tables
+more (the mini profile: three seeds for the ResNet-18 ablations); a run shared by several tables
+gets the union. A ``seeds`` override (``--config seeds=[...]``) applies to every run.
 
 and under the profile's ``report_dir``: ``tables.md`` and ``figures/`` (:data:`CURVES_FIGURE`,
 :data:`ATTENTION_FIGURES`). The plan names every output; the analysis modules that draw the
@@ -33,6 +40,7 @@ from spgnet.config import (
     load_profile,
     load_registry,
     resolve,
+    table_order,
 )
 from spgnet.config_args import parse_overrides
 
@@ -45,6 +53,12 @@ ATTENTION_FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 #: Loss and learning rate of every run against the step; :mod:`spgnet.analysis.curves` draws it.
 CURVES_FIGURE = "training-curves.png"
+
+
+#: The rows whose peak training memory Sec. 3.4 compares (2 stages without and with SPG).
+MEMORY_ROWS = ("t3-plain", "t3-spg-sigmoid")
+#: Crop of the memory measurement on a CPU (769 takes minutes there; 513 keeps activations dominant).
+CPU_MEMORY_CROP = 513
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,8 @@ class Plan:
     experiments: tuple[str, ...]  # reproducible rows this profile runs, registry order
     runs: dict[str, RunConfig]  # training run name -> its resolved config (of the canonical row)
     evaluations: dict[str, Evaluation]  # experiment -> Evaluation
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # the profile's default seeds (every run has at least the first)
+    run_seeds: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # run -> its seeds
     overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # run -> --set items
 
     # ---- paths (relative to the project root) ----
@@ -82,6 +97,71 @@ class Plan:
 
     def data_summary(self, dataset: str) -> str:
         return f"{self.results}/data/{dataset}/summary.json"
+
+    # ---- seeds ----
+    def seeds_of_run(self, run: str) -> tuple[int, ...]:
+        """The seeds training run ``run`` is trained (and each of its evaluations run) under."""
+        return self.run_seeds.get(run, self.seeds)
+
+    def seeds_of(self, experiment: str) -> tuple[int, ...]:
+        """The seeds of experiment ``experiment``'s training run."""
+        return self.seeds_of_run(self.evaluations[experiment].run)
+
+    def eval_files(self, experiments=None) -> list[str]:
+        """Every eval JSON of ``experiments`` (default: all of the plan) under each of its seeds."""
+        names = self.experiments if experiments is None else experiments
+        return [self.eval_json(e, s) for e in names if e in self.evaluations for s in self.seeds_of(e)]
+
+    def train_runs(self) -> list[tuple[str, int]]:
+        """(run, seed) of every training job."""
+        return [(run, seed) for run in self.runs for seed in self.seeds_of_run(run)]
+
+    # ---- reference scores (what an mIoU cell is read against) ----
+    @property
+    def reference_seed(self) -> int:
+        """The seed whose initial weights the untrained references use (every run has it)."""
+        return self.seeds[0]
+
+    def majority_json(self, dataset: str) -> str:
+        return f"{self.results}/references/majority/{dataset}.json"
+
+    def untrained_runs(self) -> dict[str, list[str]]:
+        """Runs whose untrained networks are the same (same model, data set and test strategy: Table
+        9's test-set model and the OHEM rows share their network with another run), keyed by the
+        first of them: one reference evaluation each."""
+        groups: dict[str, list[str]] = {}
+        first: dict[str, str] = {}
+        for run, cfg in self.runs.items():
+            key = config_hash(cfg.model, cfg.data) + cfg.train.dataset + cfg.eval.strategy
+            groups.setdefault(first.setdefault(key, run), []).append(run)
+        return groups
+
+    def untrained_json(self, run: str) -> str:
+        """The untrained reference of ``run`` (that of the first run with the same network)."""
+        owner = next(o for o, members in self.untrained_runs().items() if run in members)
+        return f"{self.results}/references/untrained/{owner}.json"
+
+    def reference_files(self) -> list[str]:
+        return [*(self.majority_json(d) for d in self.datasets()),
+                *(self.untrained_json(r) for r in self.untrained_runs())]
+
+    @property
+    def memory_json(self) -> str:
+        return f"{self.results}/references/memory.json"
+
+    def memory_settings(self) -> dict | None:
+        """What ``spgnet memory`` measures for Sec. 3.4's "2.3% higher peak memory": one training
+        step of :data:`MEMORY_ROWS` at batch 1 on the profile's training device, at the paper's
+        crop (769) on a GPU and at :data:`CPU_MEMORY_CROP` on a CPU (time). None when the profile
+        does not run both rows (smoke)."""
+        if not all(name in self.evaluations for name in MEMORY_ROWS):
+            return None
+        registry = load_registry()
+        device = self.experiment_config(MEMORY_ROWS[0]).train.device
+        crop = registry[MEMORY_ROWS[0]].train.crop
+        if device == "cpu":
+            crop = min(crop, CPU_MEMORY_CROP)
+        return {"names": list(MEMORY_ROWS), "crop": crop, "batch_size": 1, "device": device}
 
     @property
     def profile_json(self) -> str:
@@ -198,7 +278,28 @@ def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[
     chosen_seeds = tuple(seeds) if seeds else prof.seeds
     if any(not isinstance(s, int) or s < 0 for s in chosen_seeds):
         raise ConfigError(f"seeds: {list(chosen_seeds)} must be non-negative integers")
-    return Plan(prof, tuple(e.name for e in selected), runs, evaluations, chosen_seeds, items)
+    run_seeds = {run: chosen_seeds for run in runs}
+    if not seeds:
+        tables = _table_seeds(prof, registry)
+        for exp in selected:
+            extra = tables.get(exp.table)
+            if extra:
+                run = evaluations[exp.name].run
+                run_seeds[run] = tuple(sorted(set(run_seeds[run]) | set(extra)))
+    return Plan(prof, tuple(e.name for e in selected), runs, evaluations, chosen_seeds, run_seeds, items)
+
+
+def _table_seeds(prof: Profile, registry: dict[str, Experiment]) -> dict[str, tuple[int, ...]]:
+    """The profile's ``table_seeds``, checked: known tables, non-empty lists of seeds >= 0."""
+    tables = {exp.table for exp in registry.values()}
+    where = f"profile '{prof.name}': table_seeds"
+    for table, values in prof.table_seeds.items():
+        if table not in tables:
+            raise ConfigError(f"{where}: unknown table '{table}' (tables: {', '.join(sorted(tables, key=table_order))})")
+        if (not isinstance(values, tuple) or not values
+                or any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values)):
+            raise ConfigError(f"{where}.{table}: {values!r} must be a non-empty list of non-negative integers")
+    return dict(prof.table_seeds)
 
 
 def describe(plan: Plan) -> dict:
@@ -207,6 +308,7 @@ def describe(plan: Plan) -> dict:
         "profile": plan.profile.name,
         "description": plan.profile.description,
         "seeds": list(plan.seeds),
+        "run_seeds": {run: list(plan.seeds_of_run(run)) for run in plan.runs},
         "experiments": list(plan.experiments),
         "runs": {name: dataclasses.asdict(cfg.train) for name, cfg in plan.runs.items()},
         "datasets": {name: {"root": src.root, "synthetic": src.synthetic} for name, src in plan.datasets().items()},

@@ -47,9 +47,11 @@ def test_tables_md_holds_all_twelve_tables_with_numbers(smoke_project):
     rows = [line for line in text.splitlines() if line.startswith("|") and line.rstrip().endswith("`t3-1stage` |")]
     assert rows, "no row for t3-1stage"
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    measured = cells[-7:-1]  # paper / this run pairs of mIoU, #Params, #FLOPs
+    # paper / this run pairs of mIoU, #Params, #FLOPs; after the mIoU pair, the distance to the references
+    measured = cells[-8:-6] + cells[-5:-1]
     for cell in measured:
         assert re.match(r"^-?\d+(\.\d+)?", cell), f"not a number: {cell!r} in {rows[0]}"
+    assert re.match(r"^[+-]\d+\.\d\d / [+-]\d+\.\d\d$", cells[-6]), rows[0]
     for figure in ("fig5-general.png", "fig6-person-rider.png", "fig7-truck-bus-train.png", "training-curves.png"):
         assert (root / "reports/smoke/figures" / figure).stat().st_size > 0
 
@@ -94,8 +96,8 @@ def test_a_changed_setting_or_a_lost_output_reruns_only_what_depends_on_it(smoke
         registry.write_text(original.replace("model: {decoder: fpn, gap: false}",
                                              "model: {decoder: fpn, gap: false, channels: 64}", 1))
         jobs = _dry_run_jobs(root, env)
-        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
-        assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
+        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1 and jobs.get("reference_untrained") == 1, jobs
+        assert set(jobs) <= {"train", "evaluate", "reference_untrained", "curves", "report", "reproduce_all"}, jobs
     finally:
         registry.write_text(original)
     # a workflow interrupted during one evaluation (so before the report): started again, only
@@ -132,7 +134,8 @@ def test_trained_here_table_has_measured_cells(smoke_project):
     section = text.split("## Table 1 methods trained by this pipeline", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in section.splitlines() if line.rstrip().endswith("`t1-bisenet` |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    miou, params, flops, seconds = cells[-5:-1]
+    miou, above, params, flops, seconds = cells[-6:-1]
+    assert re.match(r"^[+-]\d+\.\d\d / [+-]\d+\.\d\d$", above), row
     for cell in (miou, params, flops, seconds):
         assert re.match(r"^\d+(\.\d+)?", cell), f"not a number: {cell!r} in {row}"
 

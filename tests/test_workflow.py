@@ -36,8 +36,11 @@ def _dry_run_jobs(*config) -> dict[str, int]:
 def test_dry_run_covers_every_step(profile):
     plan = make_plan(profile)
     jobs = _dry_run_jobs(f"profile={profile}")
-    assert jobs["train"] == len(plan.runs)
-    assert jobs["evaluate"] == len(plan.unique_evaluations())
+    assert jobs["train"] == len(plan.train_runs()) == sum(len(plan.seeds_of_run(r)) for r in plan.runs)
+    assert jobs["evaluate"] == sum(len(plan.seeds_of_run(ev.run)) for ev in plan.unique_evaluations().values())
+    assert jobs["reference_majority"] == len(plan.datasets())
+    assert jobs["reference_untrained"] == len(plan.untrained_runs())
+    assert jobs.get("memory", 0) == (1 if plan.memory_settings() else 0)
     for step in ("prepare_data", "profile", "attention", "report", "reproduce_all"):
         assert jobs[step] >= 1, step
     assert any(name.startswith("synthetic_") for name in jobs)
@@ -80,17 +83,25 @@ def test_dvc_plan_file_is_up_to_date():
 def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
     plan = make_plan("mini")
     variables = dvc_variables(plan)
-    assert set(variables["runs"]) == set(plan.runs)
-    assert set(variables["evaluations"]) == set(plan.unique_evaluations())
-    snakemake_evals = {plan.eval_json(e, plan.seeds[0]) for e in plan.experiments}
-    assert {v["metrics"] for v in variables["evaluations"].values()} == snakemake_evals
+    assert {(v["run"], v["seed"]) for v in variables["runs"].values()} == set(plan.train_runs())
+    assert {v["dir"] for v in variables["runs"].values()} == {plan.run_dir(r, s) for r, s in plan.train_runs()}
+    assert len(plan.train_runs()) > len(plan.runs)  # the ResNet-18 rows' extra seeds (table_seeds)
+    assert {v["experiment"] for v in variables["evaluations"].values()} == set(plan.unique_evaluations())
+    assert {v["metrics"] for v in variables["evaluations"].values()} == set(plan.eval_files())
+    references = {d["majority"] for d in variables["datasets"].values()} | {
+        v["out"] for v in variables["untrained"].values()}
+    assert references == set(plan.reference_files())
+    assert variables["memory"]["measure"]["out"] == plan.memory_json
     stages = _run("dvc", "stage", "list", "--name-only")
     assert stages.returncode == 0, stages.stderr
     names = stages.stdout.split()
-    assert {n.split("@", 1)[1] for n in names if n.startswith("train@")} == set(plan.runs)
-    assert {n.split("@", 1)[1] for n in names if n.startswith("evaluate@")} == set(plan.unique_evaluations())
+    assert {n.split("@", 1)[1] for n in names if n.startswith("train@")} == set(variables["runs"])
+    assert {n.split("@", 1)[1] for n in names if n.startswith("evaluate@")} == set(variables["evaluations"])
+    assert {n.split("@", 1)[1] for n in names if n.startswith("reference_untrained@")} == set(plan.untrained_runs())
+    assert {n.split("@", 1)[1] for n in names if n.startswith("reference_majority@")} == set(plan.datasets())
     dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
-    assert {"data", "prepare", "train", "evaluate", "profile", "report"} <= set(dvc_yaml["stages"])
+    assert {"data", "prepare", "train", "evaluate", "profile", "report", "reference_majority",
+            "reference_untrained", "memory"} <= set(dvc_yaml["stages"])
 
 
 def test_dvc_repro_of_a_generated_set_matches_the_committed_lock_and_is_then_up_to_date(tmp_path):
@@ -135,5 +146,6 @@ def test_a_fresh_clone_with_the_committed_report_still_runs_everything(tmp_path)
     plan = make_plan("mini")
     table = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", result.stdout, re.S).group(1)
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-    assert jobs["train"] == len(plan.runs) and jobs["evaluate"] == len(plan.unique_evaluations())
+    assert jobs["train"] == len(plan.train_runs()) and jobs["evaluate"] == len(set(plan.eval_files()))
+    assert jobs["reference_untrained"] == len(plan.untrained_runs())
     assert jobs["report"] == jobs["attention"] == jobs["curves"] == 1

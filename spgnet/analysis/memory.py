@@ -239,6 +239,10 @@ def main(args) -> int:
     for name in args.names:
         get_experiment(name)  # unknown names fail before any subprocess starts
     results = compare(list(args.names), args.crop, args.batch_size, args.norm, args.device)
+    if getattr(args, "out", None):  # the pipeline's results/<profile>/memory.json (the report's claims)
+        from spgnet.atomic import write_json
+
+        write_json(args.out, results)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -4,6 +4,7 @@ import sys
 import time
 
 from spgnet.errors import SpgnetError
+from spgnet.gpu_slots import launcher
 from spgnet.pipeline import make_plan
 from spgnet.workflow_support import check_config, check_data_roots, resources_for
 
@@ -25,6 +26,16 @@ except SpgnetError as err:
 
 PROFILE = PLAN.profile.name
 SEEDS = list(PLAN.seeds)
+# Values every rule file shares (set here once, not by include order):
+# threads / mem_mb / gpu per kind of job, from the profile's resources
+RESOURCES_LIGHT = resources_for(PLAN.profile.resources, "light")
+RESOURCES_TRAIN = resources_for(PLAN.profile.resources, "train")
+RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
+# the command prefix that places a job on its own GPUs (spgnet.gpu_slots; "spgnet" without GPUs)
+TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"])
+EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
+# the --data-root argument of every verb that reads a data set
+DATA_ROOT_ARG = f"--data-root {config['data_root']}" if config.get("data_root") else ""
 # Runs of one invocation are grouped in MLflow by this tag (spgnet.engine.tracking).
 os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}")
 
@@ -36,8 +47,9 @@ wildcard_constraints:
     dataset="[^/]+",
 
 
-def eval_files(experiments):
-    return [PLAN.eval_json(e, s) for e in experiments if e in PLAN.evaluations for s in SEEDS]
+def training_data(wildcards):
+    """The checked data set a run trains on (its prepare_data summary)."""
+    return PLAN.data_summary(PLAN.runs[wildcards.run].train.dataset)
 
 
 def table_experiments(table):

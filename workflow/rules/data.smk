@@ -1,5 +1,4 @@
 # Data sets: generate the embedded synthetic sets, or check a real tree; then write split lists.
-RESOURCES_LIGHT = resources_for(PLAN.profile.resources, "light")
 
 for _dataset, _source in PLAN.datasets().items():
     if _source.synthetic:

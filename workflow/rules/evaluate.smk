@@ -1,10 +1,6 @@
 # Evaluation: one job per distinct evaluation of each training run (single scale, multi-scale +
 # flip, GAP / AP / TILED, the test-set submission), and the guided-attention figures.
-from spgnet.gpu_slots import launcher
-
-RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
-# `spgnet` on CPU profiles; on GPUs the slot wrapper gives each job its own CUDA_VISIBLE_DEVICES
-EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
+# (RESOURCES_EVAL and EVAL_LAUNCH: common.smk)
 
 
 rule evaluate:
@@ -15,7 +11,7 @@ rule evaluate:
     params:
         settings=lambda wildcards: PLAN.evaluation_settings(wildcards.evaluation),
         predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
-        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        data_root=DATA_ROOT_ARG,
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
     log:
         f"results/{PROFILE}/logs/evaluate_{{run}}_{{evaluation}}_seed{{seed}}.log",
@@ -27,3 +23,40 @@ rule evaluate:
         "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " evaluate {wildcards.evaluation}"
         " --profile {PROFILE} {params.data_root} {params.overrides} "
         "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
+
+
+# Reference scores every mIoU cell is read against (spgnet.engine.reference): the most frequent
+# training class of each data set, and each run's network before training (first seed).
+rule reference_majority:
+    input:
+        f"results/{PROFILE}/data/{{dataset}}/summary.json",
+    output:
+        f"results/{PROFILE}/references/majority/{{dataset}}.json",
+    log:
+        f"results/{PROFILE}/logs/reference_majority_{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=RESOURCES_LIGHT["mem_mb"],
+    shell:
+        "spgnet baseline majority --summary {input} --out {output} 2> {log}"
+
+
+rule reference_untrained:
+    input:
+        training_data,
+    output:
+        f"results/{PROFILE}/references/untrained/{{run}}.json",
+    params:
+        settings=lambda wildcards: PLAN.run_settings(wildcards.run),
+        data_root=DATA_ROOT_ARG,
+        seed=PLAN.reference_seed,
+        overrides=lambda wildcards: PLAN.set_args(wildcards.run),
+    log:
+        f"results/{PROFILE}/logs/reference_untrained_{{run}}.log",
+    threads: RESOURCES_EVAL["threads"]
+    resources:
+        mem_mb=RESOURCES_EVAL["mem_mb"],
+        gpu=RESOURCES_EVAL["gpu"],
+    shell:
+        "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " baseline untrained {wildcards.run} --profile {PROFILE} "
+        "{params.data_root} {params.overrides} --seed {params.seed} --out {output} 2> {log}"

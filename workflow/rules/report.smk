@@ -40,7 +40,7 @@ if ATTENTION:
             *[report(path, category="Guided attention (Sec. 4.5)") for path in ATTENTION_FIGURES],
             built=touch(built_marker("attention")),
         params:
-            data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+            data_root=DATA_ROOT_ARG,
             overrides=PLAN.set_args(PLAN.evaluations[ATTENTION].run),
         log:
             f"results/{PROFILE}/logs/attention.log",
@@ -54,9 +54,33 @@ if ATTENTION:
             "--checkpoint {input.checkpoint} --out {FIGURES} 2> {log}"
 
 
+MEMORY = PLAN.memory_settings()  # None: the profile does not run both rows it compares
+
+
+if MEMORY:
+
+    rule memory:
+        output:
+            PLAN.memory_json,
+        params:
+            names=" ".join(MEMORY["names"]),
+            crop=MEMORY["crop"],
+            batch_size=MEMORY["batch_size"],
+            device=MEMORY["device"],
+        log:
+            f"results/{PROFILE}/logs/memory.log",
+        threads: RESOURCES_EVAL["threads"]
+        resources:
+            mem_mb=RESOURCES_TRAIN["mem_mb"],
+            gpu=RESOURCES_EVAL["gpu"],
+        shell:
+            "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " memory {params.names} --crop {params.crop} "
+            "--batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
+
+
 rule curves:
     input:
-        [f"{PLAN.run_dir(run, seed)}/train_log.csv" for run in PLAN.runs for seed in SEEDS],
+        [f"{PLAN.run_dir(run, seed)}/train_log.csv" for run, seed in PLAN.train_runs()],
     output:
         figure=report(PLAN.curves_figure, category="Training curves"),
         built=touch(built_marker("curves")),
@@ -70,14 +94,16 @@ rule curves:
 rule report:
     input:
         profile=f"results/{PROFILE}/profile.json",
-        evaluations=eval_files(PLAN.experiments),
+        evaluations=PLAN.eval_files(),
+        references=PLAN.reference_files(),
+        memory=PLAN.memory_json if MEMORY else [],
         curves=PLAN.curves_figure,
         figures=ATTENTION_FIGURES if ATTENTION else [],
     output:
         tables=report(f"{PLAN.report_dir}/tables.md", category="Tables"),
         built=touch(built_marker("report")),
     params:
-        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        data_root=DATA_ROOT_ARG,
     log:
         f"results/{PROFILE}/logs/report.log",
     threads: 1

@@ -10,19 +10,11 @@
 # an output: Snakemake deletes a job's outputs before it runs and after it fails, so only the
 # finished run's checkpoint.pt is one. A killed, pre-empted or timed-out job started again (its
 # outputs are missing, so Snakemake reruns it; SLURM profile: `retries`) continues from latest.pt.
-from spgnet.gpu_slots import launcher
-
-RESOURCES_TRAIN = resources_for(PLAN.profile.resources, "train")
-TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"])
 TRAIN_THREADS = (
     "OMP_NUM_THREADS={threads} "
     if RESOURCES_TRAIN["gpu"] <= 1
     else f"OMP_NUM_THREADS={max(1, RESOURCES_TRAIN['threads'] // RESOURCES_TRAIN['gpu'])} "
 )
-
-
-def training_data(wildcards):
-    return PLAN.data_summary(PLAN.runs[wildcards.run].train.dataset)
 
 
 rule train:
@@ -36,7 +28,7 @@ rule train:
         # the run's resolved settings: Snakemake reruns a job whose settings changed, and only that
         settings=lambda wildcards: PLAN.run_settings(wildcards.run),
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
-        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
+        data_root=DATA_ROOT_ARG,
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
         weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
     log:

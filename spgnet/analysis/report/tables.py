@@ -1,50 +1,23 @@
-"""``spgnet report --profile NAME``: the paper's Tables 1-12 beside this run, as Markdown.
-
-Reads only files (the registry, the profile's plan and ``results/<profile>/``) and renders
-``reports/templates/tables.md.j2`` with Jinja; the tables are pandas DataFrames turned into
-GitHub-flavoured Markdown. Every row of every table comes from the registry
-(:func:`spgnet.config.load_registry`), generically:
-
-* a row the paper cites from another work shows the paper's values and "cited, not reproduced";
-* a reproducible row the profile does not select says "not run in profile <name>";
-* a selected row reads ``runs/<run>/seed<k>/eval/<evaluation>.json`` for every seed of the plan
-  (mIoU in percent, as :mod:`spgnet.engine.evaluate` writes it) and shows the value, or
-  ``mean ± std (n=K)`` (sample standard deviation) when several seeds ran; an absent file says
-  "missing: <path>"; ``miou: null`` (the unlabelled Cityscapes test split) says the test server is
-  needed;
-* #Params and #FLOPs come from ``profile.json`` (``spgnet profile``: always paper scale, whatever
-  the profile), with the relative difference to the paper; TILED is "tiles x per-tile FLOPs".
-
-After Table 1 (generically: after every table in :data:`TRAINED`) a second table lists the rows of
-that table this pipeline trains (the registry's non-cited rows: SPGNet and its peers in
-``spgnet.models.peers``), side by side on the profile's data and schedule: the measured mIoU with
-the split it is from, #Params and #FLOPs without the paper's values, and the inference time per
-image from the same eval JSONs (``seconds_per_image``, with the ``device``, ``threads`` and image
-size :mod:`spgnet.engine.evaluate` records), in ``mean ± std (n=K)`` form like the other cells.
-
-Each metric has two columns, "paper" and "this run". Table 2 (per class) is transposed: one row
-per class, one column pair per method. The report still renders when files are missing (so that a
-partial run can be inspected); ``strict`` (``args.strict``) turns the first missing file into a
-one-line :class:`~spgnet.errors.SpgnetError` instead. The output is written atomically.
-"""
+"""The paper's Tables 1-12 beside this run: one section per table, rows from the registry."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as _dt
-import json
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from spgnet.atomic import atomic_path
-from spgnet.config import PROJECT_ROOT, Experiment, load_registry, resolve, table_order
-from spgnet.errors import SpgnetError
-
-TEMPLATES_DIR = PROJECT_ROOT / "reports" / "templates"
-TEMPLATE = "tables.md.j2"
+from spgnet.analysis.report.cells import (
+    Measured,
+    _decimals,
+    _mean_std,
+    _paper_flops,
+    _seeds_cell,
+    _timing_context,
+)
+from spgnet.analysis.report.files import Problems, ResultFiles, _show
+from spgnet.analysis.report.markdown import _section
+from spgnet.analysis.report.references import ABOVE_HEAD, References
+from spgnet.config import Experiment, load_registry, resolve, table_order
 
 #: Section headings (the paper's captions, shortened). Rows come from the registry, never from here.
 TITLES = {
@@ -74,143 +47,12 @@ METRICS = (("miou", "mIoU (%)"), ("params_m", "#Params (M)"), ("flops_g", "#FLOP
 PAPER, THIS_RUN = "paper", "this run"
 SEED_MARK = 987654321  # placeholder seed that turns a plan path into a glob pattern
 
-#: Figures linked from the report: (file under the figures folder, caption).
-def _figure_list() -> list[tuple[str, str]]:
-    from spgnet.analysis.attention import FIGURES
-    from spgnet.analysis.curves import FIGURE_NAME
 
-    figures = [(name, f"{title} ({', '.join(classes)})") for name, (title, classes) in FIGURES.items()]
-    figures.append((FIGURE_NAME, "Training curves: loss and learning rate of every run"))
-    return figures
-
-
-# --------------------------------------------------------------------------------------------
-# Reading result files
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Problems:
-    """Missing or unreadable files, in the order the report meets them (document order)."""
-
-    items: list[str] = field(default_factory=list)
-
-    def add(self, text: str) -> str:
-        if text not in self.items:
-            self.items.append(text)
-        return text
-
-
-def _show(path: Path) -> str:
-    """A path as the report prints it: relative to the project root when under it."""
-    path = Path(path)
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(PROJECT_ROOT.resolve()))
-    return str(path)
-
-
-class ResultFiles:
-    """Cached JSON reads under the results folder; every absent file is recorded once."""
-
-    def __init__(self, plan, root: Path, problems: Problems):
-        self.plan, self.root, self.problems = plan, Path(root), problems
-        self._cache: dict[Path, tuple] = {}
-
-    def path(self, plan_path: str) -> Path:
-        """``plan_path`` (``results/<profile>/...``) under this report's results folder."""
-        return self.root / Path(plan_path).relative_to(self.plan.results)
-
-    def read(self, path: Path) -> tuple[dict | None, str | None]:
-        """(data, None) or (None, "missing: <path>" / "unreadable: <path> (...)")."""
-        if path not in self._cache:
-            if not path.is_file():
-                self._cache[path] = (None, f"missing: {_show(path)}")
-            else:
-                try:
-                    self._cache[path] = (json.loads(path.read_text(encoding="utf-8")), None)
-                except (OSError, ValueError) as err:
-                    self._cache[path] = (None, f"unreadable: {_show(path)} ({type(err).__name__})")
-        data, problem = self._cache[path]
-        if problem:
-            self.problems.add(problem)
-        return data, problem
-
-
-# --------------------------------------------------------------------------------------------
-# Cells
-# --------------------------------------------------------------------------------------------
-
-
-def _decimals(values) -> int:
-    """Digits after the point of the paper's numbers in one column (80.10 is stored as 80.1, so
-    the column's maximum is used: Table 8 prints two)."""
-    digits = [len(repr(float(v)).split(".")[1].rstrip("0")) for v in values if v is not None]
-    return max([1, *digits])
-
-
-def _paper_flops(paper) -> str:
-    if paper.flops_note:  # "8 (tiles) x 30.6B" -> "8 x 30.6"
-        return re.sub(r"\s*\(tiles\)", "", paper.flops_note).strip().rstrip("B").strip()
-    return "-" if paper.flops_g is None else f"{paper.flops_g:.1f}"
-
-
-def _mean_std(values: list[float], decimals: int) -> str:
-    import pandas as pd
-
-    series = pd.Series(values, dtype="float64")
-    if len(series) == 1:
-        return f"{series.iloc[0]:.{decimals}f}"
-    return f"{series.mean():.{decimals}f} ± {series.std(ddof=1):.{decimals}f} (n={len(series)})"
-
-
-def _seeds_cell(values: list[float], missing: list[str], decimals: int) -> str:
-    """:func:`_mean_std` of the seeds that have a value, saying which part of them when some eval
-    JSONs are missing."""
-    text = _mean_std(values, decimals)
-    if missing:
-        text += f" ({len(values)} of {len(values) + len(missing)} seeds; {missing[0]})"
-    return text
-
-
-def _pixels(size) -> str:
-    return " x ".join(str(v) for v in size)
-
-
-def _timing_context(data: dict) -> str | None:
-    """Where an eval JSON's ``seconds_per_image`` was measured ("cpu (name), 1 thread, 256 x 512
-    images"), or None when the JSON predates these keys."""
-    if data.get("device") is None:
-        return None
-    device = data["device"] + (f" ({data['device_name']})" if data.get("device_name") else "")
-    threads = data.get("threads")
-    parts = [device]
-    if threads is not None:
-        parts.append(f"{threads} CPU thread{'s' if threads != 1 else ''}")
-    low, high = data.get("image_size_min"), data.get("image_size_max")
-    if low and high:
-        size = _pixels(low) if low == high else f"{_pixels(low)} to {_pixels(high)}"
-        parts.append(f"{size} images")
-    return ", ".join(parts)
-
-
-@dataclass
-class Measured:
-    """What the eval JSONs of one experiment hold, over the plan's seeds."""
-
-    status: str  # "ok", "cited", "not-run", "missing", "no-labels"
-    text: str = ""  # the cell when status != "ok"
-    miou: list = field(default_factory=list)
-    per_class: dict = field(default_factory=dict)  # class -> [values]
-    missing: list = field(default_factory=list)
-    short: str = ""  # the per-class cells' short form of ``text``
-    seconds: list = field(default_factory=list)  # seconds_per_image of every JSON read, labelled or not
-    timing: list = field(default_factory=list)  # _timing_context of each of those JSONs
-
-
-class Report:
+class TableReport:
     """Builds the template context for one plan and one results folder."""
 
-    def __init__(self, plan, results: Path, problems: Problems, figures_dir: Path, out: Path):
+    def __init__(self, plan, results: Path, problems: Problems, figures_dir: Path, out: Path,
+                 registry: dict | None = None):
         self.plan = plan
         self.profile = plan.profile
         self.files = ResultFiles(plan, results, problems)
@@ -218,9 +60,10 @@ class Report:
         self.results = Path(results)
         self.figures_dir = Path(figures_dir)
         self.out = Path(out)
-        self.registry = load_registry()
+        self.registry = registry if registry is not None else load_registry()
         self._profile_rows = None
         self._measured: dict[str, Measured] = {}
+        self.references = References(self)
 
     # ---- profile.json ------------------------------------------------------------------
     def profile_rows(self) -> tuple[dict, dict | None, str | None]:
@@ -269,7 +112,7 @@ class Report:
         cfg = resolve(exp, self.profile)
         result = Measured("ok")
         notes = []
-        for seed in self.seeds_of(lambda k: self.plan.eval_json(exp.name, k)):
+        for seed in self.seeds_of(lambda k: self.plan.eval_json(exp.name, k), self.plan.seeds_of(exp.name)):
             data, problem = self.files.read(self.files.path(self.plan.eval_json(exp.name, seed)))
             if problem:
                 result.missing.append(problem)
@@ -300,10 +143,10 @@ class Report:
         result.status, result.text, result.short = "missing", result.missing[0], "missing"
         return result
 
-    def seeds_of(self, plan_path) -> list[int]:
-        """The plan's seeds, plus any other seed whose file (``plan_path(seed)``) exists: a run made
-        with more seeds than the profile lists still counts."""
-        seeds = set(self.plan.seeds)
+    def seeds_of(self, plan_path, planned=None) -> list[int]:
+        """The plan's seeds (``planned``: a run's own, default the profile's), plus any other seed
+        whose file (``plan_path(seed)``) exists: a run made with more seeds than planned still counts."""
+        seeds = set(self.plan.seeds if planned is None else planned)
         pattern = Path(plan_path(SEED_MARK)).relative_to(self.plan.results).as_posix()
         for found in self.results.glob(pattern.replace(f"seed{SEED_MARK}", "seed*")):
             match = re.search(r"/seed(\d+)/", "/" + found.relative_to(self.results).as_posix())
@@ -316,6 +159,12 @@ class Report:
         if m.status != "ok":
             return m.text
         return _seeds_cell(m.miou, m.missing, decimals)
+
+    def above_cell(self, exp: Experiment) -> str:
+        """How far the row's mean mIoU is above its references (:mod:`.references`)."""
+        if not exp.reproducible or exp.name not in self.plan.evaluations:
+            return "-"
+        return self.references.above_cell(exp, self.measured(exp))
 
     def time_cell(self, exp: Experiment) -> str:
         """Seconds per image over the seeds (also for a split without labels: the model still ran)."""
@@ -367,13 +216,14 @@ class Report:
                     record[f"{head} {PAPER}"] = "-" if paper is None else f"{paper:.{decimals[key]}f}"
                 if key == "miou":
                     record[f"{head} {THIS_RUN}"] = self.miou_cell(exp, max(decimals[key], 2))
+                    record[f"{head} {ABOVE_HEAD}"] = self.above_cell(exp)
                 else:
                     record[f"{head} {THIS_RUN}"] = self.counted_cell(exp, key)
             record["Experiment"] = f"`{exp.name}`"
             records.append(record)
         frame = pd.DataFrame.from_records(records)
         text_columns = (1 if with_label else 0) + len(descriptive)
-        align = ["l"] * text_columns + ["r"] * (2 * len(metrics)) + ["l"]
+        align = ["l"] * text_columns + ["r"] * (2 * len(metrics) + any(k == "miou" for k, _ in metrics)) + ["l"]
         return frame, align
 
     def per_class_frame(self, rows: list[Experiment]):
@@ -460,6 +310,7 @@ class Report:
                 "Trained on": f"`{train.split}`",
                 "Evaluated on": f"`{ev.split}`, {test}",
                 f"mIoU (%) {THIS_RUN}": self.miou_cell(exp, 2),
+                f"mIoU {ABOVE_HEAD}": self.above_cell(exp),
                 "#Params (M)": self.counted_cell(exp, "params_m", diff=False),
                 "#FLOPs (G)": self.counted_cell(exp, "flops_g", diff=False),
                 "Inference (s / image)": self.time_cell(exp),
@@ -467,7 +318,7 @@ class Report:
             })
             records.append(record)
         text_columns = (1 if with_label else 0) + len(descriptive) + 2
-        return pd.DataFrame.from_records(records), ["l"] * text_columns + ["r"] * 4 + ["l"]
+        return pd.DataFrame.from_records(records), ["l"] * text_columns + ["r"] * 5 + ["l"]
 
     def trained_notes(self, rows: list[Experiment], trained: list[Experiment]) -> list[str]:
         names = ", ".join(f"`{exp.name}`" for exp in trained)
@@ -531,95 +382,6 @@ class Report:
             f"{clause} ({', '.join(f'`{n}`' for n in names)})" for clause, names in zip(clauses, where.values())) + "."
 
     # ---- the rest of the page ------------------------------------------------------------
-    def header(self) -> dict:
-        import pandas as pd
-
-        datasets = []
-        for name, source in self.plan.datasets().items():
-            if source.synthetic:
-                s = source.synthetic
-                kind = (f"synthetic ({s.get('kind', name)} layout, {s.get('height')}x{s.get('width')}, "
-                        f"{s.get('num_train')} train / {s.get('num_val')} val / {s.get('num_test')} test images)")
-            else:
-                kind = "real data"
-            datasets.append(f"{name}: `{source.root}`, {kind}")
-        schedule = []
-        for run, cfg in self.plan.runs.items():
-            t = cfg.train
-            schedule.append({
-                "Run": f"`{run}`", "Data set": t.dataset, "Split": t.split, "Iterations": t.iterations,
-                "Batch": t.batch_size, "Crop": t.crop, "LR": t.lr, "OHEM": "✓" if t.ohem else "×",
-                "Device": t.device, "Norm": cfg.model.norm,
-            })
-        _rows, data, _problem = self.profile_rows()
-        return {
-            "profile": self.profile.name,
-            "description": self.profile.description,
-            "datasets": datasets,
-            "seeds": ", ".join(str(s) for s in self.plan.seeds),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "results": _show(self.results),
-            "convention": (data or {}).get("convention"),
-            "torch": (data or {}).get("torch"),
-            "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l"]),
-        }
-
-    def figures(self) -> list[dict]:
-        figures = []
-        for name, caption in _figure_list():
-            path = self.figures_dir / name
-            link = Path(os.path.relpath(path, self.out.parent)).as_posix()
-            missing = None if path.is_file() else self.problems.add(f"missing: {_show(path)}")
-            figures.append({"name": name, "caption": caption, "link": link, "missing": missing})
-        sidecar = self.figures_dir / "attention.json"
-        source = None
-        if sidecar.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                info = json.loads(sidecar.read_text(encoding="utf-8"))
-                source = (f"experiment `{info.get('experiment')}`, checkpoint `{info.get('checkpoint', '?')}`, "
-                          f"val images {', '.join(info.get('images', []))}")
-        return figures, source
-
-    def training(self) -> str:
-        import pandas as pd
-
-        records = []
-        for run in self.plan.runs:
-            for seed in self.seeds_of(lambda k, run=run: f"{self.plan.run_dir(run, k)}/train_metrics.json"):
-                path = self.files.path(f"{self.plan.run_dir(run, seed)}/train_metrics.json")
-                data, problem = self.files.read(path)
-                if problem:
-                    records.append({"Run": f"`{run}`", "Seed": seed, "Iterations": problem, "Final loss": "",
-                                    "Seconds": "", "Device": "", "Norm layer": ""})
-                    continue
-                loss = data.get("final_loss")
-                records.append({
-                    "Run": f"`{run}`", "Seed": seed, "Iterations": data.get("iterations", ""),
-                    "Final loss": "" if loss is None else f"{loss:.4f}",
-                    "Seconds": data.get("seconds", ""), "Device": data.get("device", ""),
-                    "Norm layer": data.get("norm_layer", ""),
-                })
-        return to_markdown(pd.DataFrame.from_records(records), ["l", "r", "r", "r", "r", "l", "l"])
-
-    def context(self) -> dict:
-        from spgnet.models.inferred import INFERRED, RESIDUAL_MISSES
-
-        header = self.header()
-        sections = self.sections()
-        figures, figure_source = self.figures()
-        training = self.training()
-        return {
-            "header": header,
-            "sections": sections,
-            "inferred": INFERRED,
-            "residual_misses": RESIDUAL_MISSES,
-            "figures": figures,
-            "figure_source": figure_source,
-            "training": training,
-            "problems": self.problems.items,
-            "paper_label": PAPER,
-            "run_label": THIS_RUN,
-        }
 
 
 def _descriptive(rows: list[Experiment]) -> tuple[list[str], bool]:
@@ -652,18 +414,6 @@ def _differences(configs: dict) -> list[str]:
     return differences
 
 
-def _section(table: str, title: str, notes: list[str], frame, align: list[str], short: str | None = None) -> dict:
-    """One section of the template: heading, its name in the contents line, notes, Markdown table."""
-    short = short or (title.split(".")[0] if re.match(r"Table \S+\.", title) else title)
-    return {"table": table, "title": title, "short": short, "anchor": github_anchor(title), "notes": notes,
-            "markdown": to_markdown(frame, align), "frame": frame}
-
-
-# --------------------------------------------------------------------------------------------
-# Markdown helpers
-# --------------------------------------------------------------------------------------------
-
-
 def section_order(tables) -> list[str]:
     """Tables in the paper's numeric order, with :data:`PLACED_AFTER` sections moved."""
     order = sorted((t for t in tables if t not in PLACED_AFTER), key=table_order)
@@ -671,76 +421,3 @@ def section_order(tables) -> list[str]:
         if table in tables:
             order.insert(order.index(anchor) + 1 if anchor in order else len(order), table)
     return order
-
-
-def github_anchor(title: str) -> str:
-    """The anchor GitHub gives a heading."""
-    slug = re.sub(r"[^\w\- ]", "", title.strip().lower())
-    return slug.replace(" ", "-")
-
-
-def _escape(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(frame, align: list[str] | None = None) -> str:
-    """A DataFrame as a GitHub-flavoured Markdown table (``align``: "l", "r" or "c" per column)."""
-    columns = [str(c) for c in frame.columns]
-    align = align or ["l"] * len(columns)
-    rule = {"l": ":---", "r": "---:", "c": ":---:"}
-    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_escape(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def render(context: dict) -> str:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(TEMPLATE).render(**context)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
-def build(profile: str, data_root: str | None = None, results: str | Path | None = None,
-          out: str | Path | None = None, figures: str | Path | None = None,
-          seeds: list[int] | None = None) -> tuple[str, Path, list[str]]:
-    """(Markdown text, output path, problems) without writing anything. ``seeds`` replaces the
-    profile's seeds (what the plan expects); seeds found on disk are added either way."""
-    from spgnet.pipeline import make_plan
-
-    plan = make_plan(profile, data_root=data_root, seeds=seeds)
-    results = Path(results) if results else PROJECT_ROOT / plan.results
-    out = Path(out) if out else PROJECT_ROOT / plan.report_dir / "tables.md"
-    figures = Path(figures) if figures else out.parent / "figures"
-    problems = Problems()
-    report = Report(plan, results, problems, figures, out)
-    return render(report.context()), out, problems.items
-
-
-def main(args) -> int:
-    text, out, problems = build(
-        args.profile,
-        data_root=getattr(args, "data_root", None),
-        results=getattr(args, "results", None),
-        out=getattr(args, "out", None),
-        figures=getattr(args, "figures", None),
-        seeds=getattr(args, "seeds", None),
-    )
-    if getattr(args, "strict", False) and problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise SpgnetError(f"{problems[0]}{more}")
-    write_atomic(out, text)
-    return 0
