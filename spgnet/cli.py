@@ -20,6 +20,8 @@ def _profile_args(parser: argparse.ArgumentParser, overrides: bool = False) -> N
     parser.add_argument("--profile", default="mini", help="params/profiles/<name>.yaml (default: mini)")
     parser.add_argument("--data-root", default=None, help="root of the real data sets (paper profile)")
     if overrides:
+        parser.add_argument("--settings", default=None, metavar="FILE:KEY",
+                            help="model/train/eval sections from a YAML file (the DVC stages: params.yaml:runs.<run>)")
         parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                             help="override a setting of the model/train/eval section, value read as YAML "
                                  "(repeatable; e.g. --set train.lr=0.02 --set eval.scales=[1.0,1.5])")

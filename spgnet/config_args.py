@@ -7,7 +7,8 @@ The order, last wins:
 1. the experiment's registry entry (``params/experiments.yaml``), over the registry's defaults;
 2. the profile (``params/profiles/<profile>.yaml``: its ``model``/``train``/``eval`` sections, then
    its ``dataset_overrides`` for the experiment's data set);
-3. ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
+3. ``--settings FILE:KEY`` (sections read from a YAML file: what the DVC stages pass, see
+   :mod:`spgnet.dvc_plan`), then ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
    eval.scales=[1.0,1.5]`` is a list and ``--set train.lr=2e-2`` a number), then the verb's own
    flags (``--iterations``, ``--strategy``, ``--weights-root``).
 
@@ -50,15 +51,39 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict]:
     return overrides
 
 
+def read_settings(spec: str) -> dict[str, dict]:
+    """``FILE:KEY`` (``--settings params.yaml:runs.t3-1stage``) -> the ``model``/``train``/``eval``
+    mapping at the dotted ``KEY`` of the YAML file ``FILE`` (what the DVC stages run with, see
+    :mod:`spgnet.dvc_plan`). A missing file or key, or another section, is a one-line ConfigError."""
+    file, sep, key = spec.rpartition(":")
+    if not sep or not file or not key:
+        raise ConfigError(f"--settings {spec!r}: expected FILE:KEY (e.g. params.yaml:runs.t3-1stage)")
+    try:
+        value = yaml.safe_load(Path(file).read_text(encoding="utf-8-sig"))
+    except OSError:
+        raise ConfigError(f"--settings {spec!r}: cannot read {file}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"--settings {spec!r}: {file} is not valid YAML") from None
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"--settings {spec!r}: {file} has no key '{key}'")
+        value = value[part]
+    if not isinstance(value, dict) or set(value) - set(OVERRIDE_SECTIONS):
+        raise ConfigError(f"--settings {spec!r}: expected a mapping of {', '.join(OVERRIDE_SECTIONS)} sections")
+    return {section: dict(value[section] or {}) for section in value}
+
+
 def config_from_args(args) -> RunConfig:
     """The :class:`RunConfig` of a parsed ``spgnet train|evaluate|attention`` command line.
 
     Reads ``args.experiment``, ``args.profile``, ``args.data_root`` and, where the verb has them,
-    ``args.set`` (``--set``), ``args.iterations``, ``args.strategy`` and ``args.weights_root``.
+    ``args.settings`` (``--settings``), ``args.set`` (``--set``), ``args.iterations``, ``args.strategy`` and ``args.weights_root``.
     Errors: :class:`ConfigError` (one line naming the key or value).
     """
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
-    overrides = parse_overrides(getattr(args, "set", None))
+    overrides = read_settings(args.settings) if getattr(args, "settings", None) else {}
+    for section, values in parse_overrides(getattr(args, "set", None)).items():
+        overrides.setdefault(section, {}).update(values)
     iterations = getattr(args, "iterations", None)
     if iterations is not None:
         if iterations < 1:

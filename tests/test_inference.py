@@ -323,14 +323,14 @@ def test_evaluate_builds_the_network_without_the_imagenet_file_the_run_was_train
     """The checkpoint replaces the ImageNet weights, so a missing ImageNet file must not matter."""
     import dataclasses
 
-    original = ev.resolve
+    original = ev.config_from_args
 
-    def resolve_with_imagenet_file(*args, **kwargs):
+    def config_with_imagenet_file(*args, **kwargs):
         cfg = original(*args, **kwargs)
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(tmp_path / "gone.pth")))
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(tmp_path / "gone")))
 
     built = []
-    monkeypatch.setattr(ev, "resolve", resolve_with_imagenet_file)
+    monkeypatch.setattr(ev, "config_from_args", config_with_imagenet_file)
     monkeypatch.setattr(ev, "_build_model", lambda model_cfg, device: built.append(model_cfg) or PixelModel(19))
     assert ev.main(_args(tmp_path)) == 0
     assert [m.pretrained for m in built] == [None]

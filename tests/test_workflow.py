@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from spgnet.config import PROJECT_ROOT
-from spgnet.dvc_plan import DVC_PLAN, dvc_variables, render
+from spgnet.dvc_plan import DVC_PARAMS, DVC_PLAN, dvc_variables, render, render_params
 from spgnet.pipeline import make_plan
 
 BIN = Path(sys.executable).parent
@@ -78,6 +78,7 @@ def test_bad_config_fails_at_start_with_one_line(config, message):
 
 def test_dvc_plan_file_is_up_to_date():
     assert (PROJECT_ROOT / DVC_PLAN).read_text() == render("mini")
+    assert (PROJECT_ROOT / DVC_PARAMS).read_text() == render_params("mini")
 
 
 def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
@@ -108,7 +109,7 @@ def test_dvc_repro_of_a_generated_set_matches_the_committed_lock_and_is_then_up_
     """Issue 3: the generated set is a DVC stage output whose hash dvc.lock records; generating it
     again (another machine, another checkout) gives the same hash, and a second `dvc repro` finds
     it up to date. Uses the smallest set (voc) in a scratch DVC project with this dvc.yaml."""
-    for item in ("dvc.yaml", DVC_PLAN):
+    for item in ("dvc.yaml", DVC_PLAN, DVC_PARAMS):
         (tmp_path / item).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / item, tmp_path / item)
     assert _run("dvc", "init", "--no-scm", "-q", cwd=tmp_path).returncode == 0
