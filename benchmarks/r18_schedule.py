@@ -4,7 +4,7 @@
     python benchmarks/r18_schedule.py --iterations 30 300 1500 --sets mini
 
 Trains ``t3-1stage`` (Table 3's "1 stage": ResNet-18, one stage) with the mini profile's settings
-(crop, batch, lr, bfloat16 autocast, one thread) for each ``--iterations`` value, from random
+(crop, batch, lr, ``train.amp``, one thread) for each ``--iterations`` value, from random
 initialisation, and scores it on the synthetic val split as the workflow does (AP, single scale).
 Two training/validation sets:
 

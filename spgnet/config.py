@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -88,7 +88,7 @@ class TrainConfig:
     log_every: int = 50
     workers: int = 4
     device: str = "cuda"
-    amp: bool = True
+    amp: Literal["auto"] | bool = "auto"  # mixed precision: spgnet.engine.precision
 
 
 @dataclass(frozen=True)

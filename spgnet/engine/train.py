@@ -20,9 +20,10 @@ bit-identical to an uninterrupted run's.
 
 Multi-GPU: ``torchrun --nproc_per_node=G -m spgnet train ...`` (DistributedDataParallel; each
 iteration's global batch is split between the processes; InPlaceABNSync synchronises the batch
-statistics). Two CPU processes with gloo work as well (CI). Mixed precision when ``train.amp``:
-float16 with a gradient scaler on CUDA, bfloat16 on CPUs (no scaler needed; oneDNN runs bfloat16
-convolutions natively on CPUs with AVX-512 BF16 or AMX).
+statistics). Two CPU processes with gloo work as well (CI). Mixed precision per ``train.amp``
+(``auto``/``true``/``false``, :mod:`spgnet.engine.precision`): float16 with a gradient scaler on
+CUDA, bfloat16 only on CPUs that run it natively (AVX-512 BF16 or AMX), float32 otherwise; the
+precision used is logged on stderr and recorded (``run.precision``, ``precision``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from spgnet.engine import distributed
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
 from spgnet.engine.losses import segmentation_loss
+from spgnet.engine.precision import resolve_precision
 from spgnet.engine.progress import Progress
 from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.tracking import start_run
@@ -52,10 +54,6 @@ from spgnet.errors import SpgnetError
 
 LOG_NAME = "train_log.csv"
 METRICS_NAME = "train_metrics.json"
-
-
-#: Autocast precision of ``train.amp`` per device type.
-AUTOCAST_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 class NonFiniteLossError(SpgnetError):
@@ -223,9 +221,11 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
         distributed.set_sync_groups(model)
     model.to(device)
     optimizer = build_optimizer(model, t)
-    amp = bool(t.amp) and device.type in AUTOCAST_DTYPES
-    amp_dtype = AUTOCAST_DTYPES.get(device.type)
-    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+    precision = resolve_precision(t.amp, device)
+    amp, amp_dtype = precision.enabled, precision.dtype
+    scaler = torch.amp.GradScaler(device.type) if precision.use_grad_scaler else None
+    if info.is_main:
+        precision.log()
 
     start, rows, state = 0, [], {"window": None, "seconds": 0.0, "last": None, "segments": []}
     if checkpoint:
@@ -261,7 +261,8 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
                    resume_run_id=(checkpoint or {}).get("mlflow_run_id")) as tracker:
         tracker.log_params({"run.seed": seed, "run.pretrained": pretrained["source"],
                             "run.world_size": info.world_size, "run.device": str(device),
-                            "run.amp": amp, "run.norm_layer": _norm_layer_name(model)})
+                            "run.amp": amp, "run.precision": precision.name,
+                            "run.norm_layer": _norm_layer_name(model)})
         columns = None
         if info.is_main and rows:
             columns = list(rows[0])
@@ -390,6 +391,7 @@ def _train(cfg, out, seed, resume, info, model, dataset, stop_after, on_step) ->
             "world_size": info.world_size,
             "device": str(device),
             "amp": amp,
+            "precision": precision.name,
             "norm_layer": _norm_layer_name(model),
             "segments": state["segments"],
             "torch": torch.__version__,
