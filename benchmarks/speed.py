@@ -237,7 +237,7 @@ def main(argv=None) -> int:
           f"{args.repeats} repeats after {args.warmup} warm-up; training: batch {args.train_batch} "
           f"x {args.train_crop}^2, {args.train_steps} steps; malloc: {'keeps freed memory' if malloc_kept else 'system defaults'}")
     rows: dict[str, dict] = {}
-    header = f"{'model':<28}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
+    header = f"{'model':<36}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
     print(header)
     from spgnet.engine.inference import inference_model
 
@@ -275,12 +275,12 @@ def main(argv=None) -> int:
             row["train_it_per_s"] = time_training(model, args.train_crop, args.train_batch, args.train_steps, device)
         rows[name] = row
         train = "-" if row["train_it_per_s"] is None else f"{row['train_it_per_s']:.3f}"
-        print(f"{name:<28}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
+        print(f"{name:<36}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
               f"{row['seconds_per_image_mean']:>12.3f}{row['gmac_per_s']:>9.1f}{train:>12}", flush=True)
 
     ratios: dict[str, dict] = {}
     for name, seconds in compile_seconds.items():
-        print(f"{name:<28}compiled for 1x3x{args.height}x{args.width} in {seconds:.1f} s (first pass)")
+        print(f"{name:<36}compiled for 1x3x{args.height}x{args.width} in {seconds:.1f} s (first pass)")
     print("\n# ratios (unfused against unfused, fused against fused, compiled against compiled)")
     for suffix in ("", FUSED, FUSED + COMPILED):
         ref, base = rows.get("deeplabv3_resnet101" + suffix), rows.get("resnet50" + suffix)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                 r["gmac_per_s_vs_resnet50"] = row["gmac_per_s"] / base["gmac_per_s"]
             ratios[name + suffix] = r
             parts = [f"{k} {v:.2f}" for k, v in r.items()]
-            print(f"{name + suffix:<28}" + ", ".join(parts))
+            print(f"{name + suffix:<36}" + ", ".join(parts))
 
     checks = {}
     for suffix, label in (("", "unfused"), (FUSED, "fused"), (FUSED + COMPILED, "compiled")):

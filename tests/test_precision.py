@@ -138,6 +138,8 @@ def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
 
     bf16(False)
     monkeypatch.setenv("SPGNET_TRACKING", "1")
+    for name in ("SPGNET_INVOCATION", "SPGNET_PARENT_RUN_ID", "SPGNET_TRACKING_SPOOL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     train(toy_cfg(iterations=1, amp=True), tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet())
     runs = search_runs("mini")
