@@ -29,8 +29,8 @@ Reopened runs: a training resumed with settings outside its checkpoint's config 
 (``--data-root``, evaluation settings) keeps the recorded parameter and gets the tag
 ``spgnet.changed.<key>`` = ``'<recorded> -> <new>'`` (MLflow parameters are immutable).
 
-Spool (``SPGNET_TRACKING_SPOOL=DIR``): a job writes its run as JSON into ``DIR`` (no MLflow import,
-about 2 s of start-up less per job: ``benchmarks/workflow_time.py --overhead``) and
+Spool (``SPGNET_TRACKING_SPOOL=DIR``): a job writes its run as JSON into ``DIR`` (no MLflow import:
+``benchmarks/workflow_time.py --overhead`` measures the start-up it saves) and
 :func:`import_spool` (``python -m spgnet.engine.tracking import-spool DIR``) writes all of them
 into the store at once, with their original timestamps (docs/mlflow.md).
 """
