@@ -2,8 +2,8 @@
 
     python benchmarks/profile_time.py
 
-Prints the wall time of counting all reproducible rows on the meta device, the number of rows and
-of distinct models counted, and the slowest rows.
+Prints the CPU it ran on (model, flags, threads), the wall time of counting all reproducible rows
+on the meta device, the number of rows and of distinct models counted, and the slowest rows.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 
 from spgnet.analysis.profile import count, profile_all
+from spgnet.engine.hardware import describe_line
 
 
 def main() -> None:
+    print(f"on {describe_line()}", flush=True)
     started = time.perf_counter()
     rows = profile_all()
     elapsed = time.perf_counter() - started

@@ -4,7 +4,7 @@
     python benchmarks/r18_schedule.py --iterations 30 300 1500 --sets mini
 
 Trains ``t3-1stage`` (Table 3's "1 stage": ResNet-18, one stage) with the mini profile's settings
-(crop, batch, lr, bfloat16 autocast, one thread) for each ``--iterations`` value, from random
+(crop, batch, lr, ``train.amp``, one thread) for each ``--iterations`` value, from random
 initialisation, and scores it on the synthetic val split as the workflow does (AP, single scale).
 Two training/validation sets:
 
@@ -15,8 +15,8 @@ Two training/validation sets:
   geometry allows. What a network cannot reach here within N iterations it cannot reach on any
   re-coloured variant of these scenes.
 
-Prints one line per run: set, iterations, training seconds, mIoU and the per-class IoU. MLflow
-tracking is off (``SPGNET_TRACKING=0``).
+Prints the CPU (model, flags, threads), then one line per run: set, iterations, training seconds,
+mIoU and the per-class IoU. MLflow tracking is off (``SPGNET_TRACKING=0``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def main() -> int:
     from spgnet.config import load_profile
     from spgnet.engine.allocator import keep_freed_memory
 
+    from spgnet.engine.hardware import describe_line
+
     keep_freed_memory()
+    print(f"on {describe_line()}", flush=True)
     profile = load_profile("mini")
     with tempfile.TemporaryDirectory(prefix="r18-schedule-") as tmp:
         roots = make_sets(profile, Path(tmp), args.sets)

@@ -21,6 +21,13 @@ Each model runs in two forms (``--fuse both``, the default):
   ``BatchNorm2d`` of deeplabv3_resnet101, all 53 of resnet50 and every norm of both SPGNets (131
   and 197). The outputs equal the unfused model's to float rounding (``tests/test_fuse.py``).
 
+``--compile on`` adds a third form of every model, ``+fused+compiled``: the fused network through
+``torch.compile`` (Inductor; on CPU it needs a C++ compiler, checked first), applied to every
+model alike; the first pass (the compilation, for that one input size) is timed apart as
+``compile_seconds``. ``spgnet evaluate`` does not compile: a compiled network is compiled again
+for every input size (each scale of multi-scale testing, every image size of VOC), and one
+compilation costs more than all of the mini profile's inference of that job.
+
 The process runs with glibc's malloc keeping freed memory for reuse, as ``spgnet train`` and
 ``evaluate`` do (:mod:`spgnet.engine.allocator`); ``--malloc system`` leaves glibc's defaults, so
 that the two can be compared. It applies to every model in the process alike.
@@ -43,6 +50,7 @@ and a network of many small ops (SPGNet) suffers more from that than one of few 
     python benchmarks/speed.py                          # paper size, 2 repeats (minutes on a CPU)
     python benchmarks/speed.py --height 256 --width 512 --repeats 1 --warmup 0 --skip-train
     python benchmarks/speed.py --json out.json           # also write the figures as JSON
+    python benchmarks/speed.py --models spgnet-r50x2-d256 deeplabv3_resnet101 --fuse on --compile on --skip-train
 """
 
 from __future__ import annotations
@@ -51,7 +59,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -66,6 +73,7 @@ MODELS = ("spgnet-r18x2-d256", "spgnet-r50x2-d256", "deeplabv3_resnet101", "resn
 TARGET_SPEEDUP = 2.5
 TARGET_MACS_RATIO = 0.2
 FUSED = "+fused"
+COMPILED = "+compiled"
 
 
 def build(name: str) -> nn.Module:
@@ -172,6 +180,27 @@ def time_training(model: nn.Module, crop: int, batch: int, steps: int, device: t
     return steps / (time.perf_counter() - start)
 
 
+def compile_models(models: dict[str, nn.Module], height: int, width: int,
+                   device: torch.device) -> dict[str, tuple[nn.Module, float]]:
+    """``{name + COMPILED: (torch.compile(model), seconds of its first pass)}`` for each model."""
+    import shutil
+
+    if device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
+        raise SystemExit("--compile on: torch.compile on CPU needs a C++ compiler (g++ / c++ / $CXX); none found")
+    out = {}
+    x = torch.randn(1, 3, height, width, device=device)
+    for name, model in models.items():
+        compiled = torch.compile(model)
+        with torch.inference_mode():
+            sync(device)
+            start = time.perf_counter()
+            compiled(x.contiguous(memory_format=getattr(model, "spgnet_memory_format", torch.contiguous_format)))
+            sync(device)
+        compiled.spgnet_memory_format = getattr(model, "spgnet_memory_format", torch.contiguous_format)
+        out[name + COMPILED] = (compiled, time.perf_counter() - start)
+    return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--height", type=int, default=1024)
@@ -187,6 +216,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--fuse", choices=("both", "on", "off"), default="both",
                    help="time the models as built (off), norm-folded (on), or both (default)")
+    p.add_argument("--compile", choices=("off", "on"), default="off",
+                   help="also time the fused models through torch.compile (needs a C++ compiler on CPU)")
     p.add_argument("--malloc", choices=("keep", "system"), default="keep",
                    help="keep freed memory for reuse (spgnet's default) or glibc's defaults")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -200,12 +231,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
-          f"{torch.get_num_threads()} threads, input 1x3x{args.height}x{args.width}, "
+    from spgnet.engine.hardware import describe_line
+
+    print(f"# torch {torch.__version__}, {describe_line()}, device {device}, input 1x3x{args.height}x{args.width}, "
           f"{args.repeats} repeats after {args.warmup} warm-up; training: batch {args.train_batch} "
           f"x {args.train_crop}^2, {args.train_steps} steps; malloc: {'keeps freed memory' if malloc_kept else 'system defaults'}")
     rows: dict[str, dict] = {}
-    header = f"{'model':<28}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
+    header = f"{'model':<36}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
     print(header)
     from spgnet.engine.inference import inference_model
 
@@ -217,9 +249,15 @@ def main(argv=None) -> int:
             models[name] = model.eval()
         if args.fuse in ("both", "on"):
             models[name + FUSED] = inference_model(model.eval())
+    compile_seconds = {}
+    if args.compile == "on":
+        compiled = compile_models({n: m for n, m in models.items() if n.endswith(FUSED)}, args.height, args.width,
+                                  device)
+        compile_seconds = {name: seconds for name, (_, seconds) in compiled.items()}
+        models.update({name: model for name, (model, _) in compiled.items()})
     times = time_inference(models, args.height, args.width, args.repeats, args.warmup, device)
     for name, model in models.items():
-        base_name = name.removesuffix(FUSED)
+        base_name = name.removesuffix(COMPILED).removesuffix(FUSED)
         best = min(times[name])
         row = {
             "params_m": sum(p.numel() for p in built[base_name].parameters()) / 1e6,
@@ -227,7 +265,9 @@ def main(argv=None) -> int:
             "seconds_per_image": best,
             "seconds_per_image_mean": statistics.fmean(times[name]),
             "gmac_per_s": macs[base_name] / best / 1e9,
-            "fused": name.endswith(FUSED),
+            "fused": name.removesuffix(COMPILED).endswith(FUSED),
+            "compiled": name.endswith(COMPILED),
+            "compile_seconds": compile_seconds.get(name),
             "folded_norms": getattr(model, "spgnet_folded_norms", 0) if name.endswith(FUSED) else 0,
             "train_it_per_s": None,
         }
@@ -235,12 +275,14 @@ def main(argv=None) -> int:
             row["train_it_per_s"] = time_training(model, args.train_crop, args.train_batch, args.train_steps, device)
         rows[name] = row
         train = "-" if row["train_it_per_s"] is None else f"{row['train_it_per_s']:.3f}"
-        print(f"{name:<28}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
+        print(f"{name:<36}{row['params_m']:>10.1f}{row['gmacs']:>10.1f}{best:>12.3f}"
               f"{row['seconds_per_image_mean']:>12.3f}{row['gmac_per_s']:>9.1f}{train:>12}", flush=True)
 
     ratios: dict[str, dict] = {}
-    print("\n# ratios (unfused against unfused, fused against fused)")
-    for suffix in ("", FUSED):
+    for name, seconds in compile_seconds.items():
+        print(f"{name:<36}compiled for 1x3x{args.height}x{args.width} in {seconds:.1f} s (first pass)")
+    print("\n# ratios (unfused against unfused, fused against fused, compiled against compiled)")
+    for suffix in ("", FUSED, FUSED + COMPILED):
         ref, base = rows.get("deeplabv3_resnet101" + suffix), rows.get("resnet50" + suffix)
         for name in ("spgnet-r18x2-d256", "spgnet-r50x2-d256"):
             if name + suffix not in rows:
@@ -256,10 +298,10 @@ def main(argv=None) -> int:
                 r["gmac_per_s_vs_resnet50"] = row["gmac_per_s"] / base["gmac_per_s"]
             ratios[name + suffix] = r
             parts = [f"{k} {v:.2f}" for k, v in r.items()]
-            print(f"{name + suffix:<28}" + ", ".join(parts))
+            print(f"{name + suffix:<36}" + ", ".join(parts))
 
     checks = {}
-    for suffix, label in (("", "unfused"), (FUSED, "fused")):
+    for suffix, label in (("", "unfused"), (FUSED, "fused"), (FUSED + COMPILED, "compiled")):
         r50 = ratios.get("spgnet-r50x2-d256" + suffix, {})
         if "speedup_vs_deeplabv3_resnet101" in r50:
             checks[f"r50x2_speedup_at_least_2.5_{label}"] = r50["speedup_vs_deeplabv3_resnet101"] >= TARGET_SPEEDUP

@@ -2,9 +2,10 @@
 
     python benchmarks/step_cost.py [--profile mini]
 
-Builds each run's model from its resolved config, then times a full step (forward under the
-profile's autocast setting, the training loss on every stage, backward, SGD) on random data of the
-run's batch and crop; prints the best of two timed steps after one warm-up, and the sum over all
+Builds each run's model from its resolved config, then times a full step (forward in the precision
+:func:`spgnet.engine.precision.resolve_precision` picks for the profile's ``train.amp`` on this CPU,
+the training loss on every stage, backward, SGD) on random data of the run's batch and crop;
+prints the CPU it ran on, the best of two timed steps after one warm-up, and the sum over all
 runs: the cost of one iteration of the whole profile, which with the evaluations and per-job
 start-up bounds how many iterations fit a time budget (issue 5's 20 minutes on 2 cores).
 """
@@ -18,7 +19,8 @@ import torch
 
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.losses import segmentation_loss
-from spgnet.engine.train import AUTOCAST_DTYPES
+from spgnet.engine.hardware import describe_line
+from spgnet.engine.precision import resolve_precision
 from spgnet.models import build_model_from_config
 from spgnet.pipeline import make_plan
 
@@ -29,10 +31,11 @@ def step_seconds(cfg) -> float:
     crop, batch = cfg.train.crop, cfg.train.batch_size
     images = torch.randn(batch, 3, crop, crop)
     labels = torch.randint(0, cfg.model.num_classes, (batch, crop, crop))
+    precision = resolve_precision(cfg.train.amp, "cpu")
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=AUTOCAST_DTYPES["cpu"], enabled=cfg.train.amp):
+        with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.enabled):
             loss, _ = segmentation_loss(model(images), labels, cfg.train, supervise=cfg.model.supervise)
         optimizer.zero_grad()
         loss.backward()
@@ -48,6 +51,7 @@ def main() -> None:
     keep_freed_memory()  # as spgnet train does
     torch.set_num_threads(1)
     plan = make_plan(args.profile)
+    print(f"on {describe_line()}", flush=True)
     total = 0.0
     for run, cfg in plan.runs.items():
         seconds = step_seconds(cfg)

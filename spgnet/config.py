@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -95,7 +95,7 @@ class TrainConfig:
     log_every: PositiveInt = 50
     workers: NonNegativeInt = 4
     device: Device = "cuda"  # "cpu", "cuda" or "cuda:N"
-    amp: Amp = True  # "auto" (mixed precision where the device runs it natively), true or false
+    amp: Amp = "auto"  # "auto" (mixed precision where the device runs it natively), true or false
     val_every: NonNegativeInt = 0  # evaluate on the val split every N iterations and keep best.pt (0: never)
 
 

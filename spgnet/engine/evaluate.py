@@ -6,7 +6,7 @@ dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscape
 writes, atomically, a metrics JSON that DVC and the report read::
 
     {"experiment", "profile", "strategy", "scales", "flip", "split",
-     "miou", "macc", "aacc", "per_class": {name: iou}, "num_images", "seconds_per_image", "checkpoint",
+     "miou", "macc", "aacc", "per_class": {name: iou}, "num_images", "seconds_per_image", "seconds", "checkpoint",
      "device", "device_name", "threads", "image_size_min", "image_size_max"}
 
 IoUs are in percent (the paper's unit); undefined IoUs are ``null``. ``macc`` (mean class
@@ -15,7 +15,9 @@ accuracy) and ``aacc`` (pixel accuracy) are mmsegmentation's ``mAcc``/``aAcc``, 
 ``<name>.confusion.json`` and drawn, row-normalised, as ``<name>.confusion.png``
 (:mod:`spgnet.engine.confusion`). ``seconds_per_image`` is the
 mean time of one image's test-time forward passes (every scale and flip of the strategy) and its
-argmax, without data loading or writing predictions (CUDA synchronised around it); the last keys
+argmax, without data loading or writing predictions (CUDA synchronised around it); ``seconds`` is
+the wall time of the whole loop over the split (loading, inference, scoring, writing predictions:
+the job's time minus its start-up, ``benchmarks/workflow_time.py``); the last keys
 say where it was measured: ``device`` ("cpu", "cuda", ...), ``device_name`` (GPU or CPU model),
 ``threads`` (``torch.get_num_threads()``) and the smallest and largest image as ``[H, W]`` (the
 report's companion of Table 1 prints them). A split without labels (the
@@ -156,8 +158,8 @@ def evaluate_model(
     workers: int = 0,
 ) -> dict:
     """Run ``model`` over ``dataset`` (items ``{"image", "label", "name"}``); returns
-    ``{"miou", "macc", "aacc", "per_class", "num_images", "seconds_per_image", "labelled"}`` (percent,
-    None where undefined), where the time was measured (:data:`TIMING_KEYS`: ``device``,
+    ``{"miou", "macc", "aacc", "per_class", "num_images", "seconds_per_image", "seconds", "labelled"}``
+    (percent, None where undefined; ``seconds`` the wall time of the whole loop), where the time was measured (:data:`TIMING_KEYS`: ``device``,
     ``device_name``, ``threads``, ``image_size_min``/``image_size_max`` as ``[H, W]``) and, under
     ``"matrix"``, the ``[C, C+1]`` confusion matrix."""
     if strategy not in STRATEGIES:
@@ -171,6 +173,7 @@ def evaluate_model(
     seconds = 0.0
     count = 0
     smallest = largest = None
+    loop_start = time.perf_counter()
     for item in _progress(loader, total=len(dataset)):
         image = item["image"].to(device)
         size = [int(v) for v in image.shape[-2:]]
@@ -195,6 +198,7 @@ def evaluate_model(
             cm.update(label.cpu(), pred.cpu())
         if pred_dir is not None:
             write_prediction(pred.cpu().numpy(), str(item["name"]), pred_dir, dataset_name)
+    loop_seconds = time.perf_counter() - loop_start
     labelled = cm.num_labelled > 0
     iou = cm.iou()
     miou = cm.miou() if labelled else float("nan")
@@ -205,6 +209,7 @@ def evaluate_model(
         "per_class": {name: (as_percent(v) if labelled else None) for name, v in zip(class_names, iou)},
         "num_images": count,
         "seconds_per_image": seconds / count if count else None,
+        "seconds": round(loop_seconds, 3),
         "device": device.type,
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
@@ -265,6 +270,7 @@ def main(args) -> int:
             "per_class": result["per_class"],
             "num_images": result["num_images"],
             "seconds_per_image": result["seconds_per_image"],
+            "seconds": result["seconds"],
             "checkpoint": str(args.checkpoint),
             **{key: result[key] for key in TIMING_KEYS},
         }

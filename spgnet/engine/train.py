@@ -443,7 +443,7 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
     precision = resolve_precision(t.amp, device)
     scaler = torch.amp.GradScaler(device.type) if precision.use_grad_scaler else None
     if info.is_main:
-        print(f"spgnet train: {precision.name} ({precision.reason})", file=sys.stderr)
+        precision.log()
 
     state = LoopState()
     if checkpoint:
