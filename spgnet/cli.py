@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "replaces the profile's weights_root (see README, 'ImageNet weights')")
     p.add_argument("--iterations", type=int, default=None, help="override the schedule's iterations")
 
-    p = verb("weights", "spgnet.models.weights:main", "check the ImageNet files a profile's runs need")
+    p = verb("weights", "spgnet.weights_cli:main", "check the ImageNet files a profile's runs need")
     p.add_argument("action", choices=["check"], help="check: list each backbone's file as present, missing or wrong")
     _profile_args(p)
     p.add_argument("--weights-root", default=None, help="folder to check (default: the profile's weights_root)")

@@ -18,7 +18,10 @@ def _name(requirement: str) -> str:
 def _pyproject() -> set[str]:
     data = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     names = {_name(r) for r in data["project"]["dependencies"]}
-    return names | {_name(r) for r in data["project"]["optional-dependencies"]["test"]}
+    # the environment the README's commands create has the test and slurm extras (the SLURM
+    # profile's README command is dry-run by the tests)
+    extras = data["project"]["optional-dependencies"]
+    return names | {_name(r) for extra in ("test", "slurm") for r in extras[extra]}
 
 
 def _environment_yml() -> set[str]:

@@ -14,6 +14,9 @@ here. The ways:
     ``repro --dry`` hashes the inputs, which a fresh checkout has not built yet).
 ``run``
     the command itself, with its output file or folder in a scratch folder (cheap, read-only).
+``weights-folder`` / ``weights-url``
+    the ImageNet download steps (no network here): the folder is the paper profile's
+    ``weights_root``, each URL is torchvision's for the backbone whose file it names.
 ``make``
     ``make`` with Snakemake's dry run (``PROFILE=smoke SNAKEMAKE_ARGS='-n --forceall'``) or
     ``make -n``; only where the ``CI`` variable is set: ``make`` first re-points the shared
@@ -54,6 +57,9 @@ HOW: dict[str, str] = {
     "dvc plots show": "run",
     "mlflow ui": "help",
     "python benchmarks/": "help",
+    # where to put the ImageNet files: the paper profile's weights_root, and torchvision's URLs
+    "mkdir -p ~/.cache/torch/hub/checkpoints": "weights-folder",
+    "wget https://download.pytorch.org/models/": "weights-url",
 }
 
 #: README placeholders -> what the test puts there ({tmp}: the test's scratch folder).
@@ -82,15 +88,27 @@ def how(command: str) -> tuple[str, str] | None:
 
 
 def _scratch(command: str, tmp: Path) -> str:
+    """The command with its placeholders filled; a data tree and, in ``HOME``, the ImageNet file
+    names the paper profile needs (empty files: the workflow's start check only looks for them)."""
+    from spgnet.models.weights import plan_backbones, weights_file_name
+    from spgnet.pipeline import make_plan
+
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value.format(tmp=tmp))
     for folder in ("cityscapes", "VOCdevkit/VOC2012", "person_part"):
         (tmp / "data" / folder).mkdir(parents=True, exist_ok=True)
+    cache = tmp / "home/.cache/torch/hub/checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    for backbone in plan_backbones(make_plan("paper", data_root=str(tmp / "data"))):
+        (cache / weights_file_name(backbone)).touch()
+    os.environ["SPGNET_TEST_HOME"] = str(tmp / "home")
     return command
 
 
 def _run(words: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    if os.environ.get("SPGNET_TEST_HOME") and words[0] == "snakemake":
+        environment["HOME"] = os.environ["SPGNET_TEST_HOME"]  # the paper profile's weights_root
     if words[0] == "python":
         words = [sys.executable, *words[1:]]
     return subprocess.run(words, cwd=PROJECT_ROOT, capture_output=True, text=True, env=environment, timeout=timeout)
@@ -184,8 +202,24 @@ def test_readme_command_runs(command, tmp_path):
         _real_run(words, tmp_path)
     elif way == "make":
         _make(words)
+    elif way in ("weights-folder", "weights-url"):
+        _check_weights_step(command, way)
     else:
         pytest.fail(f"HOW['{entry[0]}'] = '{way}' is not one of help, dry-run, run, make")
+
+
+def _check_weights_step(command: str, way: str) -> None:
+    from spgnet.config import load_profile
+    from spgnet.models.weights import weights_file_name, weights_url
+
+    if way == "weights-folder":
+        folder = command.split("&&")[0].split()[-1]
+        assert Path(folder).expanduser() == Path(load_profile("paper", data_root="/data").weights_root), command
+        return
+    url = command.split()[1]
+    backbones = ["resnet18", "resnet50", "resnet101", "resnet152", "densenet161"]
+    named = [b for b in backbones if weights_file_name(b) == url.rsplit("/", 1)[-1]]
+    assert named and weights_url(named[0]) == url, f"{url} is not torchvision's file for any backbone"
 
 
 def test_inline_config_overrides_are_accepted():

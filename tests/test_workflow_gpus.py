@@ -99,7 +99,7 @@ def test_readme_paper_command_counts_gpus_and_launches_them(tmp_path):
 def test_cpu_profiles_keep_plain_commands(profile):
     lines = _shell_commands("reproduce_all", "--cores", "2", "--config", f"profile={profile}")
     train = [line for line in lines if " train " in line]
-    assert len(train) == len(make_plan(profile).runs)
+    assert len(train) == len(make_plan(profile).train_runs())
     assert all(re.match(r"OMP_NUM_THREADS=\d+ spgnet train \S+ --profile ", line) for line in train), train[:2]
     assert not any("gpu_slots" in line or "torchrun" in line for line in lines)
 

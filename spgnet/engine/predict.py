@@ -156,7 +156,8 @@ def main(args) -> int:
     for picture, stem in _progress(pictures, f"predict {settings.experiment}"):
         try:
             rgb = as_rgb_array(picture)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except (SpgnetError, OSError, UnidentifiedImageError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as err:
             failures.append((str(picture), f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
             continue
         ids = predict(model, rgb, strategy=settings.strategy, scales=settings.scales, flip=settings.flip)

@@ -193,28 +193,3 @@ def weights_status(root: str | Path, needs: dict[str, list[str]]) -> list[Weight
         rows.append(WeightsStatus(backbone, path, "present", f"sha256 {digest}{note[published_hash_matches(path, digest)]}",
                                   tuple(runs)))
     return rows
-
-
-def main(args) -> int:
-    """``spgnet weights check``: print one line per backbone; exit 1 when a file is missing or wrong."""
-    from spgnet.config import load_profile
-    from spgnet.pipeline import make_plan
-
-    # the data roots play no part here: fill the paper profile's placeholder when none is given
-    profile = load_profile(args.profile, data_root=args.data_root or "${data_root}")
-    root = args.weights_root or profile.weights_root
-    if root is None:
-        raise ConfigError(f"profile '{profile.name}' has no weights_root (its runs start from random "
-                          "weights); pass --weights-root DIR to check a folder")
-    needs = plan_backbones(make_plan(profile))
-    rows = weights_status(root, needs)
-    print(f"weights_root {weights_root_path(root)} (profile {profile.name}):")
-    width = max(len(r.path.name) for r in rows)
-    for row in rows:
-        runs = f"{len(row.runs)} run{'s' if len(row.runs) > 1 else ''}"
-        print(f"  {row.backbone:<12} {row.path.name:<{width}}  {row.status:<7}  {runs:<8}  {row.detail}")
-    bad = [r for r in rows if r.status != "present"]
-    if bad:
-        print(f"{len(bad)} of {len(rows)} ImageNet files missing or wrong (README: 'ImageNet weights')")
-        return 1
-    return 0
