@@ -19,7 +19,7 @@ and times ``dataset[(index, (seed, epoch, index))]``, what one DataLoader worker
   on the same keys), the ratio of the transforms alone, and the machine
   (:func:`spgnet.engine.hardware.describe_line`).
 - ``--workers N [N ...]``: a DataLoader as ``spgnet train`` builds it (TrainSampler batches,
-  ``spgnet.engine.train._collate``, persistent workers, prefetching, pinned memory on CUDA) with N
+  ``spgnet.engine.train_data.collate_batch``, persistent workers, prefetching, pinned memory on CUDA) with N
   worker processes; prints samples per wall-second after the first batches (the device check,
   ``benchmarks/gpu_check.py``, runs it at 8 and 16 workers).
 
@@ -152,12 +152,12 @@ def loader_throughput(root: Path, workers: int, batch_size: int, batches: int, c
 
     from spgnet.data.sampler import TrainSampler
     from spgnet.data.transforms import LegacyTrainTransform, TrainTransform
-    from spgnet.engine.train import _collate
+    from spgnet.engine.train_data import collate_batch
 
     dataset = build(root, (LegacyTrainTransform if legacy else TrainTransform)(crop))
     sampler = TrainSampler(len(dataset), batch_size, seed=0, iterations=warmup + batches)
     batch_keys = [sampler.keys(i) for i in range(warmup + batches)]
-    loader = DataLoader(dataset, batch_sampler=batch_keys, num_workers=workers, collate_fn=_collate,
+    loader = DataLoader(dataset, batch_sampler=batch_keys, num_workers=workers, collate_fn=collate_batch,
                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                         prefetch_factor=4 if workers > 0 else None)
     started = None

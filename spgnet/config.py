@@ -11,6 +11,10 @@ a bad one fails with one line naming the file, key and value before any work sta
 An experiment may name a ``base`` experiment and override parts of it (a deep merge). Rows whose
 model and training settings are identical share one training run (:func:`training_groups`): Table
 12's GAP/TILED/AP rows, for instance, evaluate one trained network three ways.
+
+It is one module on purpose: the typed sections, the registry, the profiles and :func:`resolve`
+are the single place where ``params/`` becomes a run's settings (the types themselves live in
+:mod:`spgnet.config_schema`); splitting them would spread that one job over several files.
 """
 
 from __future__ import annotations

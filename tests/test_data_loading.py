@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from spgnet.data import IGNORE_INDEX, TrainSampler, TrainTransform
-from spgnet.engine.train import _collate
+from spgnet.engine.train_data import collate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_labels_cross_workers_as_uint8_and_batches_match(tmp_path):
     batch_keys = [sampler.keys(i) for i in range(3)]
 
     def batches(workers):
-        loader = DataLoader(dataset, batch_sampler=batch_keys, num_workers=workers, collate_fn=_collate,
+        loader = DataLoader(dataset, batch_sampler=batch_keys, num_workers=workers, collate_fn=collate_batch,
                             persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
         return list(loader)
 

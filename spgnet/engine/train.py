@@ -43,7 +43,6 @@ layers run channels-last.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import platform
@@ -55,7 +54,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from spgnet.atomic import write_json
 from spgnet.config import RunConfig, config_hash
@@ -63,11 +62,13 @@ from spgnet.config_args import config_from_args
 from spgnet.engine import distributed
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
-from spgnet.engine.losses import segmentation_loss
 from spgnet.engine.precision import Precision, resolve_precision
 from spgnet.engine.progress import Progress
 from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.tracking import start_run
+from spgnet.engine.train_data import build_train_dataset, build_train_loader
+from spgnet.engine.train_state import LoopState, TrainLog
+from spgnet.engine.train_step import memory_format, step_seed, train_step
 from spgnet.errors import SpgnetError
 
 LOG_NAME = "train_log.csv"
@@ -97,64 +98,8 @@ def main(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-
-class RankBatches(Sampler):
-    """This process's share of each iteration's global batch, from ``start`` to ``stop``."""
-
-    def __init__(self, sampler, start: int, stop: int, rank: int = 0, world_size: int = 1):
-        self.sampler, self.start, self.stop = sampler, start, stop
-        self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __iter__(self):
-        for iteration in range(self.start, self.stop):
-            yield distributed.shard(self.sampler.keys(iteration), self.rank, self.world_size)
-
-
-def build_train_dataset(cfg: RunConfig, seed: int) -> Dataset:
-    from spgnet.data import build_dataset
-    from spgnet.data.transforms import TrainTransform
-
-    t = cfg.train
-    transform = TrainTransform(t.crop, t.scale_min, t.scale_max, t.scale_step, seed=seed)
-    return build_dataset(t.dataset, cfg.data.path(), t.split, transform=transform)
-
-
-def _collate(samples: list[dict]) -> dict:
-    """``{"image": float32[B,3,H,W], "label": [B,H,W], "name": [str]}``. Labels keep their dtype
-    (uint8 from :class:`spgnet.data.transforms.TrainTransform`: 1 byte a pixel through the worker
-    pipes and the host-to-device copy); :func:`train_step` makes them int64 on the device."""
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "label": torch.stack([torch.as_tensor(s["label"]) for s in samples]),
-        "name": [s.get("name", "") for s in samples],
-    }
-
-
-def build_train_loader(cfg: RunConfig, dataset: Dataset, seed: int, start: int, info) -> DataLoader:
-    """The batches of iterations ``start`` .. ``train.iterations`` for this process."""
-    from spgnet.data.sampler import TrainSampler
-
-    t = cfg.train
-    sampler = TrainSampler(len(dataset), t.batch_size, seed, start_iteration=start, iterations=t.iterations)
-    return DataLoader(dataset, batch_sampler=RankBatches(sampler, start, t.iterations, info.rank, info.world_size),
-                      num_workers=t.workers, collate_fn=_collate, pin_memory=info.device.type == "cuda",
-                      persistent_workers=t.workers > 0, prefetch_factor=4 if t.workers > 0 else None)
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
-    """Seed of the global RNGs during ``iteration`` (dropout and the like)."""
-    return (int(seed) * 1_000_003 + int(iteration) * 9_973 + int(rank)) % (2**63 - 1)
 
 
 def describe_pretrained(model_cfg) -> dict:
@@ -177,165 +122,6 @@ def resume_key(cfg: RunConfig) -> str:
     """What a checkpoint must share with the run that resumes it: the model and train sections,
     except ``train.iterations`` (a larger schedule extends a run)."""
     return config_hash(cfg.model, dataclasses.replace(cfg.train, iterations=0))
-
-
-def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (tensor cores read NHWC without transposes), except for networks with
-    InPlaceABN layers, whose kernels are written for NCHW-contiguous tensors."""
-    if device.type != "cuda" or any("ABN" in type(m).__name__ for m in model.modules()):
-        return torch.contiguous_format
-    return torch.channels_last
-
-
-# --------------------------------------------------------------------------------------------
-# The log and the loop's state
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class LoopState:
-    """What the loop carries from one iteration to the next and across ``--resume`` (saved in each
-    checkpoint under ``"state"``, its rows under ``"log"``)."""
-
-    iteration: int = 0
-    rows: list = dataclasses.field(default_factory=list)  # train_log.csv so far
-    window: dict | None = None  # sums of the losses since the last log row
-    seconds: float = 0.0  # training time so far, over every segment
-    segments: list = dataclasses.field(default_factory=list)  # iteration each (re)start began at
-    saved: int = 0  # iteration of the last checkpoint
-    last: dict | None = None  # the last step's losses
-    skipped: int = 0  # steps skipped for a non-finite loss (gradient scaler)
-    nonfinite_run: int = 0  # ... of them in a row, now
-    best: dict | None = None  # {"val_miou", "iteration"} of best.pt
-
-    def checkpoint_entries(self) -> dict:
-        state = dataclasses.asdict(self)
-        return {"log": state.pop("rows"), "state": state}
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict) -> "LoopState":
-        known = {f.name for f in dataclasses.fields(cls)}
-        state = {k: v for k, v in (checkpoint.get("state") or {}).items() if k in known}
-        state.update(iteration=int(checkpoint["iteration"]), rows=list(checkpoint.get("log") or []))
-        return cls(**state)
-
-    def add(self, values: dict) -> None:
-        """Count one step's losses into the logging window."""
-        self.last = values
-        if self.window is None:
-            self.window = {"count": 0, "sums": {}}
-        self.window["count"] += 1
-        for name, value in values.items():
-            self.window["sums"][name] = self.window["sums"].get(name, 0.0) + value
-
-    def close_window(self, lr: float, extra: dict | None = None) -> dict:
-        """The log row of the window that ends at this iteration (the window restarts)."""
-        count, sums = self.window["count"], self.window["sums"]
-        row = {"step": self.iteration, "loss": sums["loss"] / count, "lr": lr}
-        row.update({name: total / count for name, total in sums.items() if name != "loss"})
-        row.update(extra or {})
-        self.window = None
-        self.rows.append(row)
-        return row
-
-
-class TrainLog:
-    """``train_log.csv``: rewritten from the checkpoint's rows on resume, one row appended per window."""
-
-    def __init__(self, path: Path, rows: list[dict], enabled: bool):
-        self.path, self.enabled = path, enabled
-        self.columns = list(rows[0]) if rows else None
-        if enabled and rows:
-            self._write(rows)
-        elif enabled and path.exists():
-            path.unlink()  # a fresh run replaces an old log
-
-    def _write(self, rows: list[dict]) -> None:
-        from spgnet.atomic import atomic_path
-
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def append(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        if self.columns is None:
-            self.columns = list(row)
-            self._write([row])
-            return
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
-
-
-# --------------------------------------------------------------------------------------------
-# One step
-# --------------------------------------------------------------------------------------------
-
-
-def forward(net: nn.Module, images: torch.Tensor, cfg: RunConfig, world_size: int) -> dict:
-    """``net(images)``, with the error of a norm layer that sees one value per channel (the GAP
-    branch on one crop per process, unsynchronised) turned into one line naming the fixes."""
-    try:
-        return net(images)
-    except ValueError as err:
-        if "per channel" not in str(err):
-            raise
-        # see spgnet.models.norm for why this stays an error
-        if cfg.model.norm != "inplace_abn_sync":
-            why = f"norm '{cfg.model.norm}' is not synchronised"
-        elif world_size == 1:
-            why = "norm 'inplace_abn_sync' is synchronised over one process"
-        else:
-            why = "that layer is not synchronised over the processes"
-        raise SpgnetError(
-            f"a normalisation layer got one value per channel ({str(err).splitlines()[0]}); "
-            f"each of the {world_size} process(es) has {images.shape[0]} crop(s) of the "
-            f"batch of {cfg.train.batch_size} and {why}: use at least 2 crops per process "
-            "(train.batch_size), or norm 'inplace_abn_sync' over at least 2 processes "
-            "(the paper: 8 GPUs x 1 crop)"
-        ) from None
-
-
-def train_step(net: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, cfg: RunConfig, *,
-               precision: Precision, scaler, info, fmt=torch.contiguous_format) -> tuple[dict[str, float], bool]:
-    """One SGD step on this process's part of a global batch.
-
-    Returns the global batch's losses ``{"loss": total, "loss_stage1": ..., ...}`` (the same on
-    every process) and whether the update was skipped: with a gradient scaler when the loss or
-    the gradients were not finite (the scaler lowers its scale; a non-finite forward pass also
-    leaves the norm layers' running statistics as they were), without one when the loss was not
-    finite (the caller then stops).
-    """
-    images = batch["image"].to(info.device, non_blocking=True).contiguous(memory_format=fmt)
-    labels = batch["label"].to(info.device, non_blocking=True).long()
-    buffers = [b for b in net.buffers() if b.is_floating_point()] if scaler is not None else []
-    before = [b.clone() for b in buffers]
-    # forward under autocast; each loss is this process's share of the global batch's mean
-    with torch.autocast(device_type=info.device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-        outputs = forward(net, images, cfg, info.world_size)
-        loss, terms = segmentation_loss(outputs, labels, cfg.train, supervise=cfg.model.supervise,
-                                        sync=info.distributed)
-    shares = torch.stack([loss.detach().float()] + [v.detach().float() for v in terms.values()])
-    values = distributed.all_reduce_sum(shares, info)  # the global batch's losses
-    finite = bool(torch.isfinite(values).all())
-    # backward: DDP averages gradients over processes, the shares must add up: scale by world size
-    optimizer.zero_grad(set_to_none=True)
-    skipped = not finite
-    if scaler is not None:
-        scale = scaler.get_scale()
-        scaler.scale(loss * info.world_size).backward()
-        scaler.step(optimizer)  # skips the update when the gradients are not finite
-        scaler.update()
-        skipped = skipped or scaler.get_scale() < scale
-        if not finite:
-            torch._foreach_copy_(buffers, before) if buffers else None
-    elif finite:
-        (loss * info.world_size).backward()
-        optimizer.step()
-    names = ["loss"] + [f"loss_{k}" for k in terms]
-    return dict(zip(names, values.tolist())), skipped
 
 
 # --------------------------------------------------------------------------------------------
