@@ -7,6 +7,8 @@
 #   snakemake --workflow-profile workflow/profiles/slurm reproduce_all --config profile=paper data_root=/data
 #
 # Wiring only: every job is one `spgnet <verb>` call; spgnet.pipeline decides what runs.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,6 +23,21 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/dvc.smk"
+
+
+def import_tracking_spool():
+    """Write the runs the jobs spooled (common.smk) into MLflow; a failure is a warning."""
+    spool = os.environ.get("SPGNET_TRACKING_SPOOL")
+    if spool and os.path.isdir(spool):
+        shell("python -m spgnet.engine.tracking import-spool {spool} || true")
+
+
+onsuccess:
+    import_tracking_spool()
+
+
+onerror:
+    import_tracking_spool()
 
 
 rule reproduce_all:

@@ -74,6 +74,8 @@ def dvc_variables(plan: Plan) -> dict:
                 "checkpoint": plan.checkpoint(ev.run, run_seed),
                 "metrics": metrics,
                 "predictions": metrics.removesuffix(".json") + "-predictions",
+                "confusion": metrics.removesuffix(".json") + ".confusion.json",
+                "confusion_figure": metrics.removesuffix(".json") + ".confusion.png",
             }
     untrained = {run: {"data": plan.data_summary(plan.runs[run].train.dataset), "out": plan.untrained_json(run)}
                  for run in plan.untrained_runs()}

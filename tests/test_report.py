@@ -331,3 +331,16 @@ def test_evaluate_records_where_it_timed(tmp_path):
     assert result["threads"] == torch.get_num_threads()
     assert result["image_size_min"] == [8, 6] and result["image_size_max"] == [10, 12]
     assert set(evaluate.TIMING_KEYS) <= set(result) and result["seconds_per_image"] > 0
+
+
+def test_report_links_each_evaluations_confusion_matrix(tree):
+    from spgnet.engine.confusion import confusion_paths
+
+    figure = confusion_paths(tree.at(tree.plan.eval_json("t3-1stage", 1)))[1]
+    figure.write_bytes(b"\x89PNG fabricated")
+    assert report.main(_args(tree)) == 0
+    section = _section(tree.out.read_text(encoding="utf-8"), "Figures")
+    links = re.findall(r"\[confusion matrix\]\(([^)]+)\)", section)
+    assert len(links) == 1 and (tree.out.parent / links[0]).resolve() == figure.resolve()
+    line = next(line for line in section.splitlines() if "[confusion matrix]" in line)
+    assert "`t3-1stage`" in line and "(seed 1)" in line

@@ -89,9 +89,9 @@ INFERRED: tuple[InferredDetail, ...] = (
         choice="A 3x3 conv D -> D (+ norm + activation) on the stride-4 decoder output before the 1x1 "
                "classifier D -> C, in every stage.",
         evidence="Without it the rows fall short by an amount that grows exactly as D^2 per stage "
-                 "(architecture-counts.md: 22.55B at D = 128, 90.1B at D = 256), which pins it to a "
-                 "D -> D conv at stride 4; in this implementation the 3x3 conv costs 19.44B per stage "
-                 "at D = 128 and 77.76B at D = 256 (1025 x 2049 input).",
+                 "(docs/architecture-counts.md: 19.44B at D = 128, 77.76B at D = 256, a ratio of "
+                 "four), which pins it to a D -> D conv at stride 4: the 3x3 conv costs "
+                 "9 x D^2 x 131,841 multiply-adds per stage (1025 x 2049 input).",
         where="spgnet/models/spgnet.py",
     ),
     InferredDetail(

@@ -36,6 +36,12 @@ TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"])
 EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
 # the --data-root argument of every verb that reads a data set
 DATA_ROOT_ARG = f"--data-root {config['data_root']}" if config.get("data_root") else ""
+# MLflow: on CPU profiles each job spools its run record as JSON (no MLflow import or store check
+# per job: ~3 s of a short job's start-up) and the workflow writes the records into MLflow when it
+# ends (Snakefile onsuccess/onerror); GPU profiles log live, so long runs show their curves.
+TRACKING_SPOOL = os.path.abspath(f"results/{PROFILE}/mlflow-spool")
+if RESOURCES_TRAIN["gpu"] == 0 and "SPGNET_TRACKING_SPOOL" not in os.environ:
+    os.environ["SPGNET_TRACKING_SPOOL"] = TRACKING_SPOOL
 # Runs of one invocation are grouped in MLflow by this tag (spgnet.engine.tracking).
 os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}")
 

@@ -8,6 +8,9 @@ rule evaluate:
         checkpoint=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/checkpoint.pt",
     output:
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.json",
+        # spgnet.engine.confusion: the matrix and its row-normalised figure, beside the metrics
+        confusion=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.confusion.json",
+        confusion_figure=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.confusion.png",
     params:
         settings=lambda wildcards: PLAN.evaluation_settings(wildcards.evaluation),
         predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
@@ -15,6 +18,8 @@ rule evaluate:
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
     log:
         f"results/{PROFILE}/logs/evaluate_{{run}}_{{evaluation}}_seed{{seed}}.log",
+    benchmark:
+        f"results/{PROFILE}/benchmarks/evaluate/{{run}}/seed{{seed}}/{{evaluation}}.tsv"
     threads: RESOURCES_EVAL["threads"]
     resources:
         mem_mb=RESOURCES_EVAL["mem_mb"],

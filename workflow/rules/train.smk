@@ -33,6 +33,8 @@ rule train:
         weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
     log:
         f"results/{PROFILE}/logs/train_{{run}}_seed{{seed}}.log",
+    benchmark:
+        f"results/{PROFILE}/benchmarks/train/{{run}}/seed{{seed}}.tsv"
     threads: RESOURCES_TRAIN["threads"]
     resources:
         mem_mb=RESOURCES_TRAIN["mem_mb"],

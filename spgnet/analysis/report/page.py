@@ -97,6 +97,22 @@ class Report(TableReport):
                           f"val images {', '.join(info.get('images', []))}")
         return figures, source
 
+    def confusions(self) -> list[dict]:
+        """``[{"experiments", "seed", "link"}]``: every evaluation's row-normalised confusion matrix
+        (``<evaluation>.confusion.png`` beside its metrics, :mod:`spgnet.engine.confusion`), linked
+        relative to the report; evaluations shared by several rows are listed once."""
+        from spgnet.engine.confusion import confusion_paths
+
+        found: dict[Path, dict] = {}
+        for experiment in self.plan.experiments:
+            for seed in self.plan.seeds_of(experiment):
+                figure = confusion_paths(self.files.path(self.plan.eval_json(experiment, seed)))[1]
+                if figure.is_file():
+                    entry = found.setdefault(figure, {"experiments": [], "seed": seed,
+                                                      "link": Path(os.path.relpath(figure, self.out.parent)).as_posix()})
+                    entry["experiments"].append(experiment)
+        return list(found.values())
+
     def training(self) -> str:
         import pandas as pd
 
@@ -135,6 +151,7 @@ class Report(TableReport):
             "residual_misses": RESIDUAL_MISSES,
             "figures": figures,
             "figure_source": figure_source,
+            "confusions": self.confusions(),
             "training": training,
             "problems": self.problems.items,
             "paper_label": PAPER,
