@@ -38,13 +38,16 @@ CUDA`` unless ``--cpu-standins`` runs them on CPU, which only shows that the cod
 
 It needs only PyTorch, torchvision, nvcc and what the device machine's image holds (numpy, Pillow,
 PyYAML); the rest travels in ``.whl`` (git-ignored): inplace-abn's sdist, setuptools_scm (its
-build needs it) and cityscapesscripts (``spgnet.data.labels`` reads its label table). Tracking
-is off (``SPGNET_TRACKING=0``); mlflow is not needed. Prepare once, in the repository root that
-the device tool sends (the lead's checkout)::
+build needs it), cityscapesscripts (``spgnet.data.labels`` reads its label table) and pydantic
+with its three dependencies the image lacks (``spgnet.config`` validates every setting with it).
+Tracking is off (``SPGNET_TRACKING=0``); mlflow is not needed. Prepare once, in the repository
+root that the device tool sends (the lead's checkout)::
 
     pip download --no-deps --no-binary :all: --no-build-isolation inplace-abn==1.1.0 -d .whl
     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 setuptools_scm==9.2.2 cityscapesscripts==2.3.0 -d .whl
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
+        setuptools_scm==9.2.2 cityscapesscripts==2.3.0 pydantic==2.14.4 pydantic_core==2.50.5 \\
+        annotated_types==0.8.0 typing_inspection==0.4.5 -d .whl
 
 then call the device tool's ``run`` with ``carry: [".whl"]``, ``timeout_s: 560`` and::
 

@@ -55,6 +55,8 @@ HOW: dict[str, str] = {
     "dvc metrics show": "run",
     "dvc params diff": "run",
     "dvc plots show": "run",
+    "dvc exp run": "help",  # runs for real in tests/test_dvc_experiments.py
+    "dvc exp show": "help",
     "mlflow ui": "help",
     "python benchmarks/": "help",
     # where to put the ImageNet files: the paper profile's weights_root, and torchvision's URLs
