@@ -32,10 +32,13 @@ def test_pyfunc_model_gives_spgnet_predict_ids(tiny_project, tmp_path, monkeypat
     from spgnet.engine.checkpoint import load_trained_model
     from spgnet.engine.predictor import run_config
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("SPGNET_TRACKING", "0")
+    # another test of the same process may have set MLflow's global URI, which wins over the variable
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri, raising=False)
     checkpoint = tiny_project / "checkpoint.pt"
-    client = MlflowClient()
+    client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("spgnet-smoke"))
     cfg = run_config("t3-1stage", checkpoint)
     trained = load_trained_model(checkpoint, cfg).train()  # as the training loop leaves it
