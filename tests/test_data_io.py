@@ -19,8 +19,8 @@ from PIL import Image
 
 from spgnet.cli import main as cli
 from spgnet.data import build_dataset
-from spgnet.data.io import (EXIF_ORIENTATION, printable, read_image, read_label, read_lines,
-                            read_numbered_lines)
+from spgnet.data.io import (EXIF_ORIENTATION, PartialReader, png_pixel_stream, printable, read_image, read_label,
+                            read_lines, read_numbered_lines)
 from spgnet.data.labels import voc_palette
 from spgnet.errors import SpgnetError
 
@@ -180,6 +180,81 @@ def test_read_label_rejects_other_modes_and_exif_orientation(tmp_path):
         read_label(tmp_path / "rgb.png")
     with pytest.raises(SpgnetError, match="'.*gone.png': label not found"):
         read_label(tmp_path / "gone.png")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _stream_allowed(path: Path, modes=("RGB", "L", "P")) -> bool:
+    with Image.open(path) as img:
+        return png_pixel_stream(img, modes) is not None
+
+
+def test_partial_reader_decodes_the_top_rows_of_plain_pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    values = rng.integers(0, 30, (37, 23), dtype=np.uint8)
+    Image.fromarray(values).save(tmp_path / "l.png")
+    palette = Image.frombytes("P", (23, 37), values.tobytes())
+    palette.putpalette(voc_palette())
+    palette.save(tmp_path / "p.png")
+    assert all(_stream_allowed(tmp_path / name) for name in ("rgb.png", "l.png", "p.png"))
+    image = PartialReader(tmp_path / "rgb.png")
+    assert image.size == (23, 37) and image.orientation == 1
+    for rows in (1, 17, 37, 99, None):
+        top = image.read(rows)
+        assert top.mode == "RGB" and np.array_equal(np.asarray(top), rgb[: rows or 37])
+    for name in ("l.png", "p.png"):
+        label = PartialReader(tmp_path / name, label=True)
+        assert np.array_equal(label.read(9), values[:9]) and np.array_equal(label.read(), read_label(tmp_path / name))
+    assert np.array_equal(np.asarray(PartialReader(tmp_path / "l.png").read(5)), np.repeat(values[:5, :, None], 3, 2))
+
+
+def test_partial_reader_reads_turned_pictures_whole_and_upright(tmp_path):
+    stored = _blocks(3, 2)
+    rgb = COLOURS[STORE[6](stored)]
+    _save_jpeg(rgb, tmp_path / "six.jpg", 6)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp_path / "six.png", exif=exif)
+    # The same PNG with its eXIf chunk after the pixels, where only a full decode finds it.
+    plain = (tmp_path / "plain.png")
+    Image.fromarray(np.ascontiguousarray(rgb)).save(plain)
+    data = plain.read_bytes()
+    (tmp_path / "late.png").write_bytes(data[:-12] + _chunk(b"eXIf", exif.tobytes()) + data[-12:])
+    assert _stream_allowed(plain)
+    for name in ("six.jpg", "six.png", "late.png"):
+        assert not _stream_allowed(tmp_path / name)
+        reader = PartialReader(tmp_path / name)
+        upright = read_image(tmp_path / name)
+        assert reader.size == upright.size == (stored.shape[1], stored.shape[0]) and reader.orientation == 6
+        assert np.array_equal(np.asarray(reader.read(BLOCK)), np.asarray(upright)[:BLOCK])
+        assert np.array_equal(_block_ids(upright), stored[::BLOCK, ::BLOCK])
+    Image.fromarray(stored.astype(np.uint8)).save(plain)
+    data = plain.read_bytes()
+    (tmp_path / "late_label.png").write_bytes(data[:-12] + _chunk(b"eXIf", exif.tobytes()) + data[-12:])
+    with pytest.raises(SpgnetError, match="late_label.png: label PNG carries EXIF orientation 6"):
+        PartialReader(tmp_path / "late_label.png", label=True)
+
+
+def test_partial_reader_names_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(SpgnetError, match="'.*gone.png': image not found"):
+        PartialReader(tmp_path / "gone.png")
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SpgnetError, match=r"cut.png: unreadable or truncated image \("):
+        PartialReader(tmp_path / "cut.png")
+    start = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[start:start + 4])[0]
+    garbage = bytes(np.random.default_rng(2).integers(0, 256, length, dtype=np.uint8))
+    (tmp_path / "bad.png").write_bytes(data[:start] + _chunk(b"IDAT", garbage) + data[start + 12 + length:])
+    reader = PartialReader(tmp_path / "bad.png")  # only the headers are read on opening
+    with pytest.raises(SpgnetError, match=r"bad.png: unreadable or truncated image \("):
+        reader.read(10)
 
 
 def test_read_lines_ignores_bom_line_ends_and_blanks(tmp_path):

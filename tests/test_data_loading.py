@@ -63,6 +63,28 @@ def test_benchmark_prints_both_transforms_ratio_and_machine(tmp_path, capsys):
     assert "thread" in out and "machine:" in out and "dataset.load" in out
     root = bench.fabricate_cityscapes(tmp_path, 2, size=(96, 192))
     result = bench.per_worker(root, 2, 1, crop=65, progress=False)
-    assert result["samples"] == 2 and result["ratio"] > 0 and result["load_ms"] > 0
+    assert result["samples"] == 2 and result["ratio"] > 0 and min(result["load_ms"].values()) > 0
+    assert 0 < result["rows_read"] <= 1
     rate = bench.loader_throughput(root, workers=1, batch_size=2, batches=2, crop=65, warmup=1)
     assert rate > 0
+
+
+def test_crop_first_reads_only_the_rows_it_needs_and_equals_a_whole_read(tmp_path):
+    from spgnet.data.transforms import make_rng
+
+    class WholeRead(TrainTransform):
+        reads_rows = False  # the same transform given the whole loaded sample
+
+    bench = _benchmark()
+    root = bench.fabricate_cityscapes(tmp_path, 2, size=(96, 192))
+    rows_dataset = bench.build(root, TrainTransform(65))
+    whole_dataset = bench.build(root, WholeRead(65))
+    fractions = set()
+    for k in range(40):
+        key = (k % 2, (1, 0, k))
+        a, b = rows_dataset[key], whole_dataset[key]
+        assert set(a) == set(b) and a["label"].dtype == b["label"].dtype == torch.uint8
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]), key
+        transform = rows_dataset.transform
+        fractions.add(transform.source_rows(96, 192, *transform.draw(make_rng(key[1]), 96, 192)) / 96)
+    assert min(fractions) < 0.6 and max(fractions) == 1.0  # scale 2: a third or so; scale 0.5: all

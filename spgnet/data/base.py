@@ -3,6 +3,8 @@
 A reader turns a data set tree into a list of :class:`Record` (image path, label path or None,
 name); :class:`SegmentationDataset` loads a record, maps its label file's values to train ids with
 the reader's lookup table, and applies a transform (see :mod:`spgnet.data.transforms`).
+Training's crop-first transform gets a :class:`RecordReader` instead of a loaded sample, so that
+only the image rows under its crop are decoded (issue 11).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from spgnet.data.io import read_image, read_label
+from spgnet.data.io import PartialReader, read_image, read_label
 from spgnet.data.labels import IGNORE_INDEX, class_names
 from spgnet.data.transforms import EvalTransform
 from spgnet.errors import SpgnetError
@@ -39,6 +41,49 @@ def read_label_values(path: Path) -> np.ndarray:
     """The raw values of a single-channel (L or P) label PNG as an HxW uint8 array
     (:func:`spgnet.data.io.read_label`: a non-identity EXIF orientation is an error)."""
     return read_label(path)
+
+
+def _size_mismatch(record: Record, label_shape: tuple[int, int], size: tuple[int, int], orientation: int) -> SpgnetError:
+    turned = f" after applying its EXIF orientation {orientation}" if orientation != 1 else ""
+    return SpgnetError(
+        f"{record.label}: label is {label_shape[1]}x{label_shape[0]} but its image "
+        f"{record.image} is {size[0]}x{size[1]}{turned}"
+    )
+
+
+class RecordReader:
+    """One record opened but not decoded, for a transform that reads only the rows it needs
+    (:class:`spgnet.data.transforms.TrainTransform`).
+
+    ``size``: the upright image's (width, height), from the files' headers. :meth:`read` gives the
+    raw sample's top rows (:class:`spgnet.data.io.PartialReader`: a partial decode only where the
+    file is a PNG needing no EXIF turn, the same pixels either way).
+
+    Raises :class:`SpgnetError` naming the files when they are missing or unreadable, or when the
+    label's size differs from the image's.
+    """
+
+    def __init__(self, record: Record, label_lut: np.ndarray):
+        self.record = record
+        self.label_lut = label_lut
+        self.image = PartialReader(record.image)
+        self.label = PartialReader(record.label, label=True) if record.label is not None else None
+        self.size = self.image.size
+        if self.label is not None and self.label.size != self.size:
+            raise _size_mismatch(record, self.label.size[::-1], self.size, self.image.orientation)
+
+    def read(self, rows: int | None = None) -> dict:
+        """The raw sample's top ``rows`` rows (all when None): ``{"image": PIL RGB image,
+        "label": uint8 array of the label file's raw values, "label_lut": uint8[256] mapping them
+        to train ids (None for an unlabelled record, whose label is all 255), "name", "path"}``.
+        The lookup is left to the transform, to apply on the crop only."""
+        image = self.image.read(rows)
+        if self.label is None:
+            label, lut = np.full((image.height, image.width), IGNORE_INDEX, dtype=np.uint8), None
+        else:
+            label, lut = self.label.read(rows), self.label_lut
+        return {"image": image, "label": label, "label_lut": lut, "name": self.record.name,
+                "path": str(self.record.image)}
 
 
 class SegmentationDataset(Dataset):
@@ -79,15 +124,17 @@ class SegmentationDataset(Dataset):
         else:
             label = self.label_lut[read_label_values(record.label)]
             if label.shape != (image.height, image.width):
-                turned = f" after applying its EXIF orientation {orientation}" if orientation != 1 else ""
-                raise SpgnetError(
-                    f"{record.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
-                    f"{record.image} is {image.width}x{image.height}{turned}"
-                )
+                raise _size_mismatch(record, label.shape, image.size, orientation)
         return {"image": image, "label": label, "name": record.name, "path": str(record.image)}
 
+    def open(self, index: int) -> RecordReader:
+        """The record opened for a transform that reads only the rows it needs (nothing decoded
+        yet); see :class:`RecordReader`."""
+        return RecordReader(self.records[index], self.label_lut)
+
     def __getitem__(self, key):
-        if isinstance(key, tuple):
-            index, rng = key
-            return self.transform(self.load(int(index)), rng)
-        return self.transform(self.load(int(key)))
+        index, rng = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
+        # A transform with ``reads_rows`` (TrainTransform) gets the unopened record, any other
+        # (evaluation, LegacyTrainTransform) the whole loaded sample.
+        sample = self.open(int(index)) if getattr(self.transform, "reads_rows", False) else self.load(int(index))
+        return self.transform(sample) if rng is None else self.transform(sample, rng)

@@ -13,6 +13,8 @@ inference see the same pixels:
 - :func:`read_lines` / :func:`read_numbered_lines`: a text list (split lists, VOC ``ImageSets``) whatever its BOM (UTF-8, or
   UTF-16 as Windows Notepad's "Unicode"), line ends (LF, CRLF, CR) or trailing blanks; blank
   lines are dropped.
+- :class:`PartialReader`: an image or label file whose upright size is known before decoding and
+  whose top rows can be decoded without the rest (training reads only the rows its crop needs).
 - :func:`printable`: a path or name with invisible characters escaped, for error messages
   ("missing image 'JPEGImages/\\ufeff2007_000032.jpg'" instead of a name that looks right).
 
@@ -23,6 +25,7 @@ This module imports neither torch nor the readers, so ``spgnet prepare-data`` st
 from __future__ import annotations
 
 import codecs
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +55,12 @@ def one_line(err: BaseException) -> str:
 
 def exif_orientation(img: Image.Image) -> int:
     """The image's EXIF orientation (1-8); 1 when it has none or an invalid one."""
+    return _orientation(img.getexif)
+
+
+def _orientation(getexif) -> int:
     try:
-        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+        value = int(getexif().get(EXIF_ORIENTATION, 1))
     except (TypeError, ValueError, SyntaxError, OSError):  # malformed EXIF blocks
         return 1
     return value if 1 <= value <= 8 else 1
@@ -71,7 +78,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def read_image(path: str | Path, *, with_orientation: bool = False):
@@ -152,3 +159,91 @@ def read_numbered_lines(path: str | Path) -> list[tuple[int, str]]:
 def read_lines(path: str | Path) -> list[str]:
     """The non-blank lines of :func:`read_numbered_lines`, without their numbers."""
     return [line for _, line in read_numbered_lines(path)]
+
+
+#: PNG chunk framing (PNG spec, Sec. 5.3): 4-byte big-endian length, 4-byte type, data, 4-byte CRC.
+_CHUNK = struct.Struct(">I4s")
+
+
+def png_pixel_stream(img: Image.Image, modes: tuple[str, ...]) -> bytes | None:
+    """The zlib stream of a PNG whose top rows can be decoded alone and need no turning, or None.
+
+    This is the one place that decides whether a partial decode is right. It is, and the returned
+    bytes are the file's IDAT payloads joined, when ``img`` (just opened, not loaded) is a
+    single-frame, non-interlaced 8-bit PNG of one of ``modes``, without a transparency key, whose
+    chunks after the pixels are only IEND (so every metadata chunk has been read at opening) and
+    whose EXIF orientation, as Pillow reads it from those chunks (eXIf, raw EXIF profile or XMP
+    ``tiff:Orientation``), is 1. PNG rows are filtered and compressed as one stream, top to
+    bottom, so the first k rows need only the start of the stream. Anything else (JPEG, a rotated
+    or interlaced PNG, metadata stored after the pixels, an unparsable file) gets None: read it
+    whole with :func:`read_image` / :func:`read_label`.
+    """
+    if (img.format != "PNG" or img.mode not in modes or len(img.tile) != 1 or img.tile[0].args != img.mode
+            or img.info.get("interlace") or "transparency" in img.info or getattr(img, "n_frames", 1) != 1):
+        return None
+    assert img.fp is not None
+    img.fp.seek(img.tile[0].offset - _CHUNK.size)
+    data = memoryview(img.fp.read())
+    parts, pos = [], 0
+    while pos + _CHUNK.size <= len(data):
+        length, kind = _CHUNK.unpack_from(data, pos)
+        if kind != b"IDAT":
+            break
+        parts.append(data[pos + _CHUNK.size:pos + _CHUNK.size + length])
+        pos += _CHUNK.size + length + 4
+    if pos + _CHUNK.size > len(data) or _CHUNK.unpack_from(data, pos)[1] != b"IEND":
+        return None
+    # PngImageFile.getexif would decode the pixels to look for chunks after them; there are none,
+    # so Pillow's reading of what was parsed at opening is the whole answer.
+    return b"".join(parts) if _orientation(lambda: Image.Image.getexif(img)) == 1 else None
+
+
+class PartialReader:
+    """An image (or, with ``label=True``, a label) file: its upright ``size`` (width, height) known
+    before decoding and its top rows read without decoding the rest (:meth:`read`).
+
+    Where :func:`png_pixel_stream` allows it (Cityscapes' PNGs), opening reads the compressed bytes
+    only and ``read(rows)`` inflates the first ``rows`` rows, stopping there; the pixels equal
+    those of :func:`read_image` / :func:`read_label` row for row. Any other file is read whole on
+    opening by those functions (EXIF orientation applied, errors as they raise them) and
+    ``read(rows)`` returns its top rows.
+
+    Raises :class:`SpgnetError` naming the file when it is missing, unreadable or truncated (a
+    truncated PNG may only show when :meth:`read` reaches the missing rows).
+    """
+
+    def __init__(self, path: str | Path, *, label: bool = False):
+        self.path = path
+        self.label = label
+        self._stream = self._whole = None
+        #: The EXIF orientation applied (1 where a partial decode is used: see png_pixel_stream).
+        self.orientation = 1
+        try:
+            with Image.open(path) as img:
+                self._stream = png_pixel_stream(img, ("L", "P") if label else ("RGB", "L"))
+                self.mode, self.size = img.mode, img.size
+        except Exception:  # missing or unreadable: the whole-file readers say which, below
+            self._stream = None
+        if self._stream is None:
+            if label:
+                self._whole = read_label(path)
+                self.size = (self._whole.shape[1], self._whole.shape[0])
+            else:
+                self._whole, self.orientation = read_image(path, with_orientation=True)
+                self.size = self._whole.size
+
+    def read(self, rows: int | None = None):
+        """The top ``rows`` rows (all when None or more than the height): an RGB PIL image, or for
+        a label the HxW uint8 array of its raw values."""
+        width, height = self.size
+        rows = height if rows is None else max(0, min(int(rows), height))
+        if self._whole is not None:
+            if self.label:
+                return self._whole[:rows]
+            return self._whole if rows == height else self._whole.crop((0, 0, width, rows))
+        try:
+            part = Image.frombytes(self.mode, (width, rows), self._stream, "zip", self.mode)
+        except Exception as err:  # truncated or corrupt stream (ValueError, OSError)
+            what = "label" if self.label else "image"
+            raise SpgnetError(f"{self.path}: unreadable or truncated {what} ({one_line(err)})") from None
+        return np.asarray(part) if self.label else _to_rgb(part)

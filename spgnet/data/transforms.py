@@ -19,6 +19,15 @@ pixels within 2 grey levels before normalisation (both are Pillow's two-pass 8-b
 filter, within 1 grey level of the exact filter; the window's own sampling offset moves the
 rounding of ties). ``python benchmarks/data_loading.py`` measures both.
 
+Reading less: given a :class:`spgnet.data.base.RecordReader` (what ``SegmentationDataset`` passes
+a transform whose ``reads_rows`` is true), :class:`TrainTransform` draws its parameters from the
+image size in the file headers, then decodes only the rows down to the window's last
+(:meth:`TrainTransform.source_rows`; PNG rows are compressed top to bottom, so the rest is never
+inflated, see :class:`spgnet.data.io.PartialReader`), and maps the label file's values to train
+ids on the crop only. On Cityscapes' 2048x1024 images that is 83% of the rows on average (all of
+them at scales 0.5 and 0.75, whose scaled image is no taller than the crop), for the same output
+as from the whole decoded sample.
+
 Randomness and reproducibility
 ------------------------------
 :class:`TrainTransform` draws, in this fixed order, one scale from {scale_min, scale_min+step, ...,
@@ -130,6 +139,11 @@ def _normalize_into(out: np.ndarray, patch: np.ndarray) -> None:
         view *= _INV_STD[c]
 
 
+def _apply_lut(lut: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+    """Label file values mapped to train ids through ``lut`` (uint8[256]); unchanged when None."""
+    return values if lut is None else np.take(lut, values)
+
+
 class TrainTransform:
     """Section 4.2's augmentation: random scale, random horizontal flip, random crop, normalisation.
 
@@ -174,6 +188,10 @@ class TrainTransform:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
+    #: SegmentationDataset passes a RecordReader (see :meth:`__call__`): only the rows under the
+    #: crop are decoded.
+    reads_rows = True
+
     def __repr__(self) -> str:
         return f"TrainTransform(crop={self.crop}, scales={self.scales}, flip={self.flip}, seed={self.seed})"
 
@@ -215,9 +233,30 @@ class TrainTransform:
         x0, x1 = (new_w - right, new_w - left) if flip else (left, right)
         return new_h, new_w, top, bottom, x0, x1
 
-    def __call__(self, sample: dict, rng=None) -> dict:
-        image, label, (scale, flip, top, left) = self._inputs(sample, rng)
-        width, height = image.size
+    def source_rows(self, height: int, width: int, scale: float, flip: bool, top: int, left: int) -> int:
+        """How many of the source image's top rows a crop drawn as (scale, flip, top, left) reads:
+        those under the window and, when resized, the reach of Pillow's bilinear filter below its
+        last row (``max(source/size, 1)`` rows, ``precompute_coeffs`` in Pillow's Resample.c),
+        plus one; the nearest-neighbour label rows lie within them."""
+        new_h, new_w, _, y1, _, _ = self.window(height, width, scale, flip, top, left)
+        if (new_h, new_w) == (height, width):
+            return y1
+        sy = height / new_h
+        return min(height, int(np.ceil(y1 * sy + max(sy, 1.0))) + 1)
+
+    def __call__(self, sample, rng=None) -> dict:
+        """``sample``: a raw sample (dict), or a :class:`spgnet.data.base.RecordReader`, of which
+        only the source rows the crop needs (:meth:`source_rows`) are read and whose label
+        values are mapped to train ids after cropping."""
+        lut = None
+        if isinstance(sample, dict):
+            image, label, (scale, flip, top, left) = self._inputs(sample, rng)
+            width, height = image.size
+        else:
+            width, height = sample.size
+            scale, flip, top, left = self.draw(self._rng if rng is None else make_rng(rng), height, width)
+            sample = sample.read(self.source_rows(height, width, scale, flip, top, left))
+            image, label, lut = sample.pop("image"), sample.pop("label"), sample.pop("label_lut")
         new_h, new_w, y0, y1, x0, x1 = self.window(height, width, scale, flip, top, left)
         if (new_h, new_w) == (height, width):
             patch = np.asarray(image.crop((x0, y0, x1, y1)))
@@ -232,6 +271,7 @@ class TrainTransform:
             rows = nearest_indices(height, new_h)[y0:y1]
             cols = nearest_indices(width, new_w)[x0:x1]
             label_patch = label[rows[:, None], cols]
+        label_patch = _apply_lut(lut, label_patch)
         if flip:
             patch, label_patch = patch[:, ::-1], label_patch[:, ::-1]
         out_image = np.zeros((3, self.crop, self.crop), dtype=np.float32)
@@ -253,6 +293,9 @@ class LegacyTrainTransform(TrainTransform):
     the reference that ``tests/test_data_transforms.py`` and ``benchmarks/data_loading.py`` compare
     the cropping transform with; training does not use it.
     """
+
+    #: SegmentationDataset passes the whole loaded sample, as before issue 11.
+    reads_rows = False
 
     def __repr__(self) -> str:
         return "Legacy" + super().__repr__()
