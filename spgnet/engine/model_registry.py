@@ -104,14 +104,14 @@ def log_trained_model(model: torch.nn.Module, cfg, run_id: str, *, registered_mo
     import mlflow
     import mlflow.pytorch
 
-    from spgnet.engine.tracking import _StoreLock, sqlite_path
+    from spgnet.engine.tracking.store import _StoreLock, sqlite_path
     from spgnet.engine.tracking import tracking_uri as default_uri
 
     uri = tracking_uri or default_uri()
     name = registered_model_name or cfg.experiment
     pipeline = inference_pipeline(model, cfg)
     package = Path(__file__).resolve().parent.parent
-    lock = _StoreLock(sqlite_path(uri))  # one writer at a time on a SQLite store (see tracking.py)
+    lock = _StoreLock(sqlite_path(uri))  # one writer at a time on a SQLite store (see tracking/store.py)
     mlflow.set_tracking_uri(uri)
     try:
         with lock(), mlflow.start_run(run_id=run_id):

@@ -1,0 +1,78 @@
+"""The spool: runs recorded by jobs (:class:`~spgnet.engine.tracking.trackers.SpoolTracker`),
+written into MLflow by one process, :func:`import_spool`, also the command
+``python -m spgnet.engine.tracking import-spool DIR`` (:func:`main`; docs/mlflow.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from spgnet.engine.tracking.run import _open_run
+from spgnet.engine.tracking.store import _connect, _now_ms, _warn, tracking_uri
+
+
+def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
+    """Write every run spooled in ``directory`` into MLflow at ``uri`` (default
+    :func:`tracking_uri`); returns the MLflow run ids. Each imported file moves to
+    ``directory/imported/`` with its ``run_id``; one that fails stays for the next import (a
+    warning names it). A record still ``RUNNING`` (its job was killed) is imported as KILLED:
+    run this when no job of the spool is running (the workflow's last step)."""
+    directory = Path(directory)
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        return []
+    records = []
+    for file in files:
+        try:
+            records.append((json.loads(file.read_text(encoding="utf-8")), file))
+        except (OSError, ValueError) as err:
+            _warn(f"import of {file}", err)
+    records.sort(key=lambda item: (item[0].get("start_time") or 0, item[1].name))
+    uri = uri or tracking_uri()
+    client, lock, db = _connect(uri)
+    done = []
+    for record, file in records:
+        try:
+            tracker = _open_run(client, lock, db, record["experiment_name"], record["run_name"],
+                                record["tags"], record.get("resume_run_id"), record.get("parent_run_id"),
+                                start_time=record.get("start_time"), strict=True)
+            tracker.log_params(record["params"])
+            tracker._log_entries([tuple(entry) for entry in record["metrics"]])
+            for path, artifact_path in record["artifacts"]:
+                if Path(path).exists():
+                    tracker.log_artifact(path, artifact_path)
+                else:  # removed since the job ran: the run keeps everything else
+                    _warn(f"import of artifact {path} of {file}", "no such file any more")
+            for obj, artifact_file in record["dicts"]:
+                tracker.log_dict(obj, artifact_file)
+            status = "KILLED" if record["status"] == "RUNNING" else record["status"]
+            tracker.close(status, record.get("end_time") or _now_ms())
+        except Exception as err:  # noqa: BLE001
+            _warn(f"import of {file} into {uri}", err)
+            continue
+        from spgnet.atomic import write_json
+
+        record["run_id"] = tracker.run_id
+        write_json(directory / "imported" / file.name, record)
+        file.unlink()
+        done.append(tracker.run_id)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spgnet.engine.tracking import-spool DIR``: :func:`import_spool`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m spgnet.engine.tracking", description=main.__doc__)
+    parser.add_argument("command", choices=["import-spool"])
+    parser.add_argument("directory", help="the spool folder (SPGNET_TRACKING_SPOOL of the jobs)")
+    args = parser.parse_args(argv)
+    if not Path(args.directory).is_dir():
+        print(f"spgnet: {args.directory}: no such spool folder", file=sys.stderr)
+        return 2
+    left = len(list(Path(args.directory).glob("*.json")))
+    runs = import_spool(args.directory)
+    print(f"imported {len(runs)} of {left} spooled runs into {tracking_uri()}", file=sys.stderr)
+    return 0 if len(runs) == left else 1
