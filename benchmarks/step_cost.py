@@ -1,18 +1,20 @@
 """CPU seconds of one training step of every run a profile trains (default: mini), one thread.
 
-    python benchmarks/step_cost.py [--profile mini]
+    python benchmarks/step_cost.py [--profile mini] [--amp auto|true|false]
 
 Builds each run's model from its resolved config, then times a full step (forward in the precision
 :func:`spgnet.engine.precision.resolve_precision` picks for the profile's ``train.amp`` on this CPU,
 the training loss on every stage, backward, SGD) on random data of the run's batch and crop;
 prints the CPU it ran on, the best of two timed steps after one warm-up, and the sum over all
-runs: the cost of one iteration of the whole profile, which with the evaluations and per-job
-start-up bounds how many iterations fit a time budget (issue 5's 20 minutes on 2 cores).
+runs, each counted once per seed it trains under: the cost of one iteration of the whole profile,
+which with the evaluations and per-job start-up bounds how many iterations fit a time budget.
+``--amp false`` times float32 instead (what a CPU without native bfloat16 runs under ``auto``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -47,17 +49,26 @@ def step_seconds(cfg) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="mini")
+    parser.add_argument("--amp", default=None, choices=["auto", "true", "false"],
+                        help="replace the profile's train.amp (default: the profile's)")
     args = parser.parse_args()
     keep_freed_memory()  # as spgnet train does
     torch.set_num_threads(1)
     plan = make_plan(args.profile)
     print(f"on {describe_line()}", flush=True)
-    total = 0.0
+    amp = {"true": True, "false": False}.get(args.amp, args.amp)
+    total, jobs = 0.0, 0
     for run, cfg in plan.runs.items():
+        if amp is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=amp))
         seconds = step_seconds(cfg)
-        total += seconds
-        print(f"{run:24s} {cfg.model.arch:10s} crop {cfg.train.crop} x {cfg.train.batch_size}: {seconds:.2f} s", flush=True)
-    print(f"one iteration of all {len(plan.runs)} runs: {total:.1f} CPU-seconds")
+        seeds = len(plan.seeds_of_run(run))
+        total += seconds * seeds
+        jobs += seeds
+        print(f"{run:24s} {cfg.model.arch:10s} crop {cfg.train.crop} x {cfg.train.batch_size} "
+              f"({resolve_precision(cfg.train.amp, 'cpu').name}, {seeds} seed{'s' if seeds > 1 else ''}): "
+              f"{seconds:.2f} s", flush=True)
+    print(f"one iteration of all {jobs} training jobs ({len(plan.runs)} runs): {total:.1f} CPU-seconds")
 
 
 if __name__ == "__main__":
