@@ -96,6 +96,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = verb("predict", "spgnet.engine.predict:main", "segment your own pictures with a trained experiment (labelIds, colour, overlay PNGs)")
     p.add_argument("experiment")
     p.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a setting the network was trained with (as spgnet train --set; repeatable)")
     p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="pictures, folders (recursive) or globs")
@@ -110,6 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = verb("export", "spgnet.engine.export:main", "export a trained experiment to ONNX or a torch.export program, checked against PyTorch")
     p.add_argument("experiment")
     p.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a setting the network was trained with (as spgnet train --set; repeatable)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", required=True, choices=["onnx", "exported-program"])
     p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")

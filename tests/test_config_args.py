@@ -62,3 +62,15 @@ def test_the_cli_accepts_set_on_train_evaluate_and_attention():
         args = parser.parse_args(argv + ["--set", "train.lr=0.02", "--set", "eval.flip=true"])
         assert args.set == ["train.lr=0.02", "eval.flip=true"]
         assert config_from_args(args).train.lr == 0.02
+
+
+def test_predict_and_export_build_their_config_the_same_way(tmp_path):
+    """spgnet predict/export/load_model read a checkpoint with the config every verb builds
+    (config_from_args), --set included: a network trained with an override is rebuilt with it."""
+    from spgnet.engine.predictor import run_config
+
+    cfg = run_config("t3-1stage", tmp_path / "unused.pt", profile="mini", overrides=["model.channels=64"])
+    assert cfg == config_from_args(_args(set=["model.channels=64"]))
+    assert cfg.model.channels == 64
+    with pytest.raises(ConfigError, match="unknown key 'model.chanels'"):
+        run_config("t3-1stage", tmp_path / "unused.pt", profile="mini", overrides=["model.chanels=64"])

@@ -148,7 +148,7 @@ def main(args) -> int:
     if not pictures:
         raise SpgnetError("no pictures to predict: " + "; ".join(f"{p}: {why}" for p, why in failures))
     keep_freed_memory()
-    model = load_model(args.experiment, args.checkpoint, profile=args.profile, device=args.device,
+    model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None), device=args.device,
                        data_root=args.data_root)
     settings = settings_of(model).replace(strategy=args.strategy, scales=args.scales, flip=args.flip)
     out = Path(args.out)

@@ -100,15 +100,20 @@ def recorded_profile(checkpoint: str | Path) -> str | None:
 
 
 def run_config(experiment: str, checkpoint: str | Path, profile: str | None = None,
-               data_root: str | None = None):
-    """The :class:`spgnet.config.RunConfig` a checkpoint is read with: ``experiment`` under
-    ``profile`` (default: the profile recorded in the checkpoint, else ``mini``). No data set is
-    read, so a profile whose data live under ``${data_root}`` (paper) needs no ``data_root``."""
-    from spgnet.config import load_profile, resolve
+               data_root: str | None = None, overrides: list[str] | None = None):
+    """The :class:`spgnet.config.RunConfig` a checkpoint is read with, built like every verb's
+    (:func:`spgnet.config_args.config_from_args`): ``experiment`` under ``profile`` (default: the
+    profile recorded in the checkpoint, else ``mini``), then ``overrides`` (``SECTION.KEY=VALUE``
+    items, as ``--set``: give the ones the network was trained with). No data set is read, so a
+    profile whose data live under ``${data_root}`` (paper) needs no ``data_root``."""
+    from argparse import Namespace
+
+    from spgnet.config_args import config_from_args
 
     name = profile or recorded_profile(checkpoint) or "mini"
     # the data root only locates data sets, which inference never opens
-    return resolve(experiment, load_profile(name, data_root=data_root or "<data_root>"))
+    return config_from_args(Namespace(experiment=experiment, profile=name, data_root=data_root or "<data_root>",
+                                      set=list(overrides or [])))
 
 
 def inference_device(requested: str | torch.device | None, cfg) -> torch.device:
@@ -142,21 +147,23 @@ def prepare_for_inference(model: nn.Module, settings: PredictSettings) -> nn.Mod
 
 
 def load_model(experiment: str, checkpoint: str | Path, *, profile: str | None = None,
-               device: str | torch.device | None = None, data_root: str | None = None) -> nn.Module:
+               device: str | torch.device | None = None, data_root: str | None = None,
+               overrides: list[str] | None = None) -> nn.Module:
     """The trained network of registered ``experiment`` with the weights of ``checkpoint``, ready
     for :func:`predict`: eval mode, on ``device`` (default: the experiment's device when present,
     else the CPU), norms folded as ``spgnet evaluate`` runs it, the experiment's test-time options
     (``eval`` section of ``params/``) in its ``spgnet_settings`` (:class:`PredictSettings`).
 
     ``profile``: the ``params/profiles`` entry to read the experiment with (default: the one
-    recorded in the checkpoint, else ``mini``). Calling the returned module on a normalised
+    recorded in the checkpoint, else ``mini``); ``overrides``: the ``--set`` items it was trained
+    with (``["model.channels=64"]``). Calling the returned module on a normalised
     ``float32 [N, 3, H, W]`` batch gives ``{"out": logits [N, C, H, W], "aux": [...]}``.
     Errors (unknown experiment, missing or mismatched checkpoint) are one-line
     :class:`spgnet.errors.SpgnetError`.
     """
     from spgnet.engine.checkpoint import load_trained_model
 
-    cfg = run_config(experiment, checkpoint, profile, data_root)
+    cfg = run_config(experiment, checkpoint, profile, data_root, overrides)
     settings = PredictSettings.from_config(cfg)
     model = load_trained_model(checkpoint, cfg, inference_device(device, cfg))
     return prepare_for_inference(model, settings)
