@@ -76,7 +76,6 @@ ROOT = HERE.parent
 for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
-os.environ.setdefault("SPGNET_TRACKING", "0")
 
 import torch  # noqa: E402
 
@@ -633,6 +632,20 @@ def run_sections(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The device check, with tracking off while it runs (no MLflow on a bare GPU machine; the
+    caller's environment is restored afterwards, so a test calling it leaves none behind)."""
+    previous = os.environ.get("SPGNET_TRACKING")
+    os.environ["SPGNET_TRACKING"] = "0"
+    try:
+        return _check(argv)
+    finally:
+        if previous is None:
+            os.environ.pop("SPGNET_TRACKING", None)
+        else:
+            os.environ["SPGNET_TRACKING"] = previous
+
+
+def _check(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--tiny", action="store_true", help="small sizes and few steps (a test of the script)")
