@@ -27,6 +27,16 @@ def _profile_args(parser: argparse.ArgumentParser, overrides: bool = False) -> N
                                  "(repeatable; e.g. --set train.lr=0.02 --set eval.scales=[1.0,1.5])")
 
 
+def _trained_network_args(parser: argparse.ArgumentParser) -> None:
+    """EXPERIMENT, --checkpoint, --profile (default: the checkpoint's) and --set: which trained network
+    (``predict``, ``export``; read as :func:`spgnet.engine.predictor.load_model` reads it)."""
+    parser.add_argument("experiment")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting the network was trained with (as spgnet train --set; repeatable)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spgnet", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -94,12 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", default=None, help="folder for prediction PNGs (labelIds)")
 
     p = verb("predict", "spgnet.engine.predict:main", "segment your own pictures with a trained experiment (labelIds, colour, overlay PNGs)")
-    p.add_argument("experiment")
-    p.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a setting the network was trained with (as spgnet train --set; repeatable)")
+    _trained_network_args(p)
     p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="pictures, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--strategy", default=None, choices=["GAP", "AP", "TILED"], help="default: the experiment's")
@@ -110,11 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: the experiment's device if present, else cpu")
 
     p = verb("export", "spgnet.engine.export:main", "export a trained experiment to ONNX or a torch.export program, checked against PyTorch")
-    p.add_argument("experiment")
-    p.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a setting the network was trained with (as spgnet train --set; repeatable)")
-    p.add_argument("--checkpoint", required=True)
+    _trained_network_args(p)
     p.add_argument("--format", required=True, choices=["onnx", "exported-program"])
     p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
     p.add_argument("--strategy", default=None, choices=["GAP", "AP"], help="global pooling in the graph (default: the experiment's; TILED exports GAP)")

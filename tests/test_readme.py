@@ -140,8 +140,8 @@ def _check_help(words: list[str]) -> None:
 
 
 def _dry_run(words: list[str]) -> None:
-    if words[0] == "snakemake":
-        result = _run([words[0], "-n", *words[1:]])
+    if words[0] == "snakemake":  # --forceall: every job, whatever this checkout has already built
+        result = _run([words[0], "-n", "--forceall", *words[1:]])
         assert result.returncode == 0 and "This was a dry-run" in result.stdout, (result.stderr + result.stdout)[-3000:]
     elif words[:2] == ["dvc", "repro"]:
         result = _run(["dvc", "status", *words[2:]])
