@@ -23,10 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from spgnet.config import ConfigError, RunConfig, load_profile, resolve
+from spgnet.config import ConfigError, EvalConfig, ModelConfig, RunConfig, TrainConfig, load_profile, resolve
+from spgnet.config_schema import validate_partial
 
 #: The sections ``--set`` may change (those of :class:`spgnet.config.RunConfig` that are settings).
-OVERRIDE_SECTIONS = ("model", "train", "eval")
+SECTION_TYPES = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+OVERRIDE_SECTIONS = tuple(SECTION_TYPES)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict]:
@@ -83,7 +85,8 @@ def config_from_args(args) -> RunConfig:
     profile = load_profile(args.profile, data_root=getattr(args, "data_root", None))
     overrides = read_settings(args.settings) if getattr(args, "settings", None) else {}
     for section, values in parse_overrides(getattr(args, "set", None)).items():
-        overrides.setdefault(section, {}).update(values)
+        # checked here, so that a bad value is named as the --set it came from
+        overrides.setdefault(section, {}).update(validate_partial(SECTION_TYPES[section], values, "--set", section))
     iterations = getattr(args, "iterations", None)
     if iterations is not None:
         if iterations < 1:

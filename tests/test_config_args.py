@@ -74,3 +74,10 @@ def test_predict_and_export_build_their_config_the_same_way(tmp_path):
     assert cfg.model.channels == 64
     with pytest.raises(ConfigError, match="unknown key 'model.chanels'"):
         run_config("t3-1stage", tmp_path / "unused.pt", profile="mini", overrides=["model.chanels=64"])
+
+
+def test_a_bad_set_value_is_named_as_the_set_it_came_from():
+    with pytest.raises(ConfigError, match=r"^--set: key 'train.lr': input should be a valid number.*got 'abc'$"):
+        config_from_args(_args(set=["train.lr=abc"]))
+    with pytest.raises(ConfigError, match=r"^--set: key 'train.iterations'"):
+        config_from_args(_args(set=["train.iterations=-3"]))
