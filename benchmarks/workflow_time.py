@@ -180,8 +180,8 @@ def main() -> None:
     if not args.keep:
         clean(plan)
     snakemake = ["snakemake", "--cores", args.cores, "reproduce_all", "--config", f"profile={args.profile}"]
-    print(f"profile {args.profile}, {os.cpu_count()} cores, {len(plan.runs)} training runs, "
-          f"{len(plan.unique_evaluations())} evaluations", flush=True)
+    print(f"profile {args.profile}, {os.cpu_count()} cores, {len(plan.train_runs())} training jobs "
+          f"({len(plan.runs)} runs), {len(set(plan.eval_files()))} evaluations", flush=True)
 
     first, _ = timed(snakemake)
     print(f"first run:   {first / 60:6.1f} min   target < 20 min (mini): {verdict(first < 1200)}", flush=True)

@@ -86,8 +86,8 @@ def train_step(net: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, cf
         scaler.step(optimizer)  # skips the update when the gradients are not finite
         scaler.update()
         skipped = skipped or scaler.get_scale() < scale
-        if not finite:
-            torch._foreach_copy_(buffers, before) if buffers else None
+        if not finite and buffers:  # the forward pass's running statistics are not finite either
+            torch._foreach_copy_(buffers, before)
     elif finite:
         (loss * info.world_size).backward()
         optimizer.step()
