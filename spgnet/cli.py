@@ -89,6 +89,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="folder of torchvision's ImageNet files (resnet50-0676ba61.pth, ...); "
                         "replaces the profile's weights_root (see README, 'ImageNet weights')")
     p.add_argument("--iterations", type=int, default=None, help="override the schedule's iterations")
+    p.add_argument("--untrained-out", default=None, metavar="JSON",
+                   help="also evaluate the network as this seed builds it, before training, on val "
+                        "(the report's untrained reference, as spgnet baseline untrained) and write it here")
 
     p = verb("weights", "spgnet.weights_cli:main", "check the ImageNet files a profile's runs need")
     p.add_argument("action", choices=["check"], help="check: list each backbone's file as present, missing or wrong")

@@ -63,6 +63,7 @@ def dvc_variables(plan: Plan) -> dict:
             "seed": run_seed,
             "dir": plan.run_dir(run, run_seed),
             "data": plan.data_summary(cfg.train.dataset),
+            "untrained": plan.untrained_json(run, run_seed),
         }
     evaluations = {}
     for name, ev in plan.unique_evaluations().items():
@@ -77,8 +78,6 @@ def dvc_variables(plan: Plan) -> dict:
                 "confusion": metrics.removesuffix(".json") + ".confusion.json",
                 "confusion_figure": metrics.removesuffix(".json") + ".confusion.png",
             }
-    untrained = {run: {"data": plan.data_summary(plan.runs[run].train.dataset), "out": plan.untrained_json(run)}
-                 for run in plan.untrained_runs()}
     attention = {}
     experiment = plan.attention_experiment()
     if experiment is not None:
@@ -101,7 +100,6 @@ def dvc_variables(plan: Plan) -> dict:
         "datasets": datasets,
         "runs": runs,
         "evaluations": evaluations,
-        "untrained": untrained,
     }
 
 

@@ -7,10 +7,10 @@ Layout under ``results/<profile>/``::
     profile.json                              #Params/#FLOPs at paper scale (every profile)
     runs/<run>/seed<k>/checkpoint.pt          training (one per distinct model+train settings)
     runs/<run>/seed<k>/train_metrics.json     ... its final metrics, train_log.csv its curve
+    runs/<run>/seed<k>/untrained.json         ... mIoU of its network before training (same job)
     runs/<run>/seed<k>/eval/<evaluation>.json one per distinct evaluation of that run
     data/<dataset>/summary.json               the checked data set and its split lists
     references/majority/<dataset>.json        mIoU of always predicting the most frequent train class
-    references/untrained/<run>.json           mIoU of the run's network before training (first seed)
     references/memory.json                    peak memory of one training step, SPG vs no SPG (Sec. 3.4)
 
 Seeds: every run trains under the profile's ``seeds``; ``table_seeds`` gives the runs of some tables
@@ -117,18 +117,13 @@ class Plan:
         return [(run, seed) for run in self.runs for seed in self.seeds_of_run(run)]
 
     # ---- reference scores (what an mIoU cell is read against) ----
-    @property
-    def reference_seed(self) -> int:
-        """The seed whose initial weights the untrained references use (every run has it)."""
-        return self.seeds[0]
-
     def majority_json(self, dataset: str) -> str:
         return f"{self.results}/references/majority/{dataset}.json"
 
     def untrained_runs(self) -> dict[str, list[str]]:
         """Runs whose untrained networks are the same (same model, data set and test strategy: Table
         9's test-set model and the OHEM rows share their network with another run), keyed by the
-        first of them: one reference evaluation each."""
+        first of them: the report lists each network once."""
         groups: dict[str, list[str]] = {}
         first: dict[str, str] = {}
         for run, cfg in self.runs.items():
@@ -136,14 +131,14 @@ class Plan:
             groups.setdefault(first.setdefault(key, run), []).append(run)
         return groups
 
-    def untrained_json(self, run: str) -> str:
-        """The untrained reference of ``run`` (that of the first run with the same network)."""
-        owner = next(o for o, members in self.untrained_runs().items() if run in members)
-        return f"{self.results}/references/untrained/{owner}.json"
+    def untrained_json(self, run: str, seed: int) -> str:
+        """The untrained reference of training run ``run`` under ``seed``: its network before the
+        first step, evaluated by its own training job (``spgnet train --untrained-out``)."""
+        return f"{self.run_dir(run, seed)}/untrained.json"
 
     def reference_files(self) -> list[str]:
         return [*(self.majority_json(d) for d in self.datasets()),
-                *(self.untrained_json(r) for r in self.untrained_runs())]
+                *(self.untrained_json(run, seed) for run, seed in self.train_runs())]
 
     @property
     def memory_json(self) -> str:

@@ -58,8 +58,8 @@ def fabricate(plan, results: Path, miou, majority: float = 2.0, untrained: float
     for dataset in plan.datasets():
         _write(at(plan.majority_json(dataset)), {"kind": "majority", "dataset": dataset, "class": "road",
                                                   "train_share": 36.5, "miou": majority})
-    for run in plan.untrained_runs():
-        _write(at(plan.untrained_json(run)), {"kind": "untrained", "miou": untrained, "strategy": "AP"})
+    for run, seed in plan.train_runs():
+        _write(at(plan.untrained_json(run, seed)), {"kind": "untrained", "miou": untrained, "strategy": "AP"})
 
 
 def _claim_row(text: str, name: str) -> list[str]:

@@ -563,6 +563,38 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(tmp_
     assert list((tmp_path / "given").iterdir()) == []
 
 
+def test_the_untrained_reference_is_written_before_training_and_changes_nothing(tmp_path, monkeypatch):
+    from spgnet.engine import reference
+
+    calls = []
+
+    def fake_scores(cfg, seed):
+        calls.append((cfg.eval.split, cfg.eval.scales, cfg.eval.flip, seed))
+        torch.rand(1000)  # draws from the global generator, as building a network does
+        return {"kind": "untrained", "miou": 1.5, "seed": seed}
+
+    monkeypatch.setattr(reference, "untrained_scores", fake_scores)
+    train(toy_cfg(), tmp_path / "plain", seed=2, model=toy_model(), dataset=ToySet())
+    train(toy_cfg(), tmp_path / "ref", seed=2, model=toy_model(), dataset=ToySet(),
+          untrained_out=tmp_path / "ref" / "untrained.json")
+    assert calls == [("val", (1.0,), False, 2)]
+    assert json.loads((tmp_path / "ref" / "untrained.json").read_text())["miou"] == 1.5
+    a = ckpt.load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "ref" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every step reseeds: the run is the same
+    # a run killed before its first checkpoint leaves no reference behind; started again, it writes it
+    (tmp_path / "killed").mkdir()
+    with pytest.raises(RuntimeError):
+        train(toy_cfg(), tmp_path / "killed", seed=2, model=toy_model(), dataset=_Broken(),
+              untrained_out=tmp_path / "killed" / "untrained.json")
+    assert list((tmp_path / "killed").iterdir()) == []
+    # resumed from a checkpoint, the job scores the network as the seed builds it, not the resumed one
+    train(toy_cfg(), tmp_path / "part", seed=2, model=toy_model(), dataset=ToySet(), stop_after=2)
+    train(toy_cfg(), tmp_path / "part", seed=2, resume=True, model=toy_model(), dataset=ToySet(),
+          untrained_out=tmp_path / "part" / "untrained.json")
+    assert calls[-1] == ("val", (1.0,), False, 2) and (tmp_path / "part" / "untrained.json").exists()
+
+
 def test_a_run_that_fails_after_a_checkpoint_keeps_it(tmp_path):
     dataset = ToySet(n=10)
 

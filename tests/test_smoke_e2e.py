@@ -56,6 +56,23 @@ def test_tables_md_holds_all_twelve_tables_with_numbers(smoke_project):
         assert (root / "reports/smoke/figures" / figure).stat().st_size > 0
 
 
+def test_the_training_job_scores_its_untrained_network_as_spgnet_baseline_does(smoke_project, tmp_path):
+    """The untrained reference comes from the training job (--untrained-out), before its first
+    step; it is the score `spgnet baseline untrained` gives the same run and seed on its own."""
+    import json
+
+    root, env = smoke_project
+    written = json.loads((root / "results/smoke/runs/t3-1stage/seed0/untrained.json").read_text())
+    alone = tmp_path / "alone.json"
+    run = subprocess.run(["spgnet", "baseline", "untrained", "t3-1stage", "--profile", "smoke", "--seed", "0",
+                          "--out", str(alone)], cwd=root, env={**env, "SPGNET_TRACKING": "0"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = json.loads(alone.read_text())
+    assert written["kind"] == "untrained" and written["seed"] == 0 and written["split"] == "val"
+    assert written["miou"] == expected["miou"] and written["per_class"] == expected["per_class"]
+
+
 def test_second_run_has_nothing_to_do(smoke_project):
     root, env = smoke_project
     again = subprocess.run(["snakemake", "--cores", "2", "reproduce_all", "--config", "profile=smoke"],
@@ -96,8 +113,8 @@ def test_a_changed_setting_or_a_lost_output_reruns_only_what_depends_on_it(smoke
         registry.write_text(original.replace("model: {decoder: fpn, gap: false}",
                                              "model: {decoder: fpn, gap: false, channels: 64}", 1))
         jobs = _dry_run_jobs(root, env)
-        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1 and jobs.get("reference_untrained") == 1, jobs
-        assert set(jobs) <= {"train", "evaluate", "reference_untrained", "curves", "report", "reproduce_all"}, jobs
+        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
+        assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
     finally:
         registry.write_text(original)
     # a workflow interrupted during one evaluation (so before the report): started again, only
@@ -120,8 +137,8 @@ def test_a_setting_changed_from_the_command_line_reaches_and_reruns_only_its_job
     printed = []
     jobs = _dry_run_jobs(root, env, "set={t11-fpn: [train.lr=0.02]}", printed=printed)
     assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
-    # the run's untrained reference reruns too: its network is built from the run's settings
-    assert set(jobs) <= {"train", "evaluate", "reference_untrained", "curves", "report", "reproduce_all"}, jobs
+    # (the run's untrained reference is rescored by its training job: its network is built from the run's settings)
+    assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
     commands = [line for line in printed[0].splitlines() if "spgnet train" in line or "spgnet evaluate" in line]
     assert len(commands) == 2 and all("t11-fpn" in c and "--set train.lr=0.02" in c for c in commands), commands
     bad = subprocess.run(["snakemake", "-n", "--cores", "1", "--config", "profile=smoke", "set={t99: [train.lr=1]}"],

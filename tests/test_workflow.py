@@ -39,7 +39,7 @@ def test_dry_run_covers_every_step(profile):
     assert jobs["train"] == len(plan.train_runs()) == sum(len(plan.seeds_of_run(r)) for r in plan.runs)
     assert jobs["evaluate"] == sum(len(plan.seeds_of_run(ev.run)) for ev in plan.unique_evaluations().values())
     assert jobs["reference_majority"] == len(plan.datasets())
-    assert jobs["reference_untrained"] == len(plan.untrained_runs())
+    assert "reference_untrained" not in jobs  # each training job scores its untrained network
     assert jobs.get("memory", 0) == (1 if plan.memory_settings() else 0)
     for step in ("prepare_data", "profile", "attention", "report", "reproduce_all"):
         assert jobs[step] >= 1, step
@@ -90,7 +90,7 @@ def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
     assert {v["experiment"] for v in variables["evaluations"].values()} == set(plan.unique_evaluations())
     assert {v["metrics"] for v in variables["evaluations"].values()} == set(plan.eval_files())
     references = {d["majority"] for d in variables["datasets"].values()} | {
-        v["out"] for v in variables["untrained"].values()}
+        v["untrained"] for v in variables["runs"].values()}
     assert references == set(plan.reference_files())
     assert variables["memory"]["measure"]["out"] == plan.memory_json
     stages = _run("dvc", "stage", "list", "--name-only")
@@ -98,11 +98,11 @@ def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
     names = stages.stdout.split()
     assert {n.split("@", 1)[1] for n in names if n.startswith("train@")} == set(variables["runs"])
     assert {n.split("@", 1)[1] for n in names if n.startswith("evaluate@")} == set(variables["evaluations"])
-    assert {n.split("@", 1)[1] for n in names if n.startswith("reference_untrained@")} == set(plan.untrained_runs())
     assert {n.split("@", 1)[1] for n in names if n.startswith("reference_majority@")} == set(plan.datasets())
     dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
     assert {"data", "prepare", "train", "evaluate", "profile", "report", "reference_majority",
-            "reference_untrained", "memory"} <= set(dvc_yaml["stages"])
+            "memory"} <= set(dvc_yaml["stages"])
+    assert "--untrained-out ${item.untrained}" in dvc_yaml["stages"]["train"]["do"]["cmd"]
 
 
 def test_dvc_repro_of_a_generated_set_matches_the_committed_lock_and_is_then_up_to_date(tmp_path):
@@ -148,5 +148,5 @@ def test_a_fresh_clone_with_the_committed_report_still_runs_everything(tmp_path)
     table = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", result.stdout, re.S).group(1)
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     assert jobs["train"] == len(plan.train_runs()) and jobs["evaluate"] == len(set(plan.eval_files()))
-    assert jobs["reference_untrained"] == len(plan.untrained_runs())
+    assert "reference_untrained" not in jobs
     assert jobs["report"] == jobs["attention"] == jobs["curves"] == 1

@@ -15,7 +15,8 @@ Two references, both scored by :mod:`spgnet.engine.metrics` (cityscapesscripts' 
   :mod:`spgnet.engine.train` does: random weights, or ImageNet weights where the profile gives a
   ``pretrained`` file), evaluated like :mod:`spgnet.engine.evaluate` on ``val`` with one scale, no
   flip and the experiment's GAP/AP/TILED strategy. Keys: those of the eval JSON plus
-  ``kind: "untrained"`` and ``seed``.
+  ``kind: "untrained"`` and ``seed``. The workflows have each training job write it for its own
+  run and seed before the first step (``spgnet train --untrained-out``); this verb scores one alone.
 
 Where a cell is not above these, the run has not learned anything the scores can show.
 """
@@ -125,6 +126,7 @@ def untrained_scores(cfg, seed: int) -> dict:
         "per_class": result["per_class"],
         "num_images": result["num_images"],
         "seconds_per_image": result["seconds_per_image"],
+        "seconds": result["seconds"],
         **{key: result[key] for key in evaluate.TIMING_KEYS},
     }
 

@@ -18,6 +18,11 @@ fails before its first checkpoint):
 ``train_metrics.json``  written at the end: iterations, final loss, seconds, it/s, seed,
                         precision, the ImageNet files used (SHA-256 per backbone) or "random",
                         config hash
+``--untrained-out``     (asked for by the workflows) the untrained reference of this run and seed
+                        (:mod:`spgnet.engine.reference`): the network as the seed builds it,
+                        evaluated on ``val`` before the first step. In the training job, so that it
+                        costs a validation pass and not a process of its own (README, "The
+                        pipeline"); a resumed run builds that network afresh from the seed.
 
 Reproducibility: every random draw derives from (seed, iteration): the sample order and each
 sample's augmentation through :class:`spgnet.data.sampler.TrainSampler`, anything random inside
@@ -93,7 +98,7 @@ def main(args) -> int:
     """Entry point of ``spgnet train`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
     cfg = config_from_args(args)
-    train(cfg, Path(args.out), seed=args.seed, resume=args.resume)
+    train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out)
     return 0
 
 
@@ -130,10 +135,12 @@ def resume_key(cfg: RunConfig) -> str:
 
 
 def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, *,
-          model: nn.Module | None = None, dataset: Dataset | None = None,
-          stop_after: int | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+          untrained_out: str | Path | None = None, model: nn.Module | None = None,
+          dataset: Dataset | None = None, stop_after: int | None = None,
+          on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train ``cfg`` into folder ``out``; returns the final metrics (also ``train_metrics.json``).
 
+    ``untrained_out``: also write the untrained reference JSON there (see the module docstring);
     ``model``/``dataset`` replace the experiment's network and training set (tests);
     ``stop_after=k`` ends the run after iteration ``k`` as if it were killed there (no
     ``train_metrics.json``); ``on_step(iteration, losses)`` is called after every step.
@@ -145,19 +152,23 @@ def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, 
     info = distributed.setup(cfg.train.device)
     try:
         run = _prepare(cfg, out, seed, resume, info, model)
+        if untrained_out is not None:
+            _write_untrained_reference(run, Path(untrained_out))
         return _loop(run, dataset, stop_after, on_step)
     except BaseException:
         if info.is_main and not any((out / name).exists() for name in (LATEST_NAME, CHECKPOINT_NAME)):
-            _remove_partial_run(out, made_out)  # nothing to resume from: leave nothing behind
+            _remove_partial_run(out, made_out, untrained_out)  # nothing to resume from: leave nothing behind
         raise
     finally:
         if owns_group:
             distributed.cleanup()
 
 
-def _remove_partial_run(out: Path, made_out: bool) -> None:
+def _remove_partial_run(out: Path, made_out: bool, untrained_out: str | Path | None) -> None:
     for name in (LOG_NAME, METRICS_NAME):
         (out / name).unlink(missing_ok=True)
+    if untrained_out is not None:
+        Path(untrained_out).unlink(missing_ok=True)
     if made_out and out.is_dir() and not any(out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
 
@@ -248,6 +259,21 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
         )
     return _Run(cfg, out, seed, info, model, net, optimizer, precision, scaler, fmt, state, pretrained,
                 (checkpoint or {}).get("mlflow_run_id"))
+
+
+def _write_untrained_reference(run: _Run, path: Path) -> None:
+    """The untrained reference of this run and seed (:func:`spgnet.engine.reference.untrained_scores`:
+    a network built afresh with ``torch.manual_seed(seed)``, as :func:`_prepare` builds it, evaluated
+    on ``val`` with one scale) written to ``path``. Rank 0 evaluates, the others wait. Every training
+    step reseeds, so this changes nothing in the run."""
+    from spgnet.engine.reference import EVAL_SPLIT, untrained_config, untrained_scores
+
+    if run.info.is_main:
+        scores = untrained_scores(untrained_config(run.cfg), run.seed)
+        write_json(path, scores, allow_nan=False)
+        print(f"spgnet train: untrained network (seed {run.seed}): mIoU {scores['miou']:.2f} on {EVAL_SPLIT} "
+              f"-> {path}", file=sys.stderr)
+    distributed.broadcast_object(None, run.info)
 
 
 def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -> dict:

@@ -31,7 +31,8 @@ rule evaluate:
 
 
 # Reference scores every mIoU cell is read against (spgnet.engine.reference): the most frequent
-# training class of each data set, and each run's network before training (first seed).
+# training class of each data set (here), and each run's network before training (its training
+# job writes untrained.json: train.smk).
 rule reference_majority:
     input:
         f"results/{PROFILE}/data/{{dataset}}/summary.json",
@@ -45,23 +46,3 @@ rule reference_majority:
     shell:
         "spgnet baseline majority --summary {input} --out {output} 2> {log}"
 
-
-rule reference_untrained:
-    input:
-        training_data,
-    output:
-        f"results/{PROFILE}/references/untrained/{{run}}.json",
-    params:
-        settings=lambda wildcards: PLAN.run_settings(wildcards.run),
-        data_root=DATA_ROOT_ARG,
-        seed=PLAN.reference_seed,
-        overrides=lambda wildcards: PLAN.set_args(wildcards.run),
-    log:
-        f"results/{PROFILE}/logs/reference_untrained_{{run}}.log",
-    threads: RESOURCES_EVAL["threads"]
-    resources:
-        mem_mb=RESOURCES_EVAL["mem_mb"],
-        gpu=RESOURCES_EVAL["gpu"],
-    shell:
-        "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " baseline untrained {wildcards.run} --profile {PROFILE} "
-        "{params.data_root} {params.overrides} --seed {params.seed} --out {output} 2> {log}"

@@ -1,4 +1,6 @@
 # Training: one job per distinct (model, train) setting and seed (spgnet.pipeline.make_plan).
+# Before its first step the job also scores the network it starts from on val (untrained.json,
+# the report's untrained reference): a validation pass, not a process of its own.
 #
 # Launch: one process per GPU. A profile with `gpus: N > 1` runs `torchrun --standalone
 # --nproc_per_node N` inside the GPU slot wrapper (spgnet.gpu_slots: the job's own
@@ -24,6 +26,7 @@ rule train:
         checkpoint=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/checkpoint.pt",
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_metrics.json",
         curve=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_log.csv",
+        untrained=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/untrained.json",
     params:
         # the run's resolved settings: Snakemake reruns a job whose settings changed, and only that
         settings=lambda wildcards: PLAN.run_settings(wildcards.run),
@@ -41,4 +44,5 @@ rule train:
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
         TRAIN_THREADS + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
-        "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume 2> {log}"
+        "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume "
+        "--untrained-out {output.untrained} 2> {log}"
