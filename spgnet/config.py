@@ -114,6 +114,10 @@ class EvalConfig:
     flip: bool = False
     tile_overlap: Fraction = 1.0 / 3.0
     submission: bool = False  # write labelIds PNGs for the Cityscapes test server
+    # a profile's cost cap: the experiments' multi-scale sets drop their scales above it (None: every
+    # scale; the mini profile keeps 0.75-1.25 of Sec. 4.4's 0.75-2.0, a quarter of the pixels);
+    # `--set eval.scales=[...]` is used as given (resolve)
+    max_scale: PositiveFloat | None = None
 
 
 @dataclass(frozen=True)
@@ -402,6 +406,13 @@ def _override(section, overrides: dict, where: str, key: str):
     return validate(type(section), values, where, key)
 
 
+def _cap_scales(ev: EvalConfig) -> EvalConfig:
+    """``ev`` without the scales above ``ev.max_scale`` (the smallest scale is always kept)."""
+    if ev.max_scale is None:
+        return ev
+    return dataclasses.replace(ev, scales=tuple(s for s in ev.scales if s <= ev.max_scale) or (min(ev.scales),))
+
+
 def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: dict) -> RunConfig:
     """Merge an experiment with a profile (and optional ``model=``/``train=``/``eval=`` dicts)."""
     exp = experiment if isinstance(experiment, Experiment) else get_experiment(experiment)
@@ -432,6 +443,8 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
         where,
         "eval",
     )
+    if "scales" not in overrides.get("eval", {}):  # scales given on the command line are used as given
+        evaluation = _cap_scales(evaluation)
     return RunConfig(
         experiment=exp.name,
         profile=prof.name,

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from spgnet.config import ConfigError, config_hash, resolve
+from spgnet.config import ConfigError, config_hash, load_profile, resolve
 from spgnet.config_args import config_from_args, parse_overrides
 
 
@@ -39,6 +39,11 @@ def test_every_verb_gets_the_same_config_with_overrides_applied_last():
     cfg = config_from_args(_args(set=["train.lr=0.02", "eval.scales=[1.0,1.5]"], iterations=7, strategy="TILED"))
     assert cfg.train.lr == 0.02 and cfg.train.iterations == 7
     assert cfg.eval.scales == (1.0, 1.5) and cfg.eval.strategy == "TILED"
+    # the mini profile caps the registry's multi-scale sets at eval.max_scale; --set lifts the cap
+    assert resolve("t9-r50-d256-msflip", "mini").eval.scales == (0.75, 1.0, 1.25)
+    assert config_from_args(_args(experiment="t9-r50-d256-msflip", set=["eval.max_scale=2.0"])).eval.scales == (
+        0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    assert resolve("t9-r50-d256-msflip", load_profile("paper", data_root="/data")).eval.scales[-1] == 2.0
     # an override is part of the run's identity: --resume refuses a checkpoint trained without it
     assert config_hash(cfg.model, cfg.train) != config_hash(plain.model, plain.train)
 

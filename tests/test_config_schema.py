@@ -118,9 +118,12 @@ def test_profile_values_people_write_are_accepted(profiles, text, field, expecte
 
 
 def test_scales_written_as_ints_become_floats(profiles):
-    _edit(profiles, "eval", "{scales: [1, 2], flip: 'true'}")
+    _edit(profiles, "eval", "{scales: [1, 2], flip: 'true', max_scale: 3}")
     ev = resolve("t3-1stage", "mini").eval
     assert ev.scales == (1.0, 2.0) and all(type(s) is float for s in ev.scales) and ev.flip is True
+    assert ev.max_scale == 3.0 and type(ev.max_scale) is float
+    _edit(profiles, "eval", "{max_scale: 1.5}")  # the profile's cap drops the scales above it
+    assert resolve("t3-1stage", "mini").eval.scales == (1.0,)
 
 
 BAD_PROFILE_VALUES = [
