@@ -324,6 +324,9 @@ class Profile:
     report_dir: str = "reports"  # where tables.md and figures/ are written
     tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
     weights_root: str | None = None  # folder of torchvision's ImageNet files; None: random init
+    # each training job also evaluates its run's own row from the checkpoint it wrote (CPU profiles:
+    # one process start fewer per run; the row's eval settings then rerun its training; spgnet.pipeline)
+    evaluate_in_train_job: bool = False
 
 
 _PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}

@@ -112,6 +112,14 @@ class Plan:
         names = self.experiments if experiments is None else experiments
         return [self.eval_json(e, s) for e in names if e in self.evaluations for s in self.seeds_of(e)]
 
+    def evaluated_by_training(self, run: str) -> str | None:
+        """The evaluation that ``run``'s training jobs run themselves after their last step (its own
+        row: the evaluation named like the run), with the profile's ``evaluate_in_train_job``; None
+        without it. The workflow then has no evaluate job for it, and the job's parameters include
+        that evaluation's settings."""
+        own = self.unique_evaluations().get(run)
+        return run if self.profile.evaluate_in_train_job and own is not None and own.run == run else None
+
     def train_runs(self) -> list[tuple[str, int]]:
         """(run, seed) of every training job."""
         return [(run, seed) for run in self.runs for seed in self.seeds_of_run(run)]

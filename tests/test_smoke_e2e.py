@@ -73,6 +73,29 @@ def test_the_training_job_scores_its_untrained_network_as_spgnet_baseline_does(s
     assert written["miou"] == expected["miou"] and written["per_class"] == expected["per_class"]
 
 
+def test_the_training_job_evaluates_its_row_as_spgnet_evaluate_does(smoke_project, tmp_path):
+    """evaluate_in_train_job: the run's own evaluation, written by its training job from the
+    checkpoint it saved, is what `spgnet evaluate` writes for that checkpoint (same bytes but timings)."""
+    import json
+
+    root, env = smoke_project
+    run_dir = root / "results/smoke/runs/t3-1stage/seed0"
+    alone = tmp_path / "t3-1stage.json"
+    run = subprocess.run(["spgnet", "evaluate", "t3-1stage", "--profile", "smoke", "--checkpoint",
+                          "results/smoke/runs/t3-1stage/seed0/checkpoint.pt", "--out", str(alone),
+                          "--predictions", str(tmp_path / "t3-1stage-predictions")],
+                         cwd=root, env={**env, "SPGNET_TRACKING": "0"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    timing = {"seconds", "seconds_per_image", "threads"}  # measured, not computed
+    written, expected = (json.loads(path.read_text()) for path in (run_dir / "eval/t3-1stage.json", alone))
+    assert {k: v for k, v in written.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
+    name = "t3-1stage.confusion.json"
+    assert (run_dir / "eval" / name).read_bytes() == (tmp_path / name).read_bytes()
+    predictions = sorted(p.name for p in (run_dir / "eval/t3-1stage-predictions").iterdir())
+    assert predictions and all((run_dir / "eval/t3-1stage-predictions" / n).read_bytes()
+                               == (tmp_path / "t3-1stage-predictions" / n).read_bytes() for n in predictions)
+
+
 def test_second_run_has_nothing_to_do(smoke_project):
     root, env = smoke_project
     again = subprocess.run(["snakemake", "--cores", "2", "reproduce_all", "--config", "profile=smoke"],
@@ -113,13 +136,14 @@ def test_a_changed_setting_or_a_lost_output_reruns_only_what_depends_on_it(smoke
         registry.write_text(original.replace("model: {decoder: fpn, gap: false}",
                                              "model: {decoder: fpn, gap: false, channels: 64}", 1))
         jobs = _dry_run_jobs(root, env)
-        assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
-        assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
+        # (the smoke profile evaluates a run's own row in its training job: evaluate_in_train_job)
+        assert jobs.get("train") == 1 and "evaluate" not in jobs, jobs
+        assert set(jobs) <= {"train", "curves", "report", "reproduce_all"}, jobs
     finally:
         registry.write_text(original)
     # a workflow interrupted during one evaluation (so before the report): started again, only
     # that evaluation and the report run
-    unfinished = [root / "results/smoke/runs/t11-fpn/seed0/eval/t11-fpn.json", root / "reports/smoke/tables.md"]
+    unfinished = [root / "results/smoke/runs/t3-1stage/seed0/eval/t12-gap.json", root / "reports/smoke/tables.md"]
     saved = {path: path.read_bytes() for path in unfinished}
     for path in unfinished:
         path.unlink()
@@ -136,11 +160,16 @@ def test_a_setting_changed_from_the_command_line_reaches_and_reruns_only_its_job
     root, env = smoke_project
     printed = []
     jobs = _dry_run_jobs(root, env, "set={t11-fpn: [train.lr=0.02]}", printed=printed)
-    assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
-    # (the run's untrained reference is rescored by its training job: its network is built from the run's settings)
-    assert set(jobs) <= {"train", "evaluate", "curves", "report", "reproduce_all"}, jobs
+    # (its training job also rescores its untrained network and evaluates its own row)
+    assert jobs.get("train") == 1 and set(jobs) <= {"train", "curves", "report", "reproduce_all"}, jobs
     commands = [line for line in printed[0].splitlines() if "spgnet train" in line or "spgnet evaluate" in line]
-    assert len(commands) == 2 and all("t11-fpn" in c and "--set train.lr=0.02" in c for c in commands), commands
+    assert len(commands) == 1 and all("t11-fpn" in c and "--set train.lr=0.02" in c for c in commands), commands
+    # a run with a separate evaluation (t3-1stage's GAP and TILED rows): train and both get --set
+    printed = []
+    jobs = _dry_run_jobs(root, env, "set={t3-1stage: [train.lr=0.02]}", printed=printed)
+    assert jobs.get("train") == 1 and jobs.get("evaluate") == 2, jobs
+    commands = [line for line in printed[0].splitlines() if "spgnet train" in line or "spgnet evaluate" in line]
+    assert len(commands) == 3 and all("--set train.lr=0.02" in c for c in commands), commands
     bad = subprocess.run(["snakemake", "-n", "--cores", "1", "--config", "profile=smoke", "set={t99: [train.lr=1]}"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "set: unknown training run 't99'" in bad.stderr

@@ -37,7 +37,10 @@ def test_dry_run_covers_every_step(profile):
     plan = make_plan(profile)
     jobs = _dry_run_jobs(f"profile={profile}")
     assert jobs["train"] == len(plan.train_runs()) == sum(len(plan.seeds_of_run(r)) for r in plan.runs)
-    assert jobs["evaluate"] == sum(len(plan.seeds_of_run(ev.run)) for ev in plan.unique_evaluations().values())
+    # each training job evaluates its run's own row on the CPU profiles (evaluate_in_train_job)
+    separate = [ev for ev in plan.unique_evaluations().values() if plan.evaluated_by_training(ev.run) != ev.evaluation]
+    assert plan.profile.evaluate_in_train_job and len(separate) < len(plan.unique_evaluations())
+    assert jobs["evaluate"] == sum(len(plan.seeds_of_run(ev.run)) for ev in separate)
     assert jobs["reference_majority"] == len(plan.datasets())
     assert "reference_untrained" not in jobs  # each training job scores its untrained network
     assert jobs.get("memory", 0) == (1 if plan.memory_settings() else 0)
@@ -56,6 +59,9 @@ def test_dry_run_of_the_paper_profile(tmp_path):
     jobs = _dry_run_jobs("profile=paper", f"data_root={tmp_path}", f"weights_root={tmp_path / 'imagenet'}", "seeds=[0,1]")
     plan = make_plan("paper", data_root=str(tmp_path))
     assert jobs["train"] == 2 * len(plan.runs)
+    # on GPUs every evaluation is a job of its own (a changed evaluation never retrains)
+    assert not plan.profile.evaluate_in_train_job
+    assert jobs["evaluate"] == 2 * len(plan.unique_evaluations())
     assert not any(name.startswith("synthetic_") for name in jobs)
 
 
@@ -147,6 +153,7 @@ def test_a_fresh_clone_with_the_committed_report_still_runs_everything(tmp_path)
     plan = make_plan("mini")
     table = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", result.stdout, re.S).group(1)
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-    assert jobs["train"] == len(plan.train_runs()) and jobs["evaluate"] == len(set(plan.eval_files()))
+    fused = {plan.eval_json(run, seed) for run, seed in plan.train_runs() if plan.evaluated_by_training(run)}
+    assert jobs["train"] == len(plan.train_runs()) and jobs["evaluate"] == len(set(plan.eval_files()) - fused)
     assert "reference_untrained" not in jobs
     assert jobs["report"] == jobs["attention"] == jobs["curves"] == 1

@@ -236,15 +236,31 @@ def validation_miou(model: torch.nn.Module, cfg: RunConfig, device: torch.device
 
 
 def main(args) -> int:
+    """Entry point of ``spgnet evaluate`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
     cfg = config_from_args(args)
+    metrics = evaluate_checkpoint(cfg, args.checkpoint, args.out, getattr(args, "predictions", None))
     ev = cfg.eval
-    predictions = getattr(args, "predictions", None)
+    miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
+    print(f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
+          f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {args.out}")
+    return 0
+
+
+def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
+                        predictions: str | Path | None = None) -> dict:
+    """Score the network of ``checkpoint`` with ``cfg``'s eval section and write ``out`` (the
+    metrics JSON of the module docstring), its confusion matrix and figure beside it, and with
+    ``predictions`` one PNG per image there; one MLflow ``evaluate`` run. Returns the metrics.
+    What ``spgnet evaluate`` runs, and what a training job with ``--evaluate-out`` runs on the
+    checkpoint it has just written (:mod:`spgnet.engine.train`), so both give the same bytes.
+    Raises :class:`SpgnetError` for a submission without ``predictions`` or an empty split."""
+    ev = cfg.eval
     if ev.submission and not predictions:
         raise SpgnetError(f"experiment '{cfg.experiment}' writes a submission (eval.submission); pass --predictions DIR")
     names = _class_names(cfg)
     device = _device(cfg)
-    model = load_trained_model(args.checkpoint, cfg, device, build=_build_model)  # no ImageNet file needed
+    model = load_trained_model(checkpoint, cfg, device, build=_build_model)  # no ImageNet file needed
     dataset = _build_dataset(cfg)
     if len(dataset) == 0:
         raise SpgnetError(f"{cfg.data.path()}: split '{ev.split}' of {cfg.train.dataset} has no images")
@@ -271,15 +287,15 @@ def main(args) -> int:
             "num_images": result["num_images"],
             "seconds_per_image": result["seconds_per_image"],
             "seconds": result["seconds"],
-            "checkpoint": str(args.checkpoint),
+            "checkpoint": str(checkpoint),
             **{key: result[key] for key in TIMING_KEYS},
         }
         if not result["labelled"]:
             note = f"split '{ev.split}' has no labels (every pixel is ignore): no mIoU"
             metrics["note"] = note
             print(f"spgnet evaluate: note: {note}", file=sys.stderr)
-        write_json(args.out, metrics, allow_nan=False)
-        confusion_json, confusion_png = confusion_paths(args.out)
+        write_json(out, metrics, allow_nan=False)
+        confusion_json, confusion_png = confusion_paths(out)
         write_confusion_json(confusion_json, result["matrix"], names)
         draw_confusion(confusion_png, result["matrix"], names,
                        title=f"{cfg.experiment} [{ev.split}, {ev.strategy}]: rows = ground truth, % of the row")
@@ -289,9 +305,6 @@ def main(args) -> int:
             logged.update({f"iou/{k}": v for k, v in result["per_class"].items() if v is not None})
         tracker.log_metrics(logged)
         tracker.log_dict({"matrix": result["matrix"], "classes": names}, "confusion_matrix.json")
-        tracker.log_artifact(args.out)
+        tracker.log_artifact(out)
         tracker.log_artifact(confusion_png)
-    miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
-    print(f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
-          f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {args.out}")
-    return 0
+    return metrics

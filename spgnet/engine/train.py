@@ -18,11 +18,8 @@ fails before its first checkpoint):
 ``train_metrics.json``  written at the end: iterations, final loss, seconds, it/s, seed,
                         precision, the ImageNet files used (SHA-256 per backbone) or "random",
                         config hash
-``--untrained-out``     (asked for by the workflows) the untrained reference of this run and seed
-                        (:mod:`spgnet.engine.reference`): the network as the seed builds it,
-                        evaluated on ``val`` before the first step. In the training job, so that it
-                        costs a validation pass and not a process of its own (README, "The
-                        pipeline"); a resumed run builds that network afresh from the seed.
+``--untrained-out`` / ``--evaluate-out``: the run's untrained reference (before the first
+step) and the evaluation of its finished checkpoint (:mod:`spgnet.engine.train_scores`)
 
 Reproducibility: every random draw derives from (seed, iteration): the sample order and each
 sample's augmentation through :class:`spgnet.data.sampler.TrainSampler`, anything random inside
@@ -72,6 +69,7 @@ from spgnet.engine.progress import Progress
 from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.tracking import start_run
 from spgnet.engine.train_data import build_train_dataset, build_train_loader
+from spgnet.engine.train_scores import evaluate_finished_run, write_untrained_reference
 from spgnet.engine.train_state import LoopState, TrainLog
 from spgnet.engine.train_step import memory_format, step_seed, train_step
 from spgnet.errors import SpgnetError
@@ -98,7 +96,8 @@ def main(args) -> int:
     """Entry point of ``spgnet train`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
     cfg = config_from_args(args)
-    train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out)
+    train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out,
+          evaluate_out=args.evaluate_out, predictions=args.predictions)
     return 0
 
 
@@ -135,12 +134,14 @@ def resume_key(cfg: RunConfig) -> str:
 
 
 def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, *,
-          untrained_out: str | Path | None = None, model: nn.Module | None = None,
+          untrained_out: str | Path | None = None, evaluate_out: str | Path | None = None,
+          predictions: str | Path | None = None, model: nn.Module | None = None,
           dataset: Dataset | None = None, stop_after: int | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train ``cfg`` into folder ``out``; returns the final metrics (also ``train_metrics.json``).
 
-    ``untrained_out``: also write the untrained reference JSON there (see the module docstring);
+    ``untrained_out``: also write the untrained reference JSON there; ``evaluate_out`` (and
+    ``predictions``): evaluate the finished run's checkpoint into it (see the module docstring);
     ``model``/``dataset`` replace the experiment's network and training set (tests);
     ``stop_after=k`` ends the run after iteration ``k`` as if it were killed there (no
     ``train_metrics.json``); ``on_step(iteration, losses)`` is called after every step.
@@ -153,8 +154,11 @@ def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, 
     try:
         run = _prepare(cfg, out, seed, resume, info, model)
         if untrained_out is not None:
-            _write_untrained_reference(run, Path(untrained_out))
-        return _loop(run, dataset, stop_after, on_step)
+            write_untrained_reference(cfg, seed, info, Path(untrained_out))
+        metrics = _loop(run, dataset, stop_after, on_step)
+        if evaluate_out is not None and run.state.iteration == cfg.train.iterations:
+            evaluate_finished_run(cfg, out / CHECKPOINT_NAME, info, Path(evaluate_out), predictions)
+        return metrics
     except BaseException:
         if info.is_main and not any((out / name).exists() for name in (LATEST_NAME, CHECKPOINT_NAME)):
             _remove_partial_run(out, made_out, untrained_out)  # nothing to resume from: leave nothing behind
@@ -259,21 +263,6 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
         )
     return _Run(cfg, out, seed, info, model, net, optimizer, precision, scaler, fmt, state, pretrained,
                 (checkpoint or {}).get("mlflow_run_id"))
-
-
-def _write_untrained_reference(run: _Run, path: Path) -> None:
-    """The untrained reference of this run and seed (:func:`spgnet.engine.reference.untrained_scores`:
-    a network built afresh with ``torch.manual_seed(seed)``, as :func:`_prepare` builds it, evaluated
-    on ``val`` with one scale) written to ``path``. Rank 0 evaluates, the others wait. Every training
-    step reseeds, so this changes nothing in the run."""
-    from spgnet.engine.reference import EVAL_SPLIT, untrained_config, untrained_scores
-
-    if run.info.is_main:
-        scores = untrained_scores(untrained_config(run.cfg), run.seed)
-        write_json(path, scores, allow_nan=False)
-        print(f"spgnet train: untrained network (seed {run.seed}): mIoU {scores['miou']:.2f} on {EVAL_SPLIT} "
-              f"-> {path}", file=sys.stderr)
-    distributed.broadcast_object(None, run.info)
 
 
 def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -> dict:

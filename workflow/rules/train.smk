@@ -12,6 +12,29 @@
 # an output: Snakemake deletes a job's outputs before it runs and after it fails, so only the
 # finished run's checkpoint.pt is one. A killed, pre-empted or timed-out job started again (its
 # outputs are missing, so Snakemake reruns it; SLURM profile: `retries`) continues from latest.pt.
+# With the profile's evaluate_in_train_job (the CPU profiles) the job also evaluates its run's
+# own row from the checkpoint it wrote (spgnet train --evaluate-out: what `spgnet evaluate` runs,
+# same bytes), one process start fewer per run; that row's eval settings are then parameters of
+# the job, and the evaluate rule (evaluate.smk) serves only the other evaluations.
+TRAIN_EVALUATES = PLAN.profile.evaluate_in_train_job
+RUN_EVAL = f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{run}}"
+TRAIN_EVAL_OUTPUTS = (
+    {"eval": f"{RUN_EVAL}.json", "confusion": f"{RUN_EVAL}.confusion.json", "confusion_figure": f"{RUN_EVAL}.confusion.png"}
+    if TRAIN_EVALUATES
+    else {}
+)
+TRAIN_EVAL_ARGS = " --evaluate-out {output.eval} --predictions {params.predictions}" if TRAIN_EVALUATES else ""
+
+
+def train_settings(wildcards):
+    """The run's resolved settings (and its own evaluation's, when the job evaluates it)."""
+    evaluation = PLAN.evaluated_by_training(wildcards.run)
+    return PLAN.run_settings(wildcards.run) + (f" {PLAN.evaluation_settings(evaluation)}" if evaluation else "")
+
+
+ruleorder: train > evaluate
+
+
 TRAIN_THREADS = (
     "OMP_NUM_THREADS={threads} "
     if RESOURCES_TRAIN["gpu"] <= 1
@@ -27,9 +50,11 @@ rule train:
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_metrics.json",
         curve=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/train_log.csv",
         untrained=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/untrained.json",
+        **TRAIN_EVAL_OUTPUTS,
     params:
         # the run's resolved settings: Snakemake reruns a job whose settings changed, and only that
-        settings=lambda wildcards: PLAN.run_settings(wildcards.run),
+        settings=train_settings,
+        predictions=lambda wildcards: RUN_EVAL.format(**wildcards) + "-predictions",
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
         data_root=DATA_ROOT_ARG,
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
@@ -45,4 +70,4 @@ rule train:
     shell:
         TRAIN_THREADS + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
         "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume "
-        "--untrained-out {output.untrained} 2> {log}"
+        "--untrained-out {output.untrained}" + TRAIN_EVAL_ARGS + " 2> {log}"

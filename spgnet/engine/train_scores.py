@@ -1,0 +1,51 @@
+"""What a training job scores besides training: its untrained network and its finished checkpoint.
+
+Both exist so that the workflows need no process of their own for them (each process first spends
+about 3 s importing torch and torchvision on a CPU; README, "The pipeline"):
+
+* :func:`write_untrained_reference` (``spgnet train --untrained-out``): the report's untrained
+  reference of the run and seed (:func:`spgnet.engine.reference.untrained_scores`: the network
+  built afresh with ``torch.manual_seed(seed)``, as training builds it, on ``val`` with one scale);
+* :func:`evaluate_finished_run` (``spgnet train --evaluate-out``, CPU profiles'
+  ``evaluate_in_train_job``): the experiment's own evaluation of ``checkpoint.pt``, exactly as
+  ``spgnet evaluate`` runs it (:func:`spgnet.engine.evaluate.evaluate_checkpoint`: a fresh network
+  loaded from the file, norms folded), so the two give the same bytes.
+
+Under ``torchrun`` rank 0 scores and the others wait. Every training step reseeds
+(:mod:`spgnet.engine.train`), so scoring before the first step changes nothing in the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from spgnet.atomic import write_json
+from spgnet.config import RunConfig
+from spgnet.engine import distributed
+
+
+def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path) -> None:
+    """Write the untrained reference JSON of ``cfg`` under ``seed`` to ``path`` (keys of
+    :func:`spgnet.engine.reference.untrained_scores`; mIoU in percent)."""
+    from spgnet.engine.reference import EVAL_SPLIT, untrained_config, untrained_scores
+
+    if info.is_main:
+        scores = untrained_scores(untrained_config(cfg), seed)
+        write_json(path, scores, allow_nan=False)
+        print(f"spgnet train: untrained network (seed {seed}): mIoU {scores['miou']:.2f} on {EVAL_SPLIT} "
+              f"-> {path}", file=sys.stderr)
+    distributed.broadcast_object(None, info)
+
+
+def evaluate_finished_run(cfg: RunConfig, checkpoint: Path, info, path: Path,
+                          predictions: str | Path | None = None) -> None:
+    """Evaluate ``checkpoint`` with ``cfg``'s eval section into ``path`` (the metrics JSON of
+    :mod:`spgnet.engine.evaluate`, its confusion matrix and figure beside it)."""
+    from spgnet.engine.evaluate import evaluate_checkpoint
+
+    if info.is_main:
+        metrics = evaluate_checkpoint(cfg, checkpoint, path, predictions)
+        miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
+        print(f"spgnet train: evaluated {cfg.experiment} [{metrics['split']}]: mIoU {miou} -> {path}", file=sys.stderr)
+    distributed.broadcast_object(None, info)
