@@ -8,7 +8,8 @@
 Runs, one after the other, in the project root:
 
 1. ``snakemake --cores <cores> reproduce_all --config profile=<profile>`` after deleting the
-   profile's results, data and report (unless ``--keep``): wall time (target, mini: < 20 min);
+   profile's results, data and report (unless ``--keep``): wall time (target, mini: at most 15 min
+   on a CPU with native bfloat16, 20 min without: issue 12);
 2. the same command again: wall time and whether Snakemake reported nothing to do (target < 5 s);
 3. ``dvc repro`` (mini only; dvc.yaml describes the mini profile): wall time and whether every stage
    was up to date (target < 10 s);
@@ -16,8 +17,9 @@ Runs, one after the other, in the project root:
 then the median per-job overhead of the first run (target < 2 s): each training and evaluation
 job's wall time, from the ``benchmark:`` files Snakemake writes
 (``results/<profile>/benchmarks/{train,evaluate}/...tsv``, column ``s``), minus its loop
-(``seconds`` of ``train_metrics.json`` / of the evaluation JSON); and the R18 1-stage row's mIoU
-on the synthetic val split (target > 50%) from the evaluation JSON the workflow wrote. Prints the
+(``seconds`` of ``train_metrics.json`` plus those of the job's ``untrained.json`` validation pass
+and, with ``evaluate_in_train_job``, of its own evaluation / of the evaluation JSON); and the R18 1-stage row's mIoU on the synthetic val split (its > 50% target
+was retired by issue 14: 30 iterations cannot reach it; the report reads it against its references). Prints the
 CPU model, its flags and the thread count first, then one line per figure with PASS/FAIL; exits
 non-zero when a step failed (not when a target is missed: the figures are the output).
 
@@ -88,17 +90,21 @@ def workflow_overheads(plan) -> list[float]:
     bench = ROOT / plan.results / "benchmarks"
     pairs = []
     for tsv in sorted(bench.glob("train/*/seed*.tsv")):  # train/<run>/seed<seed>.tsv
-        pairs.append((tsv, ROOT / plan.run_dir(tsv.parent.name, int(tsv.stem[4:])) / "train_metrics.json"))
+        run, run_dir = tsv.parent.name, ROOT / plan.run_dir(tsv.parent.name, int(tsv.stem[4:]))
+        loops = [run_dir / "train_metrics.json", run_dir / "untrained.json"]
+        if plan.evaluated_by_training(run):  # evaluate_in_train_job: the job also evaluated its row
+            loops.append(run_dir / "eval" / f"{run}.json")
+        pairs.append((tsv, loops))
     for tsv in sorted(bench.glob("evaluate/*/seed*/*.tsv")):  # evaluate/<run>/seed<seed>/<evaluation>.tsv
         run_dir = ROOT / plan.run_dir(tsv.parent.parent.name, int(tsv.parent.name[4:]))
-        pairs.append((tsv, run_dir / "eval" / f"{tsv.stem}.json"))
+        pairs.append((tsv, [run_dir / "eval" / f"{tsv.stem}.json"]))
     overheads = []
-    for tsv, metrics in pairs:
+    for tsv, loops in pairs:
         with open(tsv, newline="", encoding="utf-8") as handle:
             wall = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
-        loop = json.loads(metrics.read_text()).get("seconds")
-        if loop is not None:
-            overheads.append(wall - float(loop))
+        seconds = [json.loads(path.read_text()).get("seconds") for path in loops if path.is_file()]
+        if seconds and seconds[0] is not None:
+            overheads.append(wall - sum(float(s) for s in seconds if s is not None))
     return overheads
 
 
@@ -170,6 +176,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from spgnet.engine.hardware import describe_line
+    from spgnet.engine.precision import native_bf16
     from spgnet.pipeline import make_plan
 
     print(f"on {describe_line(threads=1)} per job, {os.cpu_count()} cores", flush=True)
@@ -180,11 +187,15 @@ def main() -> None:
     if not args.keep:
         clean(plan)
     snakemake = ["snakemake", "--cores", args.cores, "reproduce_all", "--config", f"profile={args.profile}"]
+    fused = sum(1 for run, _ in plan.train_runs() if plan.evaluated_by_training(run))
     print(f"profile {args.profile}, {os.cpu_count()} cores, {len(plan.train_runs())} training jobs "
-          f"({len(plan.runs)} runs), {len(set(plan.eval_files()))} evaluations", flush=True)
+          f"({len(plan.runs)} runs), {len(set(plan.eval_files()))} evaluations ({fused} of them inside "
+          "their training jobs)", flush=True)
 
     first, _ = timed(snakemake)
-    print(f"first run:   {first / 60:6.1f} min   target < 20 min (mini): {verdict(first < 1200)}", flush=True)
+    budget = 15 if native_bf16() else 20  # minutes, mini on 2 cores (issue 12)
+    print(f"first run:   {first / 60:6.1f} min   target <= {budget} min (mini, "
+          f"{'native' if native_bf16() else 'no native'} bfloat16): {verdict(first <= budget * 60)}", flush=True)
 
     second, result = timed(snakemake)
     nothing = "Nothing to be done" in (result.stdout + result.stderr)
@@ -211,7 +222,7 @@ def main() -> None:
     if R18_ROW in plan.evaluations:
         metrics = json.loads((ROOT / plan.eval_json(R18_ROW, plan.seeds[0])).read_text())
         print(f"R18 1-stage: mIoU {metrics['miou']:.2f}% on {metrics.get('split', 'val')}   "
-              f"target > 50%: {verdict(metrics['miou'] > 50)}")
+              "(no target: the > 50% one was retired, issue 14)")
 
 
 if __name__ == "__main__":
