@@ -126,7 +126,7 @@ elif name == "srun":  # the job step: SLURM gives it the GPUs it asks for
 elif name == "torchrun":  # stands in for the training: writes the rule's outputs
     out = sys.argv[sys.argv.index("--out") + 1]
     os.makedirs(out, exist_ok=True)
-    for output in ("checkpoint.pt", "train_metrics.json", "train_log.csv"):
+    for output in ("checkpoint.pt", "train_metrics.json", "train_log.csv", "untrained.json"):
         open(os.path.join(out, output), "w").close()
 '''
 
@@ -189,6 +189,7 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     assert torchrun["argv"] == ["--standalone", "--nproc_per_node", "8", "-m", "spgnet", "train", "t3-1stage",
                                 "--profile", "paper", "--data-root", str(data),
                                 "--weights-root", str(tmp_path / "home/.cache/torch/hub/checkpoints"), "--seed", "0",
-                                "--out", "results/paper/runs/t3-1stage/seed0", "--resume"]
+                                "--out", "results/paper/runs/t3-1stage/seed0", "--resume",
+                                "--untrained-out", "results/paper/runs/t3-1stage/seed0/untrained.json"]
     assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": str(TRAIN_THREADS // 8)}
     assert (root / target).exists()
