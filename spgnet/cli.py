@@ -93,9 +93,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="also evaluate the network as this seed builds it, before training, on val "
                         "(the report's untrained reference, as spgnet baseline untrained) and write it here")
     p.add_argument("--evaluate-out", default=None, metavar="JSON",
-                   help="when finished, also evaluate checkpoint.pt as spgnet evaluate EXPERIMENT does, into JSON")
+                   help="when finished, also evaluate checkpoint.pt as spgnet evaluate EXPERIMENT does: the metrics "
+                        "JSON, and <name>.confusion.json / .confusion.png beside it")
     p.add_argument("--predictions", default=None, metavar="DIR",
-                   help="with --evaluate-out: write the prediction PNGs there (as spgnet evaluate --predictions)")
+                   help="with --evaluate-out only: write the prediction PNGs there (as spgnet evaluate --predictions)")
 
     p = verb("weights", "spgnet.weights_cli:main", "check the ImageNet files a profile's runs need")
     p.add_argument("action", choices=["check"], help="check: list each backbone's file as present, missing or wrong")

@@ -116,8 +116,9 @@ class EvalConfig:
     submission: bool = False  # write labelIds PNGs for the Cityscapes test server
     # a profile's cost cap: the experiments' multi-scale sets drop their scales above it (None: every
     # scale; the mini profile keeps 0.75-1.25 of Sec. 4.4's 0.75-2.0, a quarter of the pixels);
-    # `--set eval.scales=[...]` is used as given (resolve)
-    max_scale: PositiveFloat | None = None
+    # `--set eval.scales=[...]` is used as given (resolve). Not hashed: the scales it leaves are, so
+    # changing it reruns only the evaluations whose scales change.
+    max_scale: PositiveFloat | None = field(default=None, metadata={"hash": lambda _: None})
 
 
 @dataclass(frozen=True)

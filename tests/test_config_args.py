@@ -44,6 +44,12 @@ def test_every_verb_gets_the_same_config_with_overrides_applied_last():
     assert config_from_args(_args(experiment="t9-r50-d256-msflip", set=["eval.max_scale=2.0"])).eval.scales == (
         0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     assert resolve("t9-r50-d256-msflip", load_profile("paper", data_root="/data")).eval.scales[-1] == 2.0
+    # the cap itself is not hashed, the scales it leaves are: lifting it reruns only multi-scale rows
+    from spgnet.pipeline import make_plan
+
+    plan, lifted = make_plan("mini"), make_plan("mini", overrides={"all": ["eval.max_scale=2.0"]})
+    assert lifted.evaluation_settings("t3-1stage") == plan.evaluation_settings("t3-1stage")
+    assert lifted.evaluation_settings("t9-r50-d256-msflip") != plan.evaluation_settings("t9-r50-d256-msflip")
     # an override is part of the run's identity: --resume refuses a checkpoint trained without it
     assert config_hash(cfg.model, cfg.train) != config_hash(plain.model, plain.train)
 

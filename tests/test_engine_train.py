@@ -595,6 +595,15 @@ def test_the_untrained_reference_is_written_before_training_and_changes_nothing(
     assert calls[-1] == ("val", (1.0,), False, 2) and (tmp_path / "part" / "untrained.json").exists()
 
 
+def test_predictions_without_evaluate_out_is_an_error():
+    import argparse
+
+    from spgnet.engine.train import main
+
+    with pytest.raises(SpgnetError, match="--predictions needs --evaluate-out"):
+        main(argparse.Namespace(predictions="preds", evaluate_out=None))
+
+
 def test_a_run_that_fails_after_a_checkpoint_keeps_it(tmp_path):
     dataset = ToySet(n=10)
 

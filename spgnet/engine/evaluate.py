@@ -253,7 +253,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
     metrics JSON of the module docstring), its confusion matrix and figure beside it, and with
     ``predictions`` one PNG per image there; one MLflow ``evaluate`` run. Returns the metrics.
     What ``spgnet evaluate`` runs, and what a training job with ``--evaluate-out`` runs on the
-    checkpoint it has just written (:mod:`spgnet.engine.train`), so both give the same bytes.
+    checkpoint it has just written (:mod:`spgnet.engine.train`): the same files, timings aside.
     Raises :class:`SpgnetError` for a submission without ``predictions`` or an empty split."""
     ev = cfg.eval
     if ev.submission and not predictions:

@@ -95,6 +95,8 @@ class NonFiniteLossError(SpgnetError):
 def main(args) -> int:
     """Entry point of ``spgnet train`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
+    if args.predictions and not args.evaluate_out:
+        raise SpgnetError("--predictions needs --evaluate-out (the predictions are those of that evaluation)")
     cfg = config_from_args(args)
     train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out,
           evaluate_out=args.evaluate_out, predictions=args.predictions)

@@ -9,7 +9,7 @@ about 3 s importing torch and torchvision on a CPU; README, "The pipeline"):
 * :func:`evaluate_finished_run` (``spgnet train --evaluate-out``, CPU profiles'
   ``evaluate_in_train_job``): the experiment's own evaluation of ``checkpoint.pt``, exactly as
   ``spgnet evaluate`` runs it (:func:`spgnet.engine.evaluate.evaluate_checkpoint`: a fresh network
-  loaded from the file, norms folded), so the two give the same bytes.
+  loaded from the file, norms folded), so the two write the same files, timings aside.
 
 Under ``torchrun`` rank 0 scores and the others wait. Every training step reseeds
 (:mod:`spgnet.engine.train`), so scoring before the first step changes nothing in the run.

@@ -14,7 +14,7 @@
 # outputs are missing, so Snakemake reruns it; SLURM profile: `retries`) continues from latest.pt.
 # With the profile's evaluate_in_train_job (the CPU profiles) the job also evaluates its run's
 # own row from the checkpoint it wrote (spgnet train --evaluate-out: what `spgnet evaluate` runs,
-# same bytes), one process start fewer per run; that row's eval settings are then parameters of
+# the same files but for timings), one process start fewer per run; that row's eval settings are then parameters of
 # the job, and the evaluate rule (evaluate.smk) serves only the other evaluations.
 TRAIN_EVALUATES = PLAN.profile.evaluate_in_train_job
 RUN_EVAL = f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{run}}"
