@@ -193,9 +193,10 @@ def main() -> None:
           "their training jobs)", flush=True)
 
     first, _ = timed(snakemake)
-    budget = 15 if native_bf16() else 20  # minutes, mini on 2 cores (issue 12)
+    native = native_bf16()
+    budget = 15 if native else 20  # minutes, mini on 2 cores (issue 12)
     print(f"first run:   {first / 60:6.1f} min   target <= {budget} min (mini, "
-          f"{'native' if native_bf16() else 'no native'} bfloat16): {verdict(first <= budget * 60)}", flush=True)
+          f"{'native' if native else 'no native'} bfloat16): {verdict(first <= budget * 60)}", flush=True)
 
     second, result = timed(snakemake)
     nothing = "Nothing to be done" in (result.stdout + result.stderr)

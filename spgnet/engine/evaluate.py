@@ -240,11 +240,16 @@ def main(args) -> int:
     keep_freed_memory()
     cfg = config_from_args(args)
     metrics = evaluate_checkpoint(cfg, args.checkpoint, args.out, getattr(args, "predictions", None))
+    print(result_line(cfg, metrics, args.out))
+    return 0
+
+
+def result_line(cfg: RunConfig, metrics: dict, out: str | Path) -> str:
+    """One line saying what an evaluation measured and where it was written."""
     ev = cfg.eval
     miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
-    print(f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
-          f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {args.out}")
-    return 0
+    return (f"{cfg.experiment} [{ev.split}, {ev.strategy}, scales {list(ev.scales)}, flip {ev.flip}]: "
+            f"mIoU {miou} over {metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image -> {out}")
 
 
 def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,

@@ -42,10 +42,9 @@ def evaluate_finished_run(cfg: RunConfig, checkpoint: Path, info, path: Path,
                           predictions: str | Path | None = None) -> None:
     """Evaluate ``checkpoint`` with ``cfg``'s eval section into ``path`` (the metrics JSON of
     :mod:`spgnet.engine.evaluate`, its confusion matrix and figure beside it)."""
-    from spgnet.engine.evaluate import evaluate_checkpoint
+    from spgnet.engine.evaluate import evaluate_checkpoint, result_line
 
     if info.is_main:
         metrics = evaluate_checkpoint(cfg, checkpoint, path, predictions)
-        miou = "n/a" if metrics["miou"] is None else f"{metrics['miou']:.2f}"
-        print(f"spgnet train: evaluated {cfg.experiment} [{metrics['split']}]: mIoU {miou} -> {path}", file=sys.stderr)
+        print(f"spgnet train: evaluated {result_line(cfg, metrics, path)}", file=sys.stderr)
     distributed.broadcast_object(None, info)
