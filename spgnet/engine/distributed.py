@@ -162,10 +162,12 @@ def enable_cpu_sync_bn() -> bool:
 
 def convert_inplace_abn_sync(module: nn.Module) -> nn.Module:
     """Replace every ``InPlaceABN`` (not already synchronised) by an ``InPlaceABNSync`` sharing
-    its parameters and buffers, like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
+    its parameters and buffers (an ``input_sign`` included), like
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
     from inplace_abn import InPlaceABN
 
     from spgnet.models.norm import InPlaceABNSync  # inplace-abn's, allowing 1 value per process
+    from spgnet.models.norm import add_input_sign, has_input_sign
 
     converted = module
     if type(module) is InPlaceABN:
@@ -183,6 +185,8 @@ def convert_inplace_abn_sync(module: nn.Module) -> nn.Module:
                 converted.running_mean = module.running_mean
                 converted.running_var = module.running_var
                 converted.num_batches_tracked = module.num_batches_tracked
+        if has_input_sign(module):  # DenseNet's pre-activation norms (spgnet.models.norm.add_input_sign)
+            add_input_sign(converted).input_sign = module.input_sign
         converted.train(module.training)
     for name, child in module.named_children():
         new_child = convert_inplace_abn_sync(child)

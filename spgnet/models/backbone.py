@@ -108,13 +108,18 @@ def load_imagenet_weights(encoder: "ResNetEncoder", weights_root: str | Path) ->
     Strict (:func:`spgnet.models.pretrained.load_torchvision_weights`): only ``fc.*`` and, for a
     stage without the stem (every stage but the first, Fig. 2a), ``conv1``/``bn1`` of the file
     go unused; a missing file or any missing, extra or differently shaped tensor is a one-line
-    :class:`SpgnetError` naming the file and the key.
+    :class:`SpgnetError` naming the file and the key. Under Inplace-ABN the BatchNorm tensors are
+    converted so that the encoder computes what torchvision's network computes (up to the leaky
+    ReLU; ``docs/imagenet-init.md``); ``encoder.imagenet_init`` says how many channels changed.
     """
     from spgnet.models.weights import weights_path
 
     path = weights_path(weights_root, encoder.name)
+    reference = next(encoder.parameters())
+    example = torch.zeros(1, 3 if encoder.has_stem else encoder.in_channels, 64, 64,
+                          device=reference.device, dtype=reference.dtype)
     load_torchvision_weights(encoder, path, what=f"torchvision's {encoder.name} ImageNet file",
-                             skip=() if encoder.has_stem else STEM)
+                             skip=() if encoder.has_stem else STEM, example=example)
     return path
 
 

@@ -100,6 +100,8 @@ def norm_folding(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor, str, floa
     plain_abn, abs_abn = _inplace_abn_classes()
     if getattr(norm, "training", False):
         return None  # batch statistics: not a fixed map
+    if "input_sign" in getattr(norm, "_buffers", {}):
+        return None  # multiplies its input first (spgnet.models.norm.add_input_sign): fed by no convolution
     kind = type(norm)
     if kind is FrozenBatchNorm2d:
         weight, bias, mean, var, eps = norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps

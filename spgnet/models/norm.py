@@ -220,6 +220,51 @@ def single_value_norms_use_running_stats(model: nn.Module) -> set:
     return hit
 
 
+def scales_by_abs_weight(module: nn.Module) -> bool:
+    """Whether ``module`` scales by ``|weight| + eps`` rather than ``weight``: inplace-abn's
+    ``InPlaceABN`` and ``InPlaceABNSync`` (and :class:`InPlaceABNSync` here) do, in their kernels
+    (``x <- act(x_hat * (|weight| + eps) + bias)``, inplace_abn/functions.py), so a BatchNorm
+    ``weight`` with negative entries cannot simply be copied into them
+    (:func:`spgnet.models.pretrained.fit_to_abs_weight_norms`, ``docs/imagenet-init.md``);
+    ``ABN`` and the BatchNorm layers scale by ``weight``."""
+    try:
+        from inplace_abn import InPlaceABN
+        from inplace_abn import InPlaceABNSync as _InPlaceABNSync
+    except ImportError:  # pragma: no cover - inplace-abn is a dependency of the project
+        return False
+    return isinstance(module, (InPlaceABN, _InPlaceABNSync))
+
+
+#: name of the per-channel input sign buffer of a norm that no convolution feeds (:func:`add_input_sign`)
+INPUT_SIGN = "input_sign"
+
+
+def _apply_input_sign(module: nn.Module, inputs: tuple) -> tuple:
+    sign = getattr(module, INPUT_SIGN)
+    return (inputs[0] * sign.view(1, -1, *([1] * (inputs[0].dim() - 2))).to(inputs[0].dtype),) + tuple(inputs[1:])
+
+
+def add_input_sign(norm: nn.Module) -> nn.Module:
+    """Give ``norm`` a fixed per-channel sign (buffer ``input_sign``, float ``[C]``, all +1 when
+    built) by which its input is multiplied before it normalises: ``norm(x * input_sign)``.
+
+    For normalisations fed by a concatenation rather than by one convolution (DenseNet's
+    pre-activation ``norm1`` and transition norms), where the sign of a negative ImageNet gamma has
+    no convolution to move into: :func:`spgnet.models.pretrained.fit_to_abs_weight_norms` sets
+    ``input_sign = -1`` and negates the running mean on those channels, which is exact for a layer
+    that scales by ``|weight|`` (``docs/imagenet-init.md``). The buffer is in the state dict
+    (``<norm>.input_sign``), so checkpoints keep it; it is a constant, not a parameter. Returns
+    ``norm``."""
+    norm.register_buffer(INPUT_SIGN, torch.ones(norm.num_features))
+    norm.register_forward_pre_hook(_apply_input_sign)
+    return norm
+
+
+def has_input_sign(norm: nn.Module) -> bool:
+    """Whether ``norm`` multiplies its input by an ``input_sign`` buffer (:func:`add_input_sign`)."""
+    return INPUT_SIGN in getattr(norm, "_buffers", {})
+
+
 def _is_norm_layer(module: nn.Module) -> bool:
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return True

@@ -16,11 +16,19 @@ and every tensor of the file has a place in the module, except
 Anything else is a one-line :class:`SpgnetError` naming the file and the first key that is missing,
 has another shape, or is left over: a ResNet-50 file given to a ResNet-18 stage, or a ResNet-101
 file given to a ResNet-50 one (whose every tensor it has, with 17 blocks to spare), never loads.
+
+The files hold BatchNorm weights; Inplace-ABN scales by ``|weight| + eps`` instead of ``weight``
+(:func:`spgnet.models.norm.scales_by_abs_weight`). :func:`fit_to_abs_weight_norms` therefore turns
+the loaded tensors into the same network under those layers: the sign of a negative gamma moves
+into the convolution that feeds the norm (or into the norm's ``input_sign`` where a concatenation
+feeds it), and ``eps`` is taken off every ``|gamma|`` (``docs/imagenet-init.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,8 +71,13 @@ def read_torchvision_state(path: str | Path) -> dict[str, torch.Tensor]:
     return renamed
 
 
+#: module tensors that no torchvision file holds: BatchNorm's counter, and the input sign of norms
+#: fed by a concatenation (:func:`spgnet.models.norm.add_input_sign`), set by the conversion
+_OWN_TENSORS = ("num_batches_tracked", ".input_sign")
+
+
 def _ignored(key: str, skip: tuple[str, ...]) -> bool:
-    return key.endswith("num_batches_tracked") or key.startswith(skip)
+    return key.endswith(_OWN_TENSORS) or key.startswith(skip)
 
 
 def strict_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], skip: tuple[str, ...] = ()) -> str | None:
@@ -85,11 +98,16 @@ def strict_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
     return None
 
 
-def load_torchvision_weights(module: nn.Module, path: str | Path, *, what: str, skip: tuple[str, ...] = ()) -> list[str]:
+def load_torchvision_weights(module: nn.Module, path: str | Path, *, what: str, skip: tuple[str, ...] = (),
+                             example: torch.Tensor | None = None) -> list[str]:
     """Fill every tensor of ``module`` from the torchvision checkpoint at ``path``, strictly (see the
-    module docstring); ``what`` names the expected file in the error ("torchvision's resnet18
-    ImageNet file"), ``skip`` the key prefixes that are nobody's. Returns the module's keys left as
-    they were (those under ``skip``; ``num_batches_tracked`` aside), sorted.
+    module docstring), then fit the loaded norms to the layers that scale by ``|weight| + eps``
+    (:func:`fit_to_abs_weight_norms`; ``example``: an input ``module`` accepts, for finding which
+    convolution feeds which norm; default a 1x3x64x64 zero image). ``what`` names the expected file
+    in the error ("torchvision's resnet18 ImageNet file"), ``skip`` the key prefixes that are
+    nobody's. Returns the module's keys left as they were (those under ``skip``; ``num_batches_tracked``
+    aside), sorted. What the conversion did is kept on the module as ``module.imagenet_init``
+    (:class:`NormConversion` as a dict, plus ``"file"``).
 
     Raises :class:`SpgnetError` ``"<path>: not <what>: <first mismatch>"``.
     """
@@ -99,4 +117,76 @@ def load_torchvision_weights(module: nn.Module, path: str | Path, *, what: str, 
     if problem is not None:
         raise SpgnetError(f"{path}: not {what}: {problem}")
     module.load_state_dict({k: state[k] for k in own if not _ignored(k, skip)}, strict=False)
-    return sorted(k for k in own if k.startswith(skip) and not k.endswith("num_batches_tracked"))
+    conversion = fit_to_abs_weight_norms(module, skip=skip, example=example, source=str(path))
+    module.imagenet_init = {"file": Path(path).name, **dataclasses.asdict(conversion)}
+    return sorted(k for k in own if k.startswith(skip) and not k.endswith(_OWN_TENSORS))
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm weights into layers that scale by |weight| + eps
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormConversion:
+    """What :func:`fit_to_abs_weight_norms` changed in one module (counts of channels)."""
+
+    norm_layers: int = 0  # loaded norms that scale by |weight| + eps (0 under abn / batchnorm)
+    channels: int = 0  # their channels
+    sign_to_conv: int = 0  # negative gammas whose sign moved into the feeding convolution
+    sign_to_input: int = 0  # negative gammas whose sign moved into the norm's input_sign
+    below_eps: int = 0  # channels with |gamma| < eps: scaled by eps instead (the only inexact ones)
+
+
+def fit_to_abs_weight_norms(module: nn.Module, *, skip: tuple[str, ...] = (), example: torch.Tensor | None = None,
+                            source: str = "") -> NormConversion:
+    """Make ``module``'s BatchNorm-convention norm tensors (just loaded from an ImageNet file) compute
+    the same function under layers that scale by ``|weight| + eps`` (Inplace-ABN; no-op for
+    ``abn`` / ``batchnorm``). For each such norm not under ``skip``, per channel with gamma ``g``:
+
+    * ``g < 0`` and a convolution feeds the norm (its output goes to the norm and nowhere else, as
+      :func:`spgnet.models.fuse.conv_norm_pairs` traces it on ``example``): negate that output
+      channel of the convolution (weight and bias) and the norm's running mean; batch statistics
+      negate with it, so training-mode outputs are the same too;
+    * ``g < 0`` and a concatenation feeds it (DenseNet's pre-activation norms): set the norm's
+      ``input_sign`` to -1 there and negate the running mean (:func:`spgnet.models.norm.add_input_sign`);
+    * every channel: ``weight = max(|g| - eps, 0)``, so that ``|weight| + eps == |g|`` exactly
+      where ``|g| >= eps``; where ``|g| < eps`` the layer scales by ``eps`` instead of ``|g|``
+      (counted as ``below_eps``; an error of at most ``eps`` times the normalised input).
+
+    Raises :class:`SpgnetError` naming ``source`` and the norm when a negative gamma has neither
+    route (a norm fed by something else, without ``input_sign``). Needs real tensors, not ``meta``
+    ones (it reads the gammas).
+    """
+    from spgnet.models.fuse import conv_norm_pairs
+    from spgnet.models.norm import has_input_sign, scales_by_abs_weight
+
+    norms = {name: m for name, m in module.named_modules()
+             if scales_by_abs_weight(m) and m.weight is not None and not (name + ".").startswith(skip)}
+    if not norms:
+        return NormConversion()
+    feeding = {norm: conv for conv, norm in conv_norm_pairs(module, example)}
+    counts = {"sign_to_conv": 0, "sign_to_input": 0, "below_eps": 0, "channels": 0}
+    with torch.no_grad():
+        for name, norm in norms.items():
+            gamma = norm.weight.detach().clone()
+            negative = gamma < 0
+            flipped = int(negative.sum())
+            if flipped and name in feeding:
+                conv = module.get_submodule(feeding[name])
+                conv.weight[negative] *= -1
+                if conv.bias is not None:
+                    conv.bias[negative] *= -1
+                counts["sign_to_conv"] += flipped
+            elif flipped and has_input_sign(norm):
+                norm.input_sign[negative] *= -1
+                counts["sign_to_input"] += flipped
+            elif flipped:
+                raise SpgnetError(f"{source}: '{name}' has {flipped} negative gammas and neither a convolution "
+                                  f"feeding it nor an input sign to carry them (docs/imagenet-init.md)")
+            if flipped and norm.running_mean is not None:
+                norm.running_mean[negative] *= -1
+            counts["below_eps"] += int((gamma.abs() < norm.eps).sum())
+            counts["channels"] += gamma.numel()
+            norm.weight.copy_((gamma.abs() - norm.eps).clamp_min(0))
+    return NormConversion(norm_layers=len(norms), **counts)

@@ -15,7 +15,8 @@ Nothing here downloads. Each SPGNet stage loads the file of its own backbone
 backbone (:func:`spgnet.models.peers.backbones.load_pretrained`), strictly
 (:mod:`spgnet.models.pretrained`). The location is not part of a run's configuration hash
 (:func:`spgnet.config.config_hash`): moving the files invalidates no checkpoint; the run records
-which files it read and their SHA-256 instead (:func:`describe_weights`, ``train_metrics.json``).
+which files it read and their SHA-256 instead (:func:`describe_weights`, ``train_metrics.json``),
+and how many norm channels loading each file converted for Inplace-ABN (:func:`with_norm_conversions`).
 
 ``spgnet weights check --profile P [--weights-root DIR]`` (:func:`main`) lists, for every backbone
 the profile's runs need, whether its file is present, missing or wrong.
@@ -158,6 +159,25 @@ def describe_weights(model_cfg: ModelConfig) -> dict:
         files[backbone] = {"file": path.name, "path": str(path), "url": weights_url(backbone),
                            "sha256": digest, "published_hash": published_hash_matches(path, digest)}
     return {"source": "imagenet", "path": str(root), "files": files}
+
+
+def with_norm_conversions(record: dict, model) -> dict:
+    """``record`` (:func:`describe_weights`) with, per file, what loading it into ``model`` changed to
+    fit Inplace-ABN (:func:`spgnet.models.pretrained.fit_to_abs_weight_norms`), summed over the
+    modules that read it (both stages of a 2 x ResNet-50): ``files[backbone]["norm_conversion"] =
+    {"norm_layers", "channels", "sign_to_conv", "sign_to_input", "below_eps"}`` (all 0 under
+    ``abn`` / ``batchnorm``). Files no module of ``model`` reports on are left as they are."""
+    files = {backbone: dict(entry) for backbone, entry in record.get("files", {}).items()}
+    for module in model.modules():
+        done = getattr(module, "imagenet_init", None)
+        backbone = getattr(module, "name", None)
+        if done is None or backbone not in files:
+            continue
+        total = files[backbone].setdefault("norm_conversion", {})
+        for key, value in done.items():
+            if key != "file":
+                total[key] = total.get(key, 0) + value
+    return {**record, "files": files}
 
 
 # --------------------------------------------------------------------------------------------

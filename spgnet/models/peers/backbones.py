@@ -29,7 +29,7 @@ from torchvision.models.resnet import Bottleneck
 
 from spgnet.errors import SpgnetError
 from spgnet.models.backbone import adopt_resnet_layers
-from spgnet.models.norm import NormAct, norm_only
+from spgnet.models.norm import NormAct, add_input_sign, norm_only
 from spgnet.models.pretrained import load_torchvision_weights
 
 RESNETS = ("resnet50", "resnet101", "resnet152")
@@ -136,8 +136,12 @@ class ResNetBackbone(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _fuse_norm_relu(container: nn.Module, norm: str, relu: str, factory: NormAct) -> None:
-    setattr(container, norm, factory(getattr(container, norm).num_features))
+def _fuse_norm_relu(container: nn.Module, norm: str, relu: str, factory: NormAct, *, concatenated: bool = False) -> None:
+    """``container.<norm>`` + ``container.<relu>`` -> one fused layer; ``concatenated``: the norm is
+    fed by a concatenation (DenseNet's pre-activation norms), not by one convolution, so it gets an
+    ``input_sign`` to carry negative ImageNet gammas under Inplace-ABN (:func:`add_input_sign`)."""
+    layer = factory(getattr(container, norm).num_features)
+    setattr(container, norm, add_input_sign(layer) if concatenated else layer)
     setattr(container, relu, nn.Identity())
 
 
@@ -148,6 +152,11 @@ class DenseNetBackbone(nn.Module):
     dilation 4), transitions 1-3 (only transition 1 pools), ``transition4`` (2208 -> 1104, no
     pooling) and ``norm5`` (1104) with its activation (the official ``ASPP_3`` block applies an
     in-place ReLU to the ``norm5`` output, which every later branch then sees).
+
+    The pre-activation norms that a concatenation feeds (each dense layer's ``norm1``, transitions
+    1-3's ``norm``) carry an ``input_sign`` buffer (+1 unless ImageNet weights with negative gammas
+    were loaded under Inplace-ABN; ``docs/imagenet-init.md``). ``transition4``'s norm takes block
+    4's output too but is new, so its gammas start positive.
     """
 
     def __init__(self, name: str, factory: NormAct, pretrained: str | None = None):
@@ -165,14 +174,14 @@ class DenseNetBackbone(nn.Module):
             block = getattr(features, f"denseblock{index}")
             rate = {3: 2, 4: 4}.get(index, 1)
             for layer in block.children():
-                _fuse_norm_relu(layer, "norm1", "relu1", factory)
+                _fuse_norm_relu(layer, "norm1", "relu1", factory, concatenated=True)
                 _fuse_norm_relu(layer, "norm2", "relu2", factory)
                 if rate > 1:
                     layer.conv2.dilation = (rate, rate)
                     layer.conv2.padding = (rate, rate)
             if index < 4:
                 transition = getattr(features, f"transition{index}")
-                _fuse_norm_relu(transition, "norm", "relu", factory)
+                _fuse_norm_relu(transition, "norm", "relu", factory, concatenated=True)
                 if index > 1:
                     transition.pool = nn.Identity()
         channels = features.norm5.num_features  # 2208
