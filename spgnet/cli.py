@@ -71,6 +71,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, default=96)
     p.add_argument("--num-val", type=int, default=24)
     p.add_argument("--num-test", type=int, default=8)
+    p.add_argument("--num-aug", type=int, default=0,
+                   help="--kind voc: extra SBD-style images of the trainaug split (SegmentationClassAug, train_aug.txt)")
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
 

@@ -36,6 +36,7 @@ from spgnet.config_schema import (
     PositiveInt, Probability, ResourceSpec, RuleKind, Scales, Seeds, Split, Strategy, SyntheticSpec, validate,
     validate_partial,
 )
+from spgnet.config_schema import DATASET_SPLITS
 
 #: Project root (the folder holding ``params/``); ``SPGNET_ROOT`` overrides it.
 PROJECT_ROOT = Path(os.environ.get("SPGNET_ROOT", Path(__file__).resolve().parent.parent))
@@ -449,6 +450,10 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
     )
     if "scales" not in overrides.get("eval", {}):  # scales given on the command line are used as given
         evaluation = _cap_scales(evaluation)
+    for key, split in (("train.split", train.split), ("eval.split", evaluation.split)):
+        if split not in DATASET_SPLITS[dataset]:  # trainaug is VOC's alone
+            raise ConfigError(f"experiment '{exp.name}', profile '{prof.name}': key '{key}': dataset '{dataset}' "
+                              f"has no split '{split}' (valid: {', '.join(DATASET_SPLITS[dataset])})")
     return RunConfig(
         experiment=exp.name,
         profile=prof.name,

@@ -47,7 +47,9 @@ LINKS = ("none", "spg_sum", "spg_softmax", "spg_sigmoid", "se", "ge")  # spgnet.
 DECODERS = ("upsample", "fpn")  # spgnet.models.spgnet
 STRATEGIES = ("GAP", "AP", "TILED")  # spgnet.engine.inference (Table 12)
 DATASETS = ("cityscapes", "voc", "person_part")  # spgnet.data.labels
-SPLITS = ("train", "val", "test", "trainval")  # spgnet.data.labels
+SPLITS = ("train", "val", "test", "trainval", "trainaug")  # spgnet.data.labels
+#: The splits each data set has (spgnet.data.labels.DATASET_SPLITS): trainaug is VOC's alone.
+DATASET_SPLITS = {"cityscapes": SPLITS[:4], "voc": SPLITS, "person_part": SPLITS[:4]}
 RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow_support.resources_for
 
 #: Given to each typed section: a key the section does not declare is an error.
@@ -129,6 +131,7 @@ class SyntheticSpec(TypedDict, total=False):
     num_train: PositiveInt
     num_val: PositiveInt
     num_test: NonNegativeInt
+    num_aug: NonNegativeInt  # kind voc: extra "SBD" images of the trainaug split (labels in SegmentationClassAug only)
     height: PositiveInt
     width: PositiveInt
 

@@ -8,7 +8,7 @@ from types import ModuleType
 from spgnet.data import cityscapes, person_part, voc
 from spgnet.data.base import Record, SegmentationDataset
 from spgnet.data.io import printable, read_numbered_lines
-from spgnet.data.labels import DATASETS, SPLITS
+from spgnet.data.labels import DATASET_SPLITS, DATASETS, SPLITS
 from spgnet.errors import SpgnetError
 
 READERS: dict[str, ModuleType] = {"cityscapes": cityscapes, "voc": voc, "person_part": person_part}
@@ -21,10 +21,14 @@ def reader(dataset: str) -> ModuleType:
         raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASETS)})") from None
 
 
-def base_splits(split: str) -> tuple[str, ...]:
-    """The on-disk splits making up ``split`` (trainval = train then val, Sec. 4.2)."""
+def base_splits(split: str, dataset: str | None = None) -> tuple[str, ...]:
+    """The on-disk splits making up ``split`` (trainval = train then val, Sec. 4.2); with
+    ``dataset``, one line when that data set has no such split (trainaug is VOC's alone)."""
     if split not in SPLITS:
         raise SpgnetError(f"unknown split '{split}' (valid: {', '.join(SPLITS)})")
+    if dataset is not None and split not in DATASET_SPLITS.get(dataset, SPLITS):
+        raise SpgnetError(f"dataset '{dataset}' has no split '{split}' "
+                          f"(valid: {', '.join(DATASET_SPLITS[dataset])})")
     return ("train", "val") if split == "trainval" else (split,)
 
 
@@ -32,7 +36,7 @@ def scan(dataset: str, root: Path, split: str) -> tuple[list[Record], list[str]]
     """Records of ``split`` (trainval concatenated) and the problems found while listing it."""
     module = reader(dataset)
     records, problems = [], []
-    for part in base_splits(split):
+    for part in base_splits(split, dataset):
         part_records, part_problems = module.scan(Path(root), part)
         records += part_records
         problems += part_problems
@@ -73,7 +77,8 @@ def build_dataset(
 ) -> SegmentationDataset:
     """One split of ``dataset`` read from ``root``.
 
-    ``split`` is "train", "val", "test" or "trainval" (train + val). Items are
+    ``split`` is "train", "val", "test", "trainval" (train + val) or, for VOC, "trainaug"
+    (DeepLab's train_aug.txt: VOC train + SBD, less val; see :mod:`spgnet.data.voc`). Items are
     ``{"image": FloatTensor[3,H,W] (ImageNet-normalised), "label": LongTensor[H,W] (train ids,
     255 = ignore), "name": str, "path": str}``. ``transform=None`` gives full-size images
     (evaluation); pass a :class:`spgnet.data.transforms.TrainTransform` for training.
@@ -81,13 +86,20 @@ def build_dataset(
     prepare-data`` (trainval: its train.txt then val.txt) instead of listing the tree.
     """
     module = reader(dataset)
+    parts = base_splits(split, dataset)
     root = Path(root)
     if not root.is_dir():
         raise SpgnetError(f"{printable(root)}: data set root not found (dataset '{dataset}')")
     if list_dir is not None:
         records = []
-        for part in base_splits(split):
+        for part in parts:
             records += read_split_list(Path(list_dir) / f"{part}.txt", root, dataset)
+        val_list = Path(list_dir) / "val.txt"
+        if split == voc.AUG_SPLIT and val_list.is_file():  # prepare-data never writes one holding a val id; an edited list may
+            val_ids = [Path(line.split("\t")[0].strip()).stem for _, line in read_numbered_lines(val_list)]
+            overlap = voc.val_overlap(Path(list_dir) / f"{split}.txt", [r.name for r in records], val_ids)
+            if overlap:
+                raise SpgnetError(overlap)
     else:
         records, problems = scan(dataset, root, split)
         if problems:

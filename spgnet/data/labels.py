@@ -35,7 +35,14 @@ PERSON_PART_CLASSES: list[str] = [
 ]
 
 DATASETS = ("cityscapes", "voc", "person_part")
-SPLITS = ("train", "val", "test", "trainval")
+SPLITS = ("train", "val", "test", "trainval", "trainaug")
+#: The splits each data set has. ``trainaug`` (VOC 2012 train plus SBD's extra annotations, less
+#: the VOC 2012 val images: DeepLab's ``train_aug.txt``, 10,582 images) is VOC's alone.
+DATASET_SPLITS: dict[str, tuple[str, ...]] = {
+    "cityscapes": ("train", "val", "test", "trainval"),
+    "voc": ("train", "val", "test", "trainval", "trainaug"),
+    "person_part": ("train", "val", "test", "trainval"),
+}
 
 _CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "voc": VOC_CLASSES, "person_part": PERSON_PART_CLASSES}
 
@@ -135,6 +142,6 @@ def voc_palette() -> list[int]:
 
 __all__ = [
     "IGNORE_INDEX", "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "DATASETS", "SPLITS",
-    "CITYSCAPES_LABEL_IDS", "CITYSCAPES_EVAL_LABEL_IDS", "LABELID_TO_TRAINID", "TRAINID_TO_LABELID", "class_names", "num_classes",
+    "DATASET_SPLITS", "CITYSCAPES_LABEL_IDS", "CITYSCAPES_EVAL_LABEL_IDS", "LABELID_TO_TRAINID", "TRAINID_TO_LABELID", "class_names", "num_classes",
     "labelid_to_trainid", "trainid_to_labelid", "voc_palette", "id2label", "name2label",
 ]

@@ -13,8 +13,10 @@ Checks, each problem reported on one line naming the file:
 When anything is wrong it prints every problem, then a one-line summary, exits non-zero and
 writes nothing. Otherwise it writes, through a temporary folder renamed into place:
 
-* ``<out>/<split>.txt`` for train, val, test (when present) and trainval: one line per image,
-  ``<image path>\\t<label path>`` relative to the root (empty label for unlabelled test images);
+* ``<out>/<split>.txt`` for train, val, test (when present), trainval and, for VOC, trainaug (when
+  ``ImageSets/Segmentation/train_aug.txt`` is present; one holding an id of val.txt is a
+  problem): one line per image, ``<image path>\\t<label path>`` relative to the root (empty label
+  for unlabelled test images);
 * ``<out>/summary.json``: images per split, the classes present and their pixel counts, and
   ``exif_oriented``: how many images carry a non-identity EXIF orientation (per split and in all;
   :func:`spgnet.data.io.read_image` turns them upright wherever they are read).
@@ -105,8 +107,9 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
     lut = module.label_lut()
     problems: list[str] = []
     splits: dict[str, list] = {}
+    optional = getattr(module, "OPTIONAL_SPLITS", ())  # VOC's trainaug: only where train_aug.txt exists
     for split in module.BASE_SPLITS:
-        if split not in module.LABELLED_SPLITS and not module.has_split(root, split):
+        if (split not in module.LABELLED_SPLITS or split in optional) and not module.has_split(root, split):
             continue
         records, found = module.scan(root, split)
         problems += found

@@ -13,7 +13,11 @@ synthetic test split keeps its ground truth, so the embedded profile can score t
 PNGs locally (the evaluation server's role).
 
 ``--kind voc`` writes ``JPEGImages/``, ``SegmentationClass/`` (palette PNGs, 255 borders) and
-``ImageSets/Segmentation/{train,val[,test]}.txt``; ``--kind person_part`` writes
+``ImageSets/Segmentation/{train,val[,test]}.txt``; with ``--num-aug N`` also the ``trainaug``
+layout DeepLab uses: N extra "SBD" images (ids ``2012_3xxxxx``) whose labels are only in
+``SegmentationClassAug/`` (grayscale PNGs without 255 borders, as SBD's annotations), the train
+images' labels there too (the same values, grayscale), and ``ImageSets/Segmentation/train_aug.txt``
+= the train ids then the extra ids (never a val id). ``--kind person_part`` writes
 ``JPEGImages/``, ``SegmentationPart/`` and ``ImageSets/Person/{train,val[,test]}.txt`` (see
 :mod:`spgnet.data.synthetic.pascal`). Test images of these two kinds have no labels, as in VOC.
 
@@ -45,8 +49,11 @@ MANIFEST = "spgnet_synthetic.json"
 FORMAT_VERSION = 1
 KINDS = ("cityscapes", "voc", "person_part")
 _KIND_CODE = {"cityscapes": 0, "voc": 1, "person_part": 2}
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-_VOC_ID_OFFSET = {"train": 0, "val": 100000, "test": 200000}
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "aug": 3}
+_VOC_ID_OFFSET = {"train": 0, "val": 100000, "test": 200000, "aug": 300000}
+#: ``--kind voc --num-aug``: the extra "SBD" images (split "aug") and where their labels go.
+AUG_LABEL_DIR = "SegmentationClassAug"
+AUG_LIST = "train_aug.txt"
 
 
 def _progress(total: int, desc: str):
@@ -61,17 +68,22 @@ def sample_rng(seed: int, kind: str, split: str, index: int) -> np.random.Genera
     return np.random.default_rng((int(seed), _KIND_CODE[kind], _SPLIT_CODE[split], int(index)))
 
 
-def _arguments(kind, seed, num_train, num_val, num_test, height, width) -> dict:
-    return {"kind": kind, "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
+def _arguments(kind, seed, num_train, num_val, num_test, height, width, num_aug=0) -> dict:
+    args = {"kind": kind, "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
             "num_test": int(num_test), "height": int(height), "width": int(width)}
+    if num_aug:  # recorded only when used: sets made without it keep their manifest
+        args["num_aug"] = int(num_aug)
+    return args
 
 
 def _check_arguments(args: dict) -> None:
     if args["kind"] not in KINDS:
         raise SpgnetError(f"--kind {args['kind']}: unknown kind (valid: {', '.join(KINDS)})")
-    for key in ("num_train", "num_val", "num_test"):
-        if args[key] < 0:
+    for key in ("num_train", "num_val", "num_test", "num_aug"):
+        if args.get(key, 0) < 0:
             raise SpgnetError(f"--{key.replace('_', '-')} {args[key]}: must not be negative")
+    if args.get("num_aug") and args["kind"] != "voc":
+        raise SpgnetError(f"--num-aug {args['num_aug']}: only --kind voc has a trainaug split (SBD's extra images)")
     if args["num_train"] + args["num_val"] + args["num_test"] == 0:
         raise SpgnetError("--num-train, --num-val and --num-test are all 0: nothing to generate")
     for key in ("height", "width"):
@@ -121,11 +133,16 @@ def _cityscapes_task(tmp: Path, args: dict, split: str, i: int, city: str, key: 
 def _pascal_task(tmp: Path, args: dict, split: str, i: int, name: str, label_dir: Path) -> None:
     from spgnet.data.synthetic.pascal import make_person_part_sample, make_voc_sample
 
-    make = make_voc_sample if args["kind"] == "voc" else make_person_part_sample
-    image, label = make(sample_rng(args["seed"], args["kind"], split, i), args["height"], args["width"], i)
+    rng = sample_rng(args["seed"], args["kind"], split, i)
+    if args["kind"] == "voc":  # SBD's annotations ("aug") mark no object borders
+        image, label = make_voc_sample(rng, args["height"], args["width"], i, borders=split != "aug")
+    else:
+        image, label = make_person_part_sample(rng, args["height"], args["width"], i)
     image.save(tmp / "JPEGImages" / f"{name}.jpg", format="JPEG", quality=95)
-    if split != "test":
+    if split in ("train", "val"):
         _save_png(label, label_dir / f"{name}.png")
+    if args.get("num_aug") and split in ("train", "aug"):  # trainaug's labels: the values as a grayscale PNG, as DeepLab's
+        _save_png(Image.fromarray(np.asarray(label), mode="L"), tmp / AUG_LABEL_DIR / f"{name}.png")
 
 
 def _workers(tasks: int) -> int:
@@ -186,13 +203,18 @@ def _write_pascal(tmp: Path, args: dict, counts: dict, progress) -> dict:
     list_dir = tmp / "ImageSets" / ("Segmentation" if kind == "voc" else "Person")
     for folder in (tmp / "JPEGImages", label_dir, list_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    if args.get("num_aug"):
+        (tmp / AUG_LABEL_DIR).mkdir()
     names, tasks = {}, []
     for split, count in counts.items():
         ids = [f"2012_{_VOC_ID_OFFSET[split] + i:06d}" for i in range(count)]
         tasks += [(tmp, args, split, i, name, label_dir) for i, name in enumerate(ids)]
-        if count:
+        if count and split != "aug":
             (list_dir / f"{split}.txt").write_text("".join(f"{n}\n" for n in ids), encoding="utf-8")
         names[split] = ids
+    if args.get("num_aug"):  # DeepLab's train_aug.txt: VOC train + SBD, no val image
+        trainaug = names["train"] + names["aug"]
+        (list_dir / AUG_LIST).write_text("".join(f"{n}\n" for n in trainaug), encoding="utf-8")
     _run_tasks(_pascal_task, tasks, progress)
     return names
 
@@ -206,13 +228,17 @@ def generate(
     num_test: int = 8,
     height: int = 256,
     width: int = 512,
+    num_aug: int = 0,
 ) -> Path:
-    """Write the synthetic set to ``out`` (atomically); returns ``out``."""
+    """Write the synthetic set to ``out`` (atomically); returns ``out``. ``num_aug`` (kind voc):
+    extra "SBD" images of the trainaug split."""
     out = Path(out)
-    args = _arguments(kind, seed, num_train, num_val, num_test, height, width)
+    args = _arguments(kind, seed, num_train, num_val, num_test, height, width, num_aug)
     _check_arguments(args)
     _check_existing(out, args)
     counts = {"train": args["num_train"], "val": args["num_val"], "test": args["num_test"]}
+    if args.get("num_aug"):
+        counts["aug"] = args["num_aug"]
     progress = _progress(sum(counts.values()), f"make-synthetic {kind}")
     try:
         with atomic_dir(out) as tmp:
@@ -228,8 +254,11 @@ def generate(
 
 
 def main(args) -> int:
+    num_aug = getattr(args, "num_aug", 0)
     out = generate(Path(args.out), kind=args.kind, seed=args.seed, num_train=args.num_train,
-                   num_val=args.num_val, num_test=args.num_test, height=args.height, width=args.width)
-    total = args.num_train + args.num_val + args.num_test
-    print(f"wrote {total} {args.kind} images ({args.num_train} train, {args.num_val} val, {args.num_test} test) to {out}")
+                   num_val=args.num_val, num_test=args.num_test, height=args.height, width=args.width,
+                   num_aug=num_aug)
+    total = args.num_train + args.num_val + args.num_test + num_aug
+    aug = f", {num_aug} extra trainaug (SBD-style; trainaug {args.num_train + num_aug})" if num_aug else ""
+    print(f"wrote {total} {args.kind} images ({args.num_train} train, {args.num_val} val, {args.num_test} test{aug}) to {out}")
     return 0

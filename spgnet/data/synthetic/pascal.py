@@ -3,7 +3,8 @@
 VOC: one to three objects of the 20 classes on a textured background. Each class has its own
 silhouette (a regular polygon or star with a class-specific number of corners and aspect ratio)
 and its own stripe texture (orientation and period), in random colours; labels are 0..20 with a
-255 border around every object, as in ``SegmentationClass``.
+255 border around every object, as in ``SegmentationClass`` (none for the extra "SBD" images of
+``trainaug``, whose annotations mark no borders).
 
 Person-Part: one or two people in random poses, each made of head, torso, upper and lower arms,
 upper and lower legs (labels 1..6 on background 0). Torso and upper arms share the top's colour,
@@ -86,8 +87,10 @@ def _label_png(values: np.ndarray) -> Image.Image:
     return img
 
 
-def make_voc_sample(rng: np.random.Generator, height: int, width: int, index: int):
-    """(RGB image, palette label image) of one VOC-style sample."""
+def make_voc_sample(rng: np.random.Generator, height: int, width: int, index: int, borders: bool = True):
+    """(RGB image, palette label image) of one VOC-style sample; ``borders=False``: no 255 line
+    around the objects (SBD's annotations, the extra images of ``trainaug``; the random draws and
+    the image are the same either way)."""
     shapes = _background(rng, height, width)
     count = int(rng.integers(1, 4))
     classes = [1 + (index * 7 + k * 3) % 20 if k == 0 else int(rng.integers(1, 21)) for k in range(count)]
@@ -109,7 +112,7 @@ def make_voc_sample(rng: np.random.Generator, height: int, width: int, index: in
     border = max(1, round(min(height, width) / 100))
     for shape in objects:
         draw.polygon(shape.polygon, fill=shape.style["class"])
-    for shape in objects:
+    for shape in objects if borders else ():
         draw.line(shape.polygon + [shape.polygon[0]], fill=IGNORE_INDEX, width=border)
     return Image.fromarray(image), _label_png(np.asarray(label))
 
