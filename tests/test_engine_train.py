@@ -669,7 +669,7 @@ def test_with_a_gradient_scaler_non_finite_steps_are_skipped(tmp_path, monkeypat
     from spgnet.engine import train as train_module
 
     monkeypatch.setattr(train_module, "resolve_precision",
-                        lambda amp, device: precision_module.Precision(None, True, "test: scaler on CPU"))
+                        lambda amp, device, **_: precision_module.Precision(None, True, "test: scaler on CPU"))
     dataset = ToySet(n=10)
 
     def poison(iteration, losses):
@@ -695,7 +695,7 @@ def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monke
     from spgnet.engine import train as train_module
 
     monkeypatch.setattr(train_module, "resolve_precision",
-                        lambda amp, device: precision_module.Precision(None, True, "test: scaler on CPU"))
+                        lambda amp, device, **_: precision_module.Precision(None, True, "test: scaler on CPU"))
     model = toy_model()
     overflow = {"on": False}
     model.heads[1].weight.register_hook(lambda grad: grad * float("inf") if overflow["on"] else grad)

@@ -55,6 +55,32 @@ def test_cuda_is_float16_with_a_grad_scaler(bf16, native, amp):
     assert p.dtype == torch.float16 and p.use_grad_scaler and p.name == "float16"
 
 
+@pytest.mark.parametrize("amp", ["auto", True])
+def test_inplace_abn_trains_in_float32_on_a_bfloat16_cpu_and_in_float16_on_cuda(bf16, amp):
+    """inplace-abn has no bfloat16 kernels: on a CPU with native bfloat16 its networks stay in
+    float32 (the paper profile's first step died there), on CUDA they take float16."""
+    bf16(True)
+    p = resolve_precision(amp, "cpu", inplace_abn=True)
+    assert p.dtype is None and not p.use_grad_scaler and "InPlaceABN layers have no bfloat16" in p.reason
+    assert resolve_precision(amp, "cpu", inplace_abn=False).dtype == torch.bfloat16
+    assert resolve_precision(amp, "cuda", inplace_abn=True).dtype == torch.float16
+
+
+def test_a_training_of_an_inplace_abn_network_on_a_bfloat16_cpu_runs_in_float32(tmp_path, bf16, capsys):
+    from tests.test_engine_train import ToySet, toy_cfg, toy_model
+    from spgnet.engine.precision import uses_inplace_abn
+    from spgnet.engine.train import train
+    from spgnet.models.norm import norm_act
+
+    bf16(True)
+    model = toy_model()
+    model.stem[1] = norm_act("inplace_abn")(8, activation="identity")  # the toy's one norm, now inplace-abn's
+    assert uses_inplace_abn(model) and not uses_inplace_abn(toy_model())
+    metrics = train(toy_cfg(iterations=2, amp="auto"), tmp_path, seed=0, model=model, dataset=ToySet())
+    assert metrics["precision"] == "float32" and math.isfinite(metrics["final_loss"])
+    assert "have no bfloat16 kernels on CPU (inplace-abn): float32" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
 @pytest.mark.parametrize("native", [True, False])
 def test_false_is_float32_everywhere(bf16, device, native):

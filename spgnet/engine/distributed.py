@@ -195,6 +195,17 @@ def convert_inplace_abn_sync(module: nn.Module) -> nn.Module:
     return converted
 
 
+def detached_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` that holds no process group: every synchronised norm's ``group``
+    is None in the copy (in eval mode a synchronised norm computes what its one-process twin
+    does). ``copy.deepcopy`` of a network trained under ``torchrun`` otherwise fails on the group
+    (``cannot pickle 'ProcessGroup' object``), as MLflow's model logging did."""
+    import copy
+
+    groups = {id(m.group): None for m in module.modules() if getattr(m, "group", None) is not None}
+    return copy.deepcopy(module, memo=groups)
+
+
 def set_sync_groups(module: nn.Module) -> int:
     """Point every ``InPlaceABNSync`` at the current WORLD group; returns how many there are.
 

@@ -19,7 +19,6 @@ package (``code_paths``), so loading it needs only the pip requirements it lists
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 from pathlib import Path
 
@@ -80,13 +79,15 @@ def input_example(side: int = EXAMPLE_SIDE, seed: int = 0) -> np.ndarray:
 
 
 def inference_pipeline(model: torch.nn.Module, cfg):
-    """A CPU copy of the trained ``model`` (DDP unwrapped) as a
+    """A CPU copy of the trained ``model`` (DDP unwrapped, no process group:
+    :func:`spgnet.engine.distributed.detached_copy`) as a
     :class:`spgnet.engine.predictor.SegmentationPipeline` for ``cfg``'s experiment."""
+    from spgnet.engine.distributed import detached_copy
     from spgnet.engine.predictor import PredictSettings, SegmentationPipeline, prepare_for_inference
 
     network = getattr(model, "module", model)  # DistributedDataParallel keeps the network in .module
     settings = PredictSettings.from_config(cfg)
-    network = copy.deepcopy(network).cpu().eval()
+    network = detached_copy(network).cpu().eval()
     return SegmentationPipeline(prepare_for_inference(network, settings), settings).eval()
 
 

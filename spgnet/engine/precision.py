@@ -12,7 +12,10 @@ CUDA      float16 autocast with a ``GradScaler`` (inplace-abn's kernels refuse b
 other     float32 (no autocast policy for that device type)   float32, with the reason
 ========  ==================================================  =========================================
 
-``false`` is float32 everywhere. oneDNN runs bfloat16 convolutions natively only with AVX-512 BF16
+``false`` is float32 everywhere. A network with inplace-abn's in-place layers (``InPlaceABN``,
+``InPlaceABNSync``: the paper profile's norm) trains in float32 on a CPU whatever ``train.amp``
+says, with the reason logged: inplace-abn's kernels have no bfloat16 (the first step would stop
+with ``weight is not compatible with x``); on CUDA they take float16. oneDNN runs bfloat16 convolutions natively only with AVX-512 BF16
 (``avx512_bf16``) or AMX (``amx_bf16``); on other x86 CPUs it converts every operand (on an AVX2
 EPYC: ``t3-1stage`` 4 iterations 24.2 s in bfloat16 against 7.7 s in float32, issue 12).
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone is not enough: it only asks for AVX-512
@@ -102,8 +105,10 @@ def parse_amp(amp) -> str | bool:
     raise ConfigError(f"train.amp: '{amp}' is not one of auto, true, false")
 
 
-def resolve_precision(amp, device: torch.device | str) -> Precision:
-    """The :class:`Precision` of ``train.amp`` = ``amp`` on ``device`` (see the module docstring).
+def resolve_precision(amp, device: torch.device | str, *, inplace_abn: bool = False) -> Precision:
+    """The :class:`Precision` of ``train.amp`` = ``amp`` on ``device`` for a network with
+    (``inplace_abn``) or without inplace-abn's in-place layers (see the module docstring;
+    :func:`uses_inplace_abn` tells which).
 
     Raises :class:`ConfigError` for an ``amp`` other than ``"auto"``/True/False.
     """
@@ -111,6 +116,9 @@ def resolve_precision(amp, device: torch.device | str) -> Precision:
     kind = torch.device(device).type
     if amp is False:
         return Precision(None, False, "train.amp is false")
+    if kind == "cpu" and inplace_abn:
+        return Precision(None, False, f"train.amp is {amp} but the network's InPlaceABN layers have no bfloat16 "
+                         "kernels on CPU (inplace-abn): float32")
     if kind == "cuda":
         return Precision(torch.float16, True, f"train.amp is {amp} on CUDA: float16 autocast with a "
                          "gradient scaler (inplace-abn's kernels refuse bfloat16)")
@@ -127,3 +135,11 @@ def resolve_precision(amp, device: torch.device | str) -> Precision:
     return Precision(torch.bfloat16, False, f"train.amp is true but {cpu_model()} has no native bfloat16 "
                      "(no avx512_bf16/amx): bfloat16 is emulated, several times slower than float32 "
                      "(train.amp: auto picks float32 here)", emulated=True)
+
+
+def uses_inplace_abn(model: torch.nn.Module) -> bool:
+    """Whether ``model`` holds a layer that runs inplace-abn's kernels (``InPlaceABN``,
+    ``InPlaceABNSync``), whose precision choice differs on CPU (:func:`resolve_precision`)."""
+    from spgnet.models.norm import scales_by_abs_weight
+
+    return any(scales_by_abs_weight(m) for m in model.modules())

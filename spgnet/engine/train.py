@@ -64,7 +64,7 @@ from spgnet.config_args import config_from_args
 from spgnet.engine import distributed
 from spgnet.engine.allocator import keep_freed_memory
 from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
-from spgnet.engine.precision import Precision, resolve_precision
+from spgnet.engine.precision import Precision, resolve_precision, uses_inplace_abn
 from spgnet.engine.progress import Progress
 from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.tracking import start_run
@@ -130,6 +130,18 @@ def _norm_layer_name(model: nn.Module) -> str:
                     if type(m).__name__ in ("InPlaceABNSync", "InPlaceABN", "ABN", "BatchNormAct2d",
                                             "BatchNorm2d", "SyncBatchNorm")})
     return ",".join(names) or "none"
+
+
+def _norm_description(model: nn.Module, requested: str, info) -> str:
+    """What the norm layers are, in words, beside what the config asked for: e.g. ``InPlaceABNSync
+    over 2 processes (inplace_abn_sync)`` or ``InPlaceABN (inplace_abn_sync; one process: nothing
+    to synchronise)``."""
+    built = _norm_layer_name(model)
+    if "InPlaceABNSync" in built.split(","):
+        return f"{built} over {info.world_size} processes ({requested})"
+    if requested == "inplace_abn_sync":
+        return f"{built} ({requested}; one process: nothing to synchronise)"
+    return f"{built} ({requested})"
 
 
 def resume_key(cfg: RunConfig) -> str:
@@ -253,10 +265,11 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     optimizer = build_optimizer(model, t)
-    precision = resolve_precision(t.amp, device)
+    precision = resolve_precision(t.amp, device, inplace_abn=uses_inplace_abn(model))
     scaler = torch.amp.GradScaler(device.type) if precision.use_grad_scaler else None
     if info.is_main:
         precision.log()
+        print(f"spgnet train: norm {_norm_description(model, cfg.model.norm, info)}", file=sys.stderr, flush=True)
 
     state = LoopState()
     if checkpoint:
@@ -287,6 +300,7 @@ def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -
     if info.is_main:
         (run.out / METRICS_NAME).unlink(missing_ok=True)  # written again at the end, never stale
     progress = Progress(t.iterations, state.iteration, t.log_every, label=cfg.experiment, enabled=info.is_main)
+    first_iteration = state.iteration
     with start_run("train", cfg, f"{cfg.experiment}/train/seed{run.seed}", tags=_run_tags(run),
                    enabled=None if info.is_main else False, resume_run_id=run.mlflow_run_id) as tracker:
         run.mlflow_run_id = tracker.run_id
@@ -324,7 +338,8 @@ def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -
         state.seconds += time.perf_counter() - segment_t0
         metrics = _final_metrics(run)
         if state.iteration == t.iterations and info.is_main:
-            _write_results(run, metrics, tracker)
+            # the MLflow model once per finished training: not again when a rerun trained nothing
+            _write_results(run, metrics, tracker, log_model=state.iteration > first_iteration)
     return metrics
 
 
@@ -444,7 +459,7 @@ def _final_metrics(run: _Run) -> dict:
     }
 
 
-def _write_results(run: _Run, metrics: dict, tracker) -> None:
+def _write_results(run: _Run, metrics: dict, tracker, *, log_model: bool = True) -> None:
     metrics_path, log_path = run.out / METRICS_NAME, run.out / LOG_NAME
     write_json(metrics_path, metrics)
     tracker.log_metrics({"final_loss": metrics["final_loss"], "train_seconds": metrics["seconds"],
@@ -453,7 +468,8 @@ def _write_results(run: _Run, metrics: dict, tracker) -> None:
     tracker.log_artifact(metrics_path)
     if log_path.exists():
         tracker.log_artifact(log_path)
-    _log_model(run, tracker)
+    if log_model:
+        _log_model(run, tracker)
 
 
 def _log_model(run: _Run, tracker) -> None:

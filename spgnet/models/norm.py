@@ -42,7 +42,6 @@ process with one crop gives each channel one value):
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Callable
 
 import torch
@@ -147,27 +146,24 @@ def _layer_class(name: str):
 
 
 def usable_norm(name: str, device: str | torch.device = "cpu") -> str:
-    """``name``, or the closest layer that runs on ``device``, with a warning when it differs.
+    """The layer to build for ``name`` on ``device``: the same maths in a form that runs there.
 
-    ``InPlaceABNSync`` reduces its statistics with a CUDA-only kernel, so on CPU (tests, the
-    embedded profile, profiling on ``meta``) it becomes ``InPlaceABN`` (one process) or ``ABN``
-    (``meta`` device, where in-place kernels cannot run). The maths is the same.
+    * ``meta`` (parameter and FLOP counts): ``ABN`` for the in-place layers, whose kernels cannot
+      run on meta tensors (the counts are identical).
+    * ``inplace_abn_sync`` in one process: ``InPlaceABN``, nothing to synchronise.
+    * ``inplace_abn_sync`` on CPU under ``torchrun``: ``InPlaceABN``, which ``spgnet train`` then
+      turns into ``InPlaceABNSync`` with a CPU statistics reduction over gloo
+      (:func:`spgnet.engine.distributed.convert_inplace_abn_sync`; inplace-abn's own reduction is
+      CUDA-only), and says so in its log.
+    * otherwise ``name``.
     """
     device_type = torch.device(device).type
     if name not in NORM_LAYERS:
         _layer_class(name)  # raises with the list of valid names
     if device_type == "meta" and name in ("inplace_abn_sync", "inplace_abn"):
         return "abn"  # the FLOP/parameter counts are identical; meta tensors cannot run the kernel
-    if name == "inplace_abn_sync" and device_type != "cuda":
-        replacement = "inplace_abn"
-        warnings.warn(
-            f"norm 'inplace_abn_sync' needs CUDA; using '{replacement}' on {device_type}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return replacement
-    if name == "inplace_abn_sync" and not (dist.is_available() and dist.is_initialized()):
-        return "inplace_abn"  # one process: nothing to synchronise
+    if name == "inplace_abn_sync" and (device_type != "cuda" or not (dist.is_available() and dist.is_initialized())):
+        return "inplace_abn"
     return name
 
 

@@ -1,0 +1,78 @@
+"""Faults of the paper path that the CPU rehearsal found (issue 20, point 2), each by its kind:
+the MLflow model of a network trained under torchrun, logged once; the norm layers named as they
+are; precision per norm (tests/test_precision.py)."""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from tests.test_engine_train import ToySet, toy_cfg, toy_model
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo process group of one process (what torchrun sets up), torn down afterwards.
+    inplace-abn is imported first: its layers' default group is WORLD as it is at import time, and
+    importing it under this group would leave later tests' layers bound to a destroyed one."""
+    import inplace_abn  # noqa: F401
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_network_trained_under_torchrun_is_copied_for_mlflow_without_its_process_group(one_process_group):
+    from spgnet.config import resolve
+    from spgnet.engine.distributed import convert_inplace_abn_sync, detached_copy
+    from spgnet.engine.model_registry import inference_pipeline
+    from spgnet.models import build_model_from_config
+
+    cfg = resolve("t3-1stage", "smoke", model={"norm": "inplace_abn"})
+    model = convert_inplace_abn_sync(build_model_from_config(cfg.model, device="cpu"))
+    synced = [m for m in model.modules() if type(m).__name__ == "InPlaceABNSync"]
+    assert synced and all(m.group is one_process_group for m in synced)
+    with pytest.raises(TypeError, match="pickle"):
+        copy.deepcopy(model)  # what MLflow's logging tripped over
+    detached = detached_copy(model)
+    assert all(m.group is None for m in detached.modules() if type(m).__name__ == "InPlaceABNSync")
+    assert all(m.group is one_process_group for m in synced)  # the training network keeps its group
+    pipeline = inference_pipeline(model, cfg)  # as log_trained_model builds it
+    with torch.no_grad():
+        ids = pipeline(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    assert ids.shape == (1, 64, 64) and ids.dtype == torch.uint8
+
+
+def test_the_mlflow_model_is_logged_once_per_finished_training(tmp_path, monkeypatch):
+    from spgnet.engine import train as train_module
+
+    logged = []
+    monkeypatch.setattr(train_module, "_log_model", lambda run, tracker: logged.append(run.state.iteration))
+    cfg = toy_cfg(iterations=4)
+    train_module.train(cfg, tmp_path, model=toy_model(), dataset=ToySet())
+    assert logged == [4]
+    train_module.train(cfg, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # nothing to train
+    assert logged == [4]
+    longer = toy_cfg(iterations=6)
+    train_module.train(longer, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # trains 2 more
+    assert logged == [4, 6]
+
+
+def test_the_log_names_the_norm_layers_the_network_has(one_process_group):
+    from spgnet.engine.distributed import convert_inplace_abn_sync
+    from spgnet.engine.train import _norm_description
+    from spgnet.models.norm import norm_act
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), norm_act("inplace_abn")(4))
+    two = types.SimpleNamespace(world_size=2)
+    assert _norm_description(net, "inplace_abn_sync", types.SimpleNamespace(world_size=1)) == (
+        "InPlaceABN (inplace_abn_sync; one process: nothing to synchronise)")
+    assert _norm_description(convert_inplace_abn_sync(net), "inplace_abn_sync", two) == (
+        "InPlaceABNSync over 2 processes (inplace_abn_sync)")
+    assert _norm_description(torch.nn.Sequential(norm_act("abn")(4)), "abn", two) == "ABN (abn)"
