@@ -76,3 +76,26 @@ def test_the_log_names_the_norm_layers_the_network_has(one_process_group):
     assert _norm_description(convert_inplace_abn_sync(net), "inplace_abn_sync", two) == (
         "InPlaceABNSync over 2 processes (inplace_abn_sync)")
     assert _norm_description(torch.nn.Sequential(norm_act("abn")(4)), "abn", two) == "ABN (abn)"
+
+
+def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tmp_path, monkeypatch):
+    """Snakemake deletes untrained.json (an output) before it restarts an interrupted job: the
+    restarted job writes the copy its checkpoint kept instead of scoring the network again."""
+    import json
+
+    from spgnet.engine import reference
+    from spgnet.engine.train import train
+
+    calls = []
+
+    def fake_scores(cfg, seed):
+        calls.append(seed)
+        return {"kind": "untrained", "miou": 2.5, "seed": seed}
+
+    monkeypatch.setattr(reference, "untrained_scores", fake_scores)
+    out, ref = tmp_path / "run", tmp_path / "run" / "untrained.json"
+    train(toy_cfg(), out, seed=1, model=toy_model(), dataset=ToySet(), stop_after=2, untrained_out=ref)
+    assert calls == [1] and (out / "latest.pt").exists()
+    ref.unlink()  # what Snakemake does to a failed job's outputs
+    train(toy_cfg(), out, seed=1, resume=True, model=toy_model(), dataset=ToySet(), untrained_out=ref)
+    assert calls == [1] and json.loads(ref.read_text())["miou"] == 2.5

@@ -72,7 +72,8 @@ def test_paper_dry_run_launches_one_process_per_gpu_in_gpu_slots(tmp_path, gpus)
     lines = _shell_commands("table3", "attention", "--cores", "8", "--resources", f"gpu={gpus}",
                             "--config", "profile=paper", f"data_root={data}", home=_weights_home(tmp_path))
     train = [line for line in lines if " spgnet train " in line]
-    launch = (f"OMP_NUM_THREADS={TRAIN_THREADS // 8} python -m spgnet.gpu_slots --gpus {gpus} -- "
+    # the 8 threads --cores gives the job, shared by its processes (not the profile's threads / 8)
+    launch = (f"OMP_NUM_THREADS={min(TRAIN_THREADS, 8) // gpus} python -m spgnet.gpu_slots --gpus {gpus} -- "
               f"torchrun --standalone --nproc_per_node {gpus} -m spgnet train ")
     assert train and all(line.startswith(launch) for line in train), train[:2]
     assert {line[len(launch):].split()[0] for line in train} == _trained_for_table3_and_attention(data)
@@ -191,5 +192,9 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
                                 "--weights-root", str(tmp_path / "home/.cache/torch/hub/checkpoints"), "--seed", "0",
                                 "--out", "results/paper/runs/t3-1stage/seed0", "--resume",
                                 "--untrained-out", "results/paper/runs/t3-1stage/seed0/untrained.json"]
-    assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": str(TRAIN_THREADS // 8)}
+    # each rank: the threads the job's Snakemake gives it (the node's CPUs, at most the profile's) / 8
+    from snakemake.utils import available_cpu_count
+
+    per_rank = max(1, min(TRAIN_THREADS, available_cpu_count()) // 8)
+    assert torchrun["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_JOB_ID": "4242", "OMP_NUM_THREADS": str(per_rank)}
     assert (root / target).exists()

@@ -175,8 +175,8 @@ def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, 
     info = distributed.setup(cfg.train.device)
     try:
         run = _prepare(cfg, out, seed, resume, info, model)
-        if untrained_out is not None:
-            write_untrained_reference(cfg, seed, info, Path(untrained_out))
+        if untrained_out is not None:  # scored once per run: a resumed job writes the checkpoint's copy
+            run.untrained = write_untrained_reference(cfg, seed, info, Path(untrained_out), scored=run.untrained)
         metrics = _loop(run, dataset, stop_after, on_step)
         if evaluate_out is not None and run.state.iteration == cfg.train.iterations:
             evaluate_finished_run(cfg, out / CHECKPOINT_NAME, info, Path(evaluate_out), predictions)
@@ -216,6 +216,7 @@ class _Run:
     state: LoopState
     pretrained: dict
     mlflow_run_id: str | None
+    untrained: dict | None = None  # the untrained reference, scored before the run's first step
 
 
 def _find_resume_checkpoint(out: Path, cfg: RunConfig, seed: int) -> tuple[Path, dict] | None:
@@ -287,7 +288,7 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
             find_unused_parameters=not cfg.model.supervise,
         )
     return _Run(cfg, out, seed, info, model, net, optimizer, precision, scaler, fmt, state, pretrained,
-                (checkpoint or {}).get("mlflow_run_id"))
+                (checkpoint or {}).get("mlflow_run_id"), (checkpoint or {}).get("untrained"))
 
 
 def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -> dict:
@@ -412,6 +413,7 @@ def _save(run: _Run, final: bool) -> None:
         **run.state.checkpoint_entries(),
         "pretrained": run.pretrained,
         "mlflow_run_id": run.mlflow_run_id,
+        "untrained": run.untrained,
     })
     if final:
         (run.out / LATEST_NAME).unlink(missing_ok=True)

@@ -25,17 +25,23 @@ from spgnet.config import RunConfig
 from spgnet.engine import distributed
 
 
-def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path) -> None:
+def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path, scored: dict | None = None) -> dict | None:
     """Write the untrained reference JSON of ``cfg`` under ``seed`` to ``path`` (keys of
-    :func:`spgnet.engine.reference.untrained_scores`; mIoU in percent)."""
+    :func:`spgnet.engine.reference.untrained_scores`; mIoU in percent) and return it (None on
+    the processes other than the main one). ``scored``: the scores a resumed run kept in its
+    checkpoint, written again instead of scoring the untrained network a second time (Snakemake
+    deletes the job's outputs, ``path`` among them, before it restarts an interrupted job)."""
     from spgnet.engine.reference import EVAL_SPLIT, untrained_config, untrained_scores
 
+    scores = None
     if info.is_main:
-        scores = untrained_scores(untrained_config(cfg), seed)
+        scores = scored if scored is not None else untrained_scores(untrained_config(cfg), seed)
         write_json(path, scores, allow_nan=False)
-        print(f"spgnet train: untrained network (seed {seed}): mIoU {scores['miou']:.2f} on {EVAL_SPLIT} "
+        source = " (kept in the checkpoint)" if scored is not None else ""
+        print(f"spgnet train: untrained network (seed {seed}): mIoU {scores['miou']:.2f} on {EVAL_SPLIT}{source} "
               f"-> {path}", file=sys.stderr)
     distributed.broadcast_object(None, info)
+    return scores
 
 
 def evaluate_finished_run(cfg: RunConfig, checkpoint: Path, info, path: Path,

@@ -5,8 +5,8 @@
 # Launch: one process per GPU. A profile with `gpus: N > 1` runs `torchrun --standalone
 # --nproc_per_node N` inside the GPU slot wrapper (spgnet.gpu_slots: the job's own
 # CUDA_VISIBLE_DEVICES; under SLURM the job's allocation), each rank with threads / N OpenMP
-# threads (Snakemake would give every rank all of the job's threads). CPU profiles keep the plain
-# `spgnet train` line.
+# threads of the threads Snakemake gave the job (torchrun would give every rank one, OpenMP all of
+# the machine's). CPU profiles keep the plain `spgnet train` line.
 #
 # Resume: the job always passes --resume. Periodic checkpoints go to <out>/latest.pt, which is NOT
 # an output: Snakemake deletes a job's outputs before it runs and after it fails, so only the
@@ -35,11 +35,10 @@ def train_settings(wildcards):
 ruleorder: train > evaluate
 
 
-TRAIN_THREADS = (
-    "OMP_NUM_THREADS={threads} "
-    if RESOURCES_TRAIN["gpu"] <= 1
-    else f"OMP_NUM_THREADS={max(1, RESOURCES_TRAIN['threads'] // RESOURCES_TRAIN['gpu'])} "
-)
+def threads_per_process(wildcards, threads, resources):
+    """OpenMP threads of each of the job's processes: the threads Snakemake gave the job (its
+    --cores may give fewer than the profile asks) shared by its processes, one per GPU."""
+    return max(1, threads // max(1, resources.gpu))
 
 
 rule train:
@@ -59,6 +58,7 @@ rule train:
         data_root=DATA_ROOT_ARG,
         overrides=lambda wildcards: PLAN.set_args(wildcards.run),
         weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
+        omp_threads=threads_per_process,
     log:
         f"results/{PROFILE}/logs/train_{{run}}_seed{{seed}}.log",
     benchmark:
@@ -68,6 +68,6 @@ rule train:
         mem_mb=RESOURCES_TRAIN["mem_mb"],
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
-        TRAIN_THREADS + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
+        "OMP_NUM_THREADS={params.omp_threads} " + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
         "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume "
         "--untrained-out {output.untrained}" + TRAIN_EVAL_ARGS + " 2> {log}"
