@@ -32,7 +32,7 @@ import yaml
 
 from spgnet.config_schema import (
     FORBID_EXTRA, Amp, Architecture, Backbones, ConfigError, DatasetName, DatasetOverrides, Decoder,
-    Device, Float, Fraction, Link, NonNegativeFloat, NonNegativeInt, NormName, PositiveFloat,
+    Device, Float, Fraction, Link, NonNegativeFloat, NonNegativeInt, NormName, OhemRule, OhemScope, PositiveFloat,
     PositiveInt, Probability, ResourceSpec, RuleKind, Scales, Seeds, Split, Strategy, SyntheticSpec, validate,
     validate_partial,
 )
@@ -88,13 +88,26 @@ class TrainConfig:
     lr: PositiveFloat = 0.01
     momentum: Fraction = 0.9
     weight_decay: NonNegativeFloat = 1e-4
+    # the optimiser's parameter groups (spgnet.engine.schedule, docs/recipe.md): the decay of every
+    # normalisation layer's weight and bias, and of the other layers' biases (None: weight_decay) ...
+    weight_decay_norm: NonNegativeFloat | None = None
+    weight_decay_bias: NonNegativeFloat | None = None
+    # ... and the learning rate of the layers outside the ImageNet encoders, times lr (poly keeps it)
+    lr_mult_new_layers: PositiveFloat = 1.0
     poly_power: NonNegativeFloat = 0.9
     scale_min: PositiveFloat = 0.5
     scale_max: PositiveFloat = 2.0
     scale_step: PositiveFloat = 0.25
     ohem: bool = False  # Table 8
-    ohem_threshold: Probability = 0.7  # keep pixels whose true-class probability is below this ...
-    ohem_min_kept: NonNegativeInt = 100000  # ... but never fewer than this many per batch
+    # which pixels OHEM keeps (spgnet.engine.losses): "threshold": those whose true-class probability
+    # is at most ohem_threshold, never fewer than ohem_min_kept; "top_k": the ohem_top_k fraction of
+    # the pixels with the largest loss ...
+    ohem_rule: OhemRule = "threshold"
+    ohem_threshold: Probability = 0.7
+    ohem_min_kept: NonNegativeInt = 100000
+    ohem_top_k: Probability = 0.2
+    # ... counted over the global batch ("batch") or over each process's crops ("process")
+    ohem_scope: OhemScope = "batch"
     aux_weight: NonNegativeFloat = 1.0  # weight of each earlier stage's loss
     checkpoint_every: PositiveInt = 5000
     log_every: PositiveInt = 50
@@ -114,6 +127,10 @@ class EvalConfig:
     scales: Scales = (1.0,)
     flip: bool = False
     tile_overlap: Fraction = 1.0 / 3.0
+    # pad every image at its bottom and right with the mean colour to at least pad_to x pad_to before
+    # the test-time passes, and crop the prediction back (TF DeepLab's 513 x 513 eval canvas on
+    # PASCAL); None: the image as it is
+    pad_to: PositiveInt | None = None
     submission: bool = False  # write labelIds PNGs for the Cityscapes test server
     # a profile's cost cap: the experiments' multi-scale sets drop their scales above it (None: every
     # scale; the mini profile keeps 0.75-1.25 of Sec. 4.4's 0.75-2.0, a quarter of the pixels);

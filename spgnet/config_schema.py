@@ -51,6 +51,8 @@ SPLITS = ("train", "val", "test", "trainval", "trainaug")  # spgnet.data.labels
 #: The splits each data set has (spgnet.data.labels.DATASET_SPLITS): trainaug is VOC's alone.
 DATASET_SPLITS = {"cityscapes": SPLITS[:4], "voc": SPLITS, "person_part": SPLITS[:4]}
 RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow_support.resources_for
+OHEM_RULES = ("threshold", "top_k")  # spgnet.engine.losses
+OHEM_SCOPES = ("batch", "process")  # spgnet.engine.losses
 
 #: Given to each typed section: a key the section does not declare is an error.
 FORBID_EXTRA = ConfigDict(extra="forbid")
@@ -112,6 +114,8 @@ Backbones = Annotated[tuple[Literal[BACKBONES], ...], Field(min_length=1)]  # on
 Link = Literal[LINKS]
 Decoder = Literal[DECODERS]
 Strategy = Literal[STRATEGIES]
+OhemRule = Literal[OHEM_RULES]
+OhemScope = Literal[OHEM_SCOPES]
 DatasetName = Literal[DATASETS]
 Split = Literal[SPLITS]
 Scales = Annotated[tuple[PositiveFloat, ...], Field(min_length=1)]

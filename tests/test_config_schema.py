@@ -32,6 +32,7 @@ SCHEMA = PROJECT_ROOT / config_schema.WORKFLOW_SCHEMA_FILE
 
 def test_known_names_agree_with_the_code_that_uses_them():
     from spgnet.data import labels
+    from spgnet.engine import losses
     from spgnet.engine.inference import STRATEGIES
     from spgnet.models import architectures, backbone, guidance, norm
     from spgnet.models import spgnet as spgnet_model
@@ -43,6 +44,7 @@ def test_known_names_agree_with_the_code_that_uses_them():
     assert config_schema.LINKS == guidance.LINKS
     assert config_schema.DECODERS == spgnet_model.DECODERS
     assert config_schema.STRATEGIES == STRATEGIES
+    assert (config_schema.OHEM_RULES, config_schema.OHEM_SCOPES) == (losses.OHEM_RULES, losses.OHEM_SCOPES)
     assert (config_schema.DATASETS, config_schema.SPLITS) == (labels.DATASETS, labels.SPLITS)
     kinds = set()
     for rules in (PROJECT_ROOT / "workflow" / "rules").glob("*.smk"):
@@ -110,6 +112,10 @@ def _edit(folder: Path, section: str, text: str, profile: str = "mini") -> Path:
     ("ohem: yes", "ohem", True),
     ("ohem: 'on'", "ohem", True),
     ("device: cuda:1", "device", "cuda:1"),
+    ("weight_decay_norm: 0", "weight_decay_norm", 0.0),
+    ("weight_decay_bias: null", "weight_decay_bias", None),  # null: the same as weight_decay
+    ("lr_mult_new_layers: 10", "lr_mult_new_layers", 10.0),
+    ("ohem_top_k: 2e-1", "ohem_top_k", 0.2),
 ])
 def test_profile_values_people_write_are_accepted(profiles, text, field, expected):
     _edit(profiles, "train", text)
@@ -138,6 +144,16 @@ BAD_PROFILE_VALUES = [
     ("train", "amp: bf16", "key 'train.amp': expected 'auto', true or false, got 'bf16'"),
     ("train", "dataset: ade20k", "key 'train.dataset': input should be 'cityscapes', 'voc' or 'person_part', got 'ade20k'"),
     ("train", "lrr: 0.1", "unknown key 'train.lrr' (valid keys: amp, aux_weight, batch_size,"),
+    # the recipe's open choices (docs/recipe.md)
+    ("train", "ohem_rule: topk", "key 'train.ohem_rule': input should be 'threshold' or 'top_k', got 'topk'"),
+    ("train", "ohem_scope: gpu", "key 'train.ohem_scope': input should be 'batch' or 'process', got 'gpu'"),
+    ("train", "ohem_top_k: 20", "key 'train.ohem_top_k': input should be less than or equal to 1, got 20"),
+    ("train", "ohem_top_k: 0", "key 'train.ohem_top_k': input should be greater than 0, got 0"),
+    ("train", "weight_decay_norm: -1e-4", "key 'train.weight_decay_norm': input should be greater than or equal to 0, got -0.0001"),
+    ("train", "weight_decay_bias: none", "key 'train.weight_decay_bias': input should be a valid number, unable to parse string as a number, got 'none'"),
+    ("train", "lr_mult_new_layers: 0", "key 'train.lr_mult_new_layers': input should be greater than 0, got 0"),
+    ("eval", "pad_to: 0", "key 'eval.pad_to': input should be greater than or equal to 1, got 0"),
+    ("eval", "pad_to: 513.5", "key 'eval.pad_to': input should be a valid integer, got a number with a fractional part, got 513.5"),
     ("model", "norm: bn", "key 'model.norm': input should be 'inplace_abn_sync', 'inplace_abn', 'abn' or 'batchnorm', got 'bn'"),
     ("model", "link: spg", "key 'model.link': input should be 'none', 'spg_sum', 'spg_softmax', 'spg_sigmoid', 'se' or 'ge', got 'spg'"),
     ("model", "decoder: aspp", "key 'model.decoder': input should be 'upsample' or 'fpn', got 'aspp'"),

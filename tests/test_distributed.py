@@ -257,3 +257,58 @@ def test_sync_norm_on_one_process_with_one_crop_names_the_fixes(tmp_path):
     assert "one value per channel" in result["error"]
     assert "synchronised over one process" in result["error"]
     assert "at least 2 crops per process" in result["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# OHEM over the global batch or over each process's crops (train.ohem_scope)
+# --------------------------------------------------------------------------------------------
+
+_SCOPE_SCRIPT = textwrap.dedent(
+    '''
+    import dataclasses, json, os, sys
+    import torch
+    import torch.distributed as dist
+    from spgnet.config import resolve
+    from spgnet.engine.losses import stage_loss
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 6, 6, generator=g) * 2  # the global batch: 4 crops
+    logits[1::2] *= 0.1  # rank 1's crops: unsure everywhere (losses near log 3), rank 0's: hard and easy pixels
+    target = torch.randint(0, 3, (4, 6, 6), generator=g)
+    target[0, :2] = 255  # crops with different numbers of labelled pixels
+    target[3, :, :1] = 255
+    mine = slice(rank, None, world)  # batch[rank::world], as spgnet.engine.distributed.shard deals it
+    base = resolve("t8-r50-ohem", "mini").train
+    results = {}
+    for rule, extra in (("threshold", dict(ohem_threshold=0.2, ohem_min_kept=50)), ("top_k", dict(ohem_top_k=0.1))):
+        for scope in ("batch", "process"):
+            t = dataclasses.replace(base, ohem_rule=rule, ohem_scope=scope, **extra)
+            share = stage_loss(logits[mine], target[mine], t, sync=True)
+            total = share.detach().clone()
+            dist.all_reduce(total)  # what the trainer logs and, times world size, backpropagates
+            results[f"{rule}/{scope}"] = total.item()
+            results[f"{rule}/{scope}/whole"] = stage_loss(logits, target, t).item()  # 1 process, every crop
+            results[f"{rule}/{scope}/own"] = stage_loss(logits[mine], target[mine], t).item()  # 1 process, its crops
+    os.makedirs(sys.argv[1], exist_ok=True)
+    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as handle:
+        json.dump(results, handle)
+    dist.destroy_process_group()
+    '''
+)
+
+
+def test_ohem_scope_batch_mines_the_global_batch_and_process_each_processs_crops(tmp_path):
+    """2 gloo processes x 2 crops: with ``ohem_scope: batch`` the OHEM term (threshold or top-k
+    rule) is that of one process on all 4 crops; with ``process`` it is the mean of each process's
+    OHEM term on its own 2 crops (min_kept / k counted per process, as per-GPU PSPNet-style code)."""
+    ranks = _launch(_SCOPE_SCRIPT, tmp_path, "scope", processes=2, timeout=180)
+    for rule in ("threshold", "top_k"):
+        for rank in ranks:
+            assert rank[f"{rule}/batch"] == pytest.approx(rank[f"{rule}/batch/whole"], rel=1e-6)
+            per_process = (ranks[0][f"{rule}/process/own"] + ranks[1][f"{rule}/process/own"]) / 2
+            assert rank[f"{rule}/process"] == pytest.approx(per_process, rel=1e-6)
+        # the scopes keep different pixels: over the 4 crops the hardest are mostly rank 0's; per process,
+        # rank 1 keeps its own share (min_kept 50 raises the threshold on each process)
+        assert ranks[0][f"{rule}/process"] < 0.9 * ranks[0][f"{rule}/batch"]

@@ -15,7 +15,8 @@ from torch import nn
 
 from spgnet.config import resolve
 from spgnet.engine import checkpoint as ckpt
-from spgnet.engine.losses import ohem_cross_entropy, ohem_mask, segmentation_loss
+from spgnet.engine.losses import (ohem_cross_entropy, ohem_mask, segmentation_loss, stage_loss, top_k_cross_entropy,
+                                  top_k_mask)
 from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.train import NonFiniteLossError, train
 from spgnet.errors import SpgnetError
@@ -108,6 +109,71 @@ def test_optimizer_is_papers_sgd():
     assert opt.param_groups[0]["lr"] == 0.005
 
 
+def _group_of(optimizer) -> dict:
+    """``id(parameter)`` -> (lr multiplier, weight decay) of its group."""
+    return {id(p): (g["lr_mult"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+
+
+def _is_norm(module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or type(module).__name__ in (
+        "ABN", "InPlaceABN", "InPlaceABNSync")
+
+
+def test_optimizer_groups_put_norm_and_bias_decay_and_lr_multiplier_on_the_right_parameters():
+    from spgnet.models import build_model_from_config
+
+    cfg = resolve("t3-plain", "mini")  # two ResNet-18 stages
+    model = build_model_from_config(cfg.model)
+    (group,) = build_optimizer(model, cfg.train).param_groups  # the defaults: one rate, one decay
+    assert (group["lr_mult"], group["weight_decay"]) == (1.0, 1e-4)
+    t = dataclasses.replace(cfg.train, weight_decay_norm=0.0, weight_decay_bias=5e-5, lr_mult_new_layers=10.0)
+    groups = _group_of(build_optimizer(model, t))
+    kinds = set()
+    for name, param in model.named_parameters():
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+        encoder = name.startswith("stages.") and ".encoder." in name
+        decay = 0.0 if _is_norm(module) else 5e-5 if name.endswith(".bias") else 1e-4
+        assert groups[id(param)] == (1.0 if encoder else 10.0, decay), name
+        kinds.add((encoder, decay))
+    assert kinds == {(True, 0.0), (True, 1e-4), (False, 0.0), (False, 5e-5), (False, 1e-4)}
+    assert groups[id(model.stages[1].encoder.layer4[1].conv2.weight)] == (1.0, 1e-4)  # the 2nd stage's encoder too
+    assert groups[id(model.stages[0].classifier.bias)] == (10.0, 5e-5)
+
+
+def test_a_peers_new_backbone_layers_get_the_new_layers_rate():
+    """PSPNet's deep stem is not in torchvision's file (``imagenet_skip``): new, like the head."""
+    from spgnet.models import build_model_from_config
+
+    cfg = resolve("t1-pspnet", "mini", model={"backbones": ["resnet50"]}, train={"lr_mult_new_layers": 10.0})
+    model = build_model_from_config(cfg.model)
+    groups = _group_of(build_optimizer(model, cfg.train))
+    skip = model.backbone.imagenet_skip
+    assert skip
+    for name, param in model.named_parameters():
+        imagenet = name.startswith("backbone.") and not name.removeprefix("backbone.").startswith(skip)
+        assert groups[id(param)][0] == (1.0 if imagenet else 10.0), name
+
+
+def test_the_poly_schedule_keeps_each_groups_multiplier_and_resume_keeps_the_groups():
+    t = dataclasses.replace(resolve("t3-plain", "mini").train, lr_mult_new_layers=10.0)
+    model = ToyNet()  # no ImageNet part: every layer is new
+    opt = build_optimizer(model, t)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.1)]
+    set_lr(opt, poly_lr(t.lr, 50, 100))
+    assert opt.param_groups[0]["lr"] == pytest.approx(10 * 0.01 * 0.5 ** 0.9)
+    from spgnet.models import build_model_from_config
+
+    cfg = resolve("t3-1stage", "mini")
+    model = build_model_from_config(cfg.model)
+    opt = build_optimizer(model, dataclasses.replace(cfg.train, lr_mult_new_layers=10.0))
+    set_lr(opt, 0.004)
+    assert sorted(g["lr"] for g in opt.param_groups) == [pytest.approx(0.004), pytest.approx(0.04)]
+    again = build_optimizer(model, dataclasses.replace(cfg.train, lr_mult_new_layers=10.0))
+    again.load_state_dict(opt.state_dict())  # what --resume does
+    set_lr(again, 0.002)
+    assert [g["lr"] / g["lr_mult"] for g in again.param_groups] == [pytest.approx(0.002)] * 2
+
+
 def test_poly_schedule_values():
     assert poly_lr(0.01, 0, 100) == 0.01
     assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5 ** 0.9)
@@ -173,6 +239,62 @@ def test_ohem_all_ignored_is_zero_with_graph():
     loss = ohem_cross_entropy(logits, target, 0.7, 1)
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def _tf_deeplab_top_k(logits, target, fraction):
+    """TensorFlow DeepLab's hard pixel mining (train_utils.py, top_k_percent_pixels), transcribed:
+    k = int(fraction x all pixels), the k largest losses (ignored pixels weigh 0), their sum over
+    the number of non-zero ones."""
+    losses = F.cross_entropy(logits.double(), target, ignore_index=255, reduction="none").flatten()
+    top = torch.topk(losses, int(fraction * losses.numel())).values
+    return (top.sum() / (top != 0).sum()).item()
+
+
+def test_top_k_keeps_the_largest_losses_of_all_pixels_ignored_ones_counted():
+    logits, target = _logits_with_true_prob([0.1, 0.3, 0.5, 0.8, 0.9, 0.95, 0.6, 0.05])
+    target[0, 0, 6:] = 255  # two ignored pixels (one would be the hardest): never kept
+    # 8 pixels, 50%: k = 4 of the 8 pixels, ignored ones counted -> the 4 hardest labelled pixels
+    assert top_k_mask(logits, target, 0.5)[0, 0].tolist() == [True, True, True, True, False, False, False, False]
+    # 40%: k = int(3.2) = 3
+    assert top_k_mask(logits, target, 0.4)[0, 0].tolist() == [True, True, True, False, False, False, False, False]
+    loss = top_k_cross_entropy(logits, target, 0.4)
+    assert loss.item() == pytest.approx(-(math.log(0.1) + math.log(0.3) + math.log(0.5)) / 3, rel=1e-6)
+    for fraction in (0.125, 0.4, 0.5, 0.75, 1.0):
+        assert top_k_cross_entropy(logits, target, fraction).item() == pytest.approx(
+            _tf_deeplab_top_k(logits, target, fraction), rel=1e-6), fraction
+
+
+def test_top_k_beyond_the_labelled_pixels_keeps_them_all_and_averages_over_them():
+    logits, target = _logits_with_true_prob([0.1, 0.3, 0.5, 0.5])
+    target[0, 0, 2:] = 255
+    # k = 3 of 4 pixels: the 2 labelled ones and an ignored one (loss 0); the mean is over the 2
+    assert top_k_mask(logits, target, 0.75)[0, 0].tolist() == [True, True, False, False]
+    assert top_k_cross_entropy(logits, target, 0.75).item() == pytest.approx(
+        -(math.log(0.1) + math.log(0.3)) / 2, rel=1e-6)
+    # k = 0: nothing kept, a zero loss that keeps the graph
+    logits.requires_grad_(True)
+    loss = top_k_cross_entropy(logits, target, 0.2)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_ohem_rule_and_scope_settings_choose_the_term():
+    t = dataclasses.replace(resolve("t8-r50-ohem", "mini").train, ohem_min_kept=3, ohem_threshold=0.2,
+                            ohem_top_k=0.25)
+    assert (t.ohem_rule, t.ohem_scope) == ("threshold", "batch")  # the defaults
+    logits, target = _logits_with_true_prob([0.1, 0.3, 0.5, 0.8, 0.9, 0.95])
+    threshold = stage_loss(logits, target, t)
+    assert threshold.item() == pytest.approx(ohem_cross_entropy(logits, target, 0.2, 3).item())
+    top_k = stage_loss(logits, target, dataclasses.replace(t, ohem_rule="top_k"))
+    assert top_k.item() == pytest.approx(-math.log(0.1), rel=1e-6)  # k = int(0.25 x 6) = 1: the hardest pixel
+    assert top_k.item() != pytest.approx(threshold.item())
+    # one process: the scope changes nothing (the 2-process case: tests/test_distributed.py)
+    for rule in ("threshold", "top_k"):
+        batch = dataclasses.replace(t, ohem_rule=rule)
+        process = dataclasses.replace(batch, ohem_scope="process")
+        assert stage_loss(logits, target, process).item() == stage_loss(logits, target, batch).item()
+    assert stage_loss(logits, target, dataclasses.replace(t, ohem=False, ohem_rule="top_k")).item() == pytest.approx(
+        F.cross_entropy(logits.float(), target).item())
 
 
 # --------------------------------------------------------------------------------------------

@@ -163,6 +163,23 @@ def test_tiled_pads_small_images_with_zeros():
     assert model.seen == [("GAP", (9, 9))]
 
 
+def test_pad_to_runs_on_a_mean_colour_canvas_and_crops_back():
+    """eval.pad_to (TF DeepLab's 513 x 513 PASCAL canvas): zero (= mean colour) padding at the bottom
+    and right, every scale taken of the padded canvas, the probabilities cropped to the image."""
+    model = PoolingModel().eval()
+    x = torch.ones(1, 3, 5, 7)
+    got = predict(model, x, strategy="GAP", pad_to=9)
+    expected = torch.softmax(torch.full((1, 3), 5 * 7 / 81), 1)  # GAP over the zero-padded 9x9
+    torch.testing.assert_close(got, expected[:, :, None, None].expand(1, 3, 5, 7))
+    assert model.seen == [("GAP", (9, 9))]
+    model.seen.clear()
+    predict(model, x[0], scales=(1.0, 2.0), flip=True, pad_to=9)
+    assert [size for _, size in model.seen] == [(9, 9), (9, 9), (18, 18), (18, 18)]
+    # an image at least as large as pad_to is run as it is
+    y = torch.randn(1, 3, 12, 10)
+    torch.testing.assert_close(predict(PoolingModel().eval(), y, pad_to=9), predict(PoolingModel().eval(), y))
+
+
 def test_ap_and_gap_switch_the_model_pooling():
     model = PoolingModel().eval()
     x = torch.randn(1, 3, 16, 16)
@@ -296,6 +313,21 @@ def test_evaluate_main_writes_metrics_json(tmp_path, toy_pipeline):
     assert out["experiment"] == "t12-ap" and out["strategy"] == "TILED" and out["split"] == "val"
     assert out["num_images"] == 2 and len(out["per_class"]) == 19 and out["per_class"]["road"] is not None
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["val.confusion.json", "val.confusion.png", "val.json"]  # no temporary left
+
+
+def test_evaluate_main_passes_eval_pad_to(tmp_path, toy_pipeline, monkeypatch):
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("pad_to"))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "predict", spy)
+    assert ev.main(_args(tmp_path, set=["eval.pad_to=64"])) == 0
+    assert seen == [64, 64]
+    seen.clear()
+    assert ev.main(_args(tmp_path)) == 0
+    assert seen == [None, None]  # the default: the image as it is
 
 
 def test_evaluate_main_unlabelled_split(tmp_path, toy_pipeline, capsys):

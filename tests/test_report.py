@@ -176,6 +176,27 @@ def test_rows_come_from_the_registry_generically(tree, monkeypatch):
     assert "cited" not in row and "not run in profile smoke" in row and "65.71 (+0.02%)" in row
 
 
+def test_the_recipe_is_rendered_beside_the_inferred_architecture(tree):
+    """The recipe's entries (spgnet/recipe.py) follow the architecture's inferences, each with its
+    value on the paper profile, the paper's words, why and the alternative."""
+    from spgnet.recipe import RECIPE, entries
+
+    assert report.main(_args(tree)) == 0
+    text = tree.out.read_text(encoding="utf-8")
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    inferred = headings.index("## Architecture details inferred from the paper's counts")
+    assert headings[inferred + 1] == "## The training and evaluation recipe: the paper's open choices"
+    section = _section(text, "The training and evaluation recipe")
+    assert "](#the-training-and-evaluation-recipe-the-papers-open-choices)" in text  # the contents line
+    items = entries()
+    assert len(items) == len(RECIPE)
+    for index, item in enumerate(items, start=1):
+        assert f"{index}. **{item['topic']}** ({item['part'].lower()}): {item['value']}" in section
+        assert item["why"] in section and item["alternative"] in section
+    assert "`train.ohem_rule` = `threshold`" in section and "`train.ohem_rule=top_k`" in section
+    assert "See `docs/imagenet-init.md`." in section
+
+
 def test_inferred_details_point_at_real_files():
     for item in INFERRED:
         assert (PROJECT_ROOT / item.where).is_file(), item.where

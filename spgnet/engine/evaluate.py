@@ -1,6 +1,6 @@
 """``spgnet evaluate EXPERIMENT --checkpoint FILE --out METRICS.json``: score a trained network.
 
-Runs the experiment's ``eval`` section (split, scales, flip, GAP/AP/TILED strategy, see
+Runs the experiment's ``eval`` section (split, scales, flip, GAP/AP/TILED strategy, padding, see
 :mod:`spgnet.engine.inference`) over the evaluation split, accumulates a confusion matrix over the
 dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscapesscripts) and
 writes, atomically, a metrics JSON that DVC and the report read::
@@ -156,6 +156,7 @@ def evaluate_model(
     predictions: str | Path | None = None,
     dataset_name: str = "cityscapes",
     workers: int = 0,
+    pad_to: int | None = None,
 ) -> dict:
     """Run ``model`` over ``dataset`` (items ``{"image", "label", "name"}``); returns
     ``{"miou", "macc", "aacc", "per_class", "num_images", "seconds_per_image", "seconds", "labelled"}``
@@ -182,7 +183,8 @@ def evaluate_model(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        probs = predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop, overlap=overlap)
+        probs = predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop, overlap=overlap,
+                        pad_to=pad_to)
         pred = probs.argmax(0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -231,7 +233,7 @@ def validation_miou(model: torch.nn.Module, cfg: RunConfig, device: torch.device
         raise SpgnetError(f"{cfg.data.path()}: split 'val' of {cfg.train.dataset} has no images (train.val_every)")
     result = evaluate_model(model, dataset, class_names=_class_names(cfg), strategy=cfg.eval.strategy,
                             crop=cfg.train.crop, overlap=cfg.eval.tile_overlap, device=device,
-                            dataset_name=cfg.train.dataset)
+                            dataset_name=cfg.train.dataset, pad_to=cfg.eval.pad_to)
     return result["miou"]
 
 
@@ -276,7 +278,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
         result = evaluate_model(
             model, dataset, class_names=names, scales=ev.scales, flip=ev.flip, strategy=ev.strategy,
             crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, predictions=predictions,
-            dataset_name=cfg.train.dataset, workers=cfg.train.workers,
+            dataset_name=cfg.train.dataset, workers=cfg.train.workers, pad_to=ev.pad_to,
         )
         metrics = {
             "experiment": cfg.experiment,

@@ -23,6 +23,11 @@ Strategies (appendix "Effect of global pooling", Table 12):
 Models without ``set_test_pooling`` (no GAP branch, other architectures) are run as they are for
 GAP and AP; TILED still tiles them.
 
+``pad_to`` (``eval.pad_to``): the image is first zero-padded (= the mean colour) at its bottom and
+right to at least ``pad_to x pad_to``, every pass then runs on the padded canvas, and the
+probabilities are cropped back to the image: TensorFlow DeepLab's evaluation of PASCAL images on a
+513 x 513 canvas (``--eval_crop_size=513,513``), scales applied to the padded canvas as there.
+
 Speed: an eval-mode model runs with every normalisation folded into the convolution that feeds it
 (:func:`spgnet.models.fuse.fuse_for_inference`; the same function to float rounding, one
 memory-bound pass fewer per layer). :func:`inference_model` makes the folded copy once per model
@@ -204,14 +209,19 @@ def predict(
     crop: int | None = None,
     overlap: float = 1.0 / 3.0,
     fuse: bool = True,
+    pad_to: int | None = None,
 ) -> torch.Tensor:
     """Averaged softmax probabilities ``[N, C, H, W]`` (``[C, H, W]`` for a ``[3, H, W]`` image).
 
     ``crop`` is the training crop (needed by AP and TILED); the model must be in eval mode and on
     the image's device. ``fuse``: run the normalisation-folded copy (:func:`inference_model`).
+    ``pad_to``: run on the image padded to at least ``pad_to x pad_to`` (module docstring).
     """
     single = image.dim() == 3
     x = image.unsqueeze(0) if single else image
+    height, width = x.shape[-2:]
+    if pad_to:
+        x = F.pad(x, (0, max(pad_to - width, 0), 0, max(pad_to - height, 0)))
     scales = tuple(float(s) for s in scales)
     if not scales:
         raise ValueError("at least one scale is needed")
@@ -237,7 +247,7 @@ def predict(
             p = _resize(p, (h, w))
             total = p.clone() if total is None else total.add_(p)
             passes += 1
-    probs = total / passes
+    probs = (total / passes)[..., :height, :width]
     return probs[0] if single else probs
 
 

@@ -8,12 +8,21 @@ size). :func:`segmentation_loss` returns the total loss and its terms, one per s
     total = CE(out)                                    otherwise (the aux logits get no loss)
 
 With ``train.ohem`` every term is an OHEM cross-entropy (Sec. 4.4: "We apply OHEM to all
-stages"). OHEM follows the implementation of the works the paper cites for it (PSPNet/ICNet's
-``OhemCrossEntropy2d``): among the labelled pixels of the batch, keep those whose predicted
-probability of the true class is at most ``threshold`` (0.7), but never fewer than ``min_kept``:
-when fewer than ``min_kept`` pixels fall below the threshold, the threshold rises to the
-``min_kept``-th smallest true-class probability. When the batch has at most ``min_kept`` labelled
-pixels, all of them are kept. The loss is the mean cross-entropy over the kept pixels.
+stages"), the mean cross-entropy over the pixels one of two rules keeps (``train.ohem_rule``; the
+paper cites [4, 63, 67] and gives no rule, ``docs/recipe.md``):
+
+``threshold``  (default) the rule of ``OhemCrossEntropy2d`` in CCNet [26]'s code (speedinghzl/CCNet,
+               whose authors include two of SPGNet's) and the PSPNet-style code bases: among the
+               labelled pixels, keep those whose predicted probability of the true class is at most
+               ``ohem_threshold`` (0.7), but never fewer than ``ohem_min_kept``: when fewer fall
+               below the threshold, it rises to the ``min_kept``-th smallest true-class probability;
+               with at most ``min_kept`` labelled pixels, all of them are kept.
+``top_k``      TensorFlow DeepLab's ``top_k_percent_pixels`` (``train_utils.py``; DeeperLab [67];
+               detectron2's ``DeepLabCE`` ports it): of ``k = floor(ohem_top_k x pixels)``, the
+               pixels counted ignored ones included, keep the ``k`` with the largest cross-entropy
+               (ignored pixels count 0) and average over those with a positive loss (TF DeepLab
+               divides by the number of non-zero losses among the top ``k``; detectron2 divides by
+               ``k``). Pixels tied with the ``k``-th largest loss are all kept.
 
 A model that predicts semantic boundaries as well returns them under ``"border"`` (a list of
 one-channel logits at input size; DFN's Border Network, Table 1's "DFN [71]"). Each gets a term
@@ -34,10 +43,14 @@ Processes. Under ``torchrun`` each process holds part of the global batch (3 or 
 GPUs, 1 of 8, ...). With ``sync=True`` every mean above is taken over the global batch, not over
 the process's crops: a process returns ``sum of its pixels' terms / number of pixels over all
 processes`` (its *share*; the shares add up to the global mean), and OHEM's ``min_kept`` and
-raised threshold apply to the global batch (each process all-gathers only its ``min_kept``
-smallest true-class probabilities). The trainer backpropagates ``world_size x share``, so DDP's
+raised threshold (or top-k's ``k``) apply to the global batch (each process all-gathers only its
+``min_kept`` / ``k`` hardest values). The trainer backpropagates ``world_size x share``, so DDP's
 gradient average is the gradient of the global mean: the same training whatever the split of
-crops over processes (``8x1``, ``4x2``, ``1x8``, uneven shares).
+crops over processes (``8x1``, ``4x2``, ``1x8``, uneven shares). ``train.ohem_scope: process``
+instead mines each process's crops on their own, as PSPNet-style code run per GPU does (CCNet's
+``DataParallelCriterion``): ``min_kept`` / ``k`` count that process's pixels, and its OHEM term is
+the mean over its own kept pixels divided by ``world_size`` (summed over processes: the mean of
+the per-process means). With one process the two scopes are the same.
 """
 
 from __future__ import annotations
@@ -47,6 +60,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
+#: ``train.ohem_rule`` and ``train.ohem_scope`` (the names spgnet.config_schema lists)
+OHEM_RULES = ("threshold", "top_k")
+OHEM_SCOPES = ("batch", "process")
 
 #: DFN's lambda (Sec. 3.3; TorchSeg ``C.aux_loss_alpha = 0.1``): weight of the border terms.
 BORDER_WEIGHT = 0.1
@@ -131,10 +147,46 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, threshold: fl
     return cross_entropy(logits, hard_target, ignore_index, sync=sync)
 
 
+@torch.no_grad()
+def top_k_mask(logits: torch.Tensor, target: torch.Tensor, fraction: float = 0.2,
+               ignore_index: int = IGNORE_INDEX, *, sync: bool = False) -> torch.Tensor:
+    """Boolean ``[N,H,W]`` mask of the ``top_k`` rule (module docstring): the ``floor(fraction x
+    pixels)`` pixels with the largest cross-entropy, ignored pixels counted among the pixels with
+    a loss of 0, less those whose loss is 0; with ``sync`` ``k`` and the ranking are the global
+    batch's."""
+    losses = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    pixels = int(_process_sum(torch.tensor(target.numel(), device=target.device), sync))
+    k = int(fraction * pixels)
+    if k == 0:
+        return torch.zeros_like(target, dtype=torch.bool)
+    cutoff = -_kth_smallest(-losses.flatten(), k, sync)  # the k-th largest loss
+    return (target != ignore_index) & (losses >= cutoff) & (losses > 0)
+
+
+def top_k_cross_entropy(logits: torch.Tensor, target: torch.Tensor, fraction: float = 0.2,
+                        ignore_index: int = IGNORE_INDEX, *, sync: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the pixels :func:`top_k_mask` keeps (a share of it with ``sync``)."""
+    keep = top_k_mask(logits, target, fraction, ignore_index, sync=sync)
+    hard_target = torch.where(keep, target, torch.full_like(target, ignore_index))
+    return cross_entropy(logits, hard_target, ignore_index, sync=sync)
+
+
+def _hard_pixel_loss(logits: torch.Tensor, target: torch.Tensor, train_cfg, *, sync: bool) -> torch.Tensor:
+    """The OHEM term of ``train_cfg.ohem_rule`` over the global batch (``sync``) or this process's crops."""
+    if train_cfg.ohem_rule == "top_k":
+        return top_k_cross_entropy(logits, target, train_cfg.ohem_top_k, sync=sync)
+    return ohem_cross_entropy(logits, target, train_cfg.ohem_threshold, train_cfg.ohem_min_kept, sync=sync)
+
+
 def stage_loss(logits: torch.Tensor, target: torch.Tensor, train_cfg, *, sync: bool = False) -> torch.Tensor:
-    if train_cfg.ohem:
-        return ohem_cross_entropy(logits, target, train_cfg.ohem_threshold, train_cfg.ohem_min_kept, sync=sync)
-    return cross_entropy(logits, target, sync=sync)
+    """One stage's term: cross-entropy, or with ``train.ohem`` the OHEM term of ``train.ohem_rule``,
+    mined over the global batch or, with ``ohem_scope: process`` and several processes, over each
+    process's own crops (its mean then weighs ``1 / world_size``, see "Processes")."""
+    if not train_cfg.ohem:
+        return cross_entropy(logits, target, sync=sync)
+    if sync and train_cfg.ohem_scope == "process":
+        return _hard_pixel_loss(logits, target, train_cfg, sync=False) / dist.get_world_size()
+    return _hard_pixel_loss(logits, target, train_cfg, sync=sync)
 
 
 @torch.no_grad()

@@ -44,7 +44,8 @@ class PredictSettings:
 
     ``crop`` is the training crop in pixels (the AP kernel is ``crop // 32``; TILED windows are
     ``crop x crop``); ``overlap`` the TILED windows' overlap fraction; ``scales`` the image
-    scale factors averaged over (Sec. 4.3); ``flip`` adds mirrored passes.
+    scale factors averaged over (Sec. 4.3); ``flip`` adds mirrored passes; ``pad_to`` pads the
+    picture to at least ``pad_to x pad_to`` first (``eval.pad_to``, None: as it is).
     """
 
     experiment: str
@@ -56,6 +57,7 @@ class PredictSettings:
     flip: bool
     crop: int
     overlap: float
+    pad_to: int | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "PredictSettings":
@@ -68,7 +70,8 @@ class PredictSettings:
                               f"dataset '{cfg.train.dataset}' has {len(names)} classes")
         return cls(experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.train.dataset, class_names=names,
                    strategy=cfg.eval.strategy, scales=tuple(float(s) for s in cfg.eval.scales),
-                   flip=bool(cfg.eval.flip), crop=int(cfg.train.crop), overlap=float(cfg.eval.tile_overlap))
+                   flip=bool(cfg.eval.flip), crop=int(cfg.train.crop), overlap=float(cfg.eval.tile_overlap),
+                   pad_to=cfg.eval.pad_to)
 
     def replace(self, *, strategy: str | None = None, scales: Sequence[float] | None = None,
                 flip: bool | None = None) -> "PredictSettings":
@@ -211,7 +214,7 @@ def predict(model: nn.Module, image, *, probabilities: bool = False, strategy: s
     settings = settings_of(model).replace(strategy=strategy, scales=scales, flip=flip)
     x = normalize(as_rgb_array(image)).to(next(model.parameters()).device)
     probs = predict_probs(model, x, scales=settings.scales, flip=settings.flip, strategy=settings.strategy,
-                          crop=settings.crop, overlap=settings.overlap)
+                          crop=settings.crop, overlap=settings.overlap, pad_to=settings.pad_to)
     ids = probs.argmax(0).cpu().numpy().astype(np.uint8)
     if probabilities:
         return ids, probs.float().cpu().numpy()

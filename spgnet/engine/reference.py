@@ -107,7 +107,7 @@ def untrained_scores(cfg, seed: int) -> dict:
     result = evaluate.evaluate_model(
         model, dataset, class_names=names, scales=ev.scales, flip=ev.flip, strategy=ev.strategy,
         crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, dataset_name=cfg.train.dataset,
-        workers=cfg.train.workers,
+        workers=cfg.train.workers, pad_to=ev.pad_to,
     )
     if not result["labelled"]:
         raise SpgnetError(f"{cfg.data.path()}: split '{EVAL_SPLIT}' has no labels; no reference mIoU")

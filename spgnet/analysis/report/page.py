@@ -137,6 +137,9 @@ class Report(TableReport):
 
     def context(self) -> dict:
         from spgnet.models.inferred import INFERRED, RESIDUAL_MISSES
+        from spgnet.recipe import PROFILE as RECIPE_PROFILE
+        from spgnet.recipe import RECIPE_FILE
+        from spgnet.recipe import entries as recipe_entries
 
         from spgnet.analysis.report.claims import ClaimsSection
 
@@ -149,6 +152,9 @@ class Report(TableReport):
             "sections": sections,
             "inferred": INFERRED,
             "residual_misses": RESIDUAL_MISSES,
+            "recipe": recipe_entries(),
+            "recipe_profile": RECIPE_PROFILE,
+            "recipe_file": RECIPE_FILE,
             "figures": figures,
             "figure_source": figure_source,
             "confusions": self.confusions(),

@@ -1,0 +1,441 @@
+"""The training and evaluation recipe of the paper profile, setting by setting: ``docs/recipe.md``.
+
+The paper states part of its recipe (Sec. 4.2, 4.4, 4.6, appendix A) and leaves the rest open.
+:data:`RECIPE` has one :class:`RecipeEntry` per setting of :class:`spgnet.config.TrainConfig` and
+:class:`spgnet.config.EvalConfig` (every field in exactly one entry, ``tests/test_recipe.py``), plus
+the normalisation layer and the encoders' initialisation: what the paper says (with its section) or
+:data:`NOT_STATED`, why the value was chosen (the work followed, with the paper's reference
+number), and the alternative with the setting that switches to it. No value is typed here: each
+entry names its config keys and :func:`entries` reads their values from
+:func:`spgnet.config.resolve` of the paper profile for the rows of :data:`ROWS`; the texts take
+what they quote of the configuration from the same configs (``{cityscapes.train.crop}``, see
+:func:`_facts`). ``spgnet report`` renders the entries beside the architecture's inferences
+(``spgnet/models/inferred.py``); ``python -m spgnet.recipe --write`` writes ``docs/recipe.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from spgnet.config import PROJECT_ROOT, EvalConfig, ModelConfig, RunConfig, TrainConfig, load_profile, resolve
+
+NOT_STATED = "not stated"
+PROFILE = "paper"
+RECIPE_FILE = "docs/recipe.md"
+
+#: The rows whose settings the page shows: (label, experiment), one per data set and test setting.
+ROWS = (
+    ("Cityscapes val", "t9-r50-d256"),
+    ("Cityscapes val, flip + multi-scale (Sec. 4.4)", "t9-r50-d256-msflip"),
+    ("Cityscapes test (Tables 1, 2)", "t1-spgnet"),
+    ("PASCAL VOC 2012 (Sec. 4.6)", "voc-spgnet"),
+    ("Person-Part (Table 10)", "t10-spgnet"),
+    ("Person-Part, multi-scale (Table 10)", "t10-spgnet-ms"),
+)
+#: which :func:`_facts` name holds the config of which row
+_FACT_ROWS = {"cityscapes": "t9-r50-d256", "msflip": "t9-r50-d256-msflip", "test": "t1-spgnet",
+              "voc": "voc-spgnet", "person_part": "t10-spgnet", "person_part_ms": "t10-spgnet-ms"}
+#: the sections whose every field an entry covers (``tests/test_recipe.py``)
+SECTIONS = {"train": TrainConfig, "eval": EvalConfig}
+HOW_TO_SWITCH = (
+    "`spgnet train|evaluate EXPERIMENT --set train.ohem_rule=top_k` (one run); "
+    "`snakemake ... --config 'set={all: [train.ohem_rule=top_k]}'` (every run of a workflow, or one run by name); "
+    "`dvc exp run -S 'runs.<run>.train.ohem_rule=top_k'` (a DVC experiment; `params.yaml` holds the model and "
+    "train settings); or the registry entry or a profile under `params/`"
+)
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """One setting of the recipe. ``paper``, ``why`` and ``alternative`` may quote the
+    configuration as ``{name.section.key}`` or a derived fact ``{name}`` (:func:`_facts`); other
+    braces are text."""
+
+    part: str  # "Training", "Evaluation" or "Networks"
+    topic: str
+    keys: tuple[str, ...]  # config keys ("train.lr", ...); () for a choice that is not a setting
+    paper: str  # the paper's words (section), or NOT_STATED
+    why: str  # why this value: the work followed, with the paper's reference number
+    alternative: str  # what else a reviewer may expect, and the setting that switches to it
+    link: str | None = None  # a page under docs/ that tells the rest
+
+
+T = RecipeEntry
+RECIPE: tuple[RecipeEntry, ...] = (
+    # ------------------------------------------------------------------------------- data, schedule
+    T("Training", "Data set", ("train.dataset",),
+      'Cityscapes: "We perform experiments on the Cityscapes dataset [14]" (Sec. 4.1); "we perform more '
+      'experiments on the PASCAL VOC 2012 [16] and PASCAL Person-Part [12]" (Sec. 4.6).',
+      "The paper's; each registry row names its data set.",
+      "None: a row of another data set is another experiment."),
+    T("Training", "Training split", ("train.split",),
+      '"We train the model for 80,000 iterations on "train" set for ablation study. To evaluate our model on the '
+      '"test" set, we train the model on the concatenation of "train" and "val" set." (Sec. 4.2). VOC and '
+      f"Person-Part: {NOT_STATED}.",
+      "Cityscapes: the paper's. PASCAL VOC 2012: the `trainaug` set of DeepLabV3+ [11] (VOC 2012 train plus the "
+      'SBD annotations, less VOC 2012 val), since Sec. 4.6 says "we follow the settings in [11]". Person-Part: '
+      "its training split.",
+      "VOC 2012's own `train` images alone: `train.split=train` on `voc-spgnet`."),
+    T("Training", "Crop size", ("train.crop",),
+      'Cityscapes: "train with crop size 769 x 769" (appendix A, Table 12); VOC and Person-Part: "a crop size of '
+      '513 x 513" (Sec. 4.6).',
+      "The paper's.",
+      "None needed (`train.crop` trains another)."),
+    T("Training", "Batch size", ("train.batch_size",),
+      '"mini-batch SGD momentum optimizer with batch size 8" (Sec. 4.2); "batch size of 28" (Sec. 4.6). How many '
+      f"GPUs share it: {NOT_STATED}.",
+      "The paper's. The paper profile trains on {gpus} GPUs (`resources.train.gpus`); every loss is the mean over "
+      "the global batch and the synchronized Inplace-ABN merges statistics over the processes, so the split of "
+      "crops over GPUs does not change the training (`spgnet/engine/losses.py`, `spgnet/engine/train.py`).",
+      "None needed (`train.batch_size` sets another)."),
+    T("Training", "Iterations", ("train.iterations",),
+      '"We train the model for 80,000 iterations on "train" set for ablation study" (Sec. 4.2); "for 30,000 '
+      'iterations" (Sec. 4.6). The train+val model of Table 1: ' + NOT_STATED + ".",
+      "The paper's; the train+val model keeps the ablations' schedule.",
+      "A longer train+val schedule: `train.iterations` on `t1-spgnet`."),
+    T("Training", "Learning rate", ("train.lr",),
+      '"initial learning rate 0.01" (Sec. 4.2). VOC and Person-Part: ' + NOT_STATED + ' ("we follow the settings '
+      'in [11] to train the model with a crop size of 513 x 513, batch size of 28 for 30,000 iterations", Sec. 4.6).',
+      "Sec. 4.6 lists the three settings that differ from Sec. 4.2 (crop, batch, iterations), so the rest of Sec. "
+      "4.2, the learning rate included, is kept. [11]'s 0.007 (the DeepLabv3 protocol) goes with [11]'s batch of "
+      "16, which Sec. 4.6 does not follow either (28).",
+      "[11]'s rate: `train.lr=0.007` on `voc-spgnet`, `t10-spgnet`."),
+    T("Training", "Momentum", ("train.momentum",),
+      '"momentum 0.9" (Sec. 4.2).', "The paper's.", "None needed."),
+    T("Training", "Weight decay", ("train.weight_decay",),
+      '"weight decay 0.0001" (Sec. 4.2).', "The paper's.", "None needed."),
+    T("Training", "Weight decay of the normalisation layers", ("train.weight_decay_norm",),
+      NOT_STATED + ' (one "weight decay 0.0001", Sec. 4.2).',
+      "null: the same decay on every parameter, as the sentence reads and as CCNet [26]'s code (two of its "
+      "authors are SPGNet's; one SGD parameter group, synchronized Inplace-ABN) and PyTorch's SGD do.",
+      "No decay on the norms' weight and bias: `train.weight_decay_norm=0` (detectron2's "
+      "`SOLVER.WEIGHT_DECAY_NORM` defaults to 0; torchvision's reference recipes pass `--norm-weight-decay 0.0`)."),
+    T("Training", "Weight decay of the biases", ("train.weight_decay_bias",),
+      NOT_STATED + ".",
+      "null: the same decay, as for the norms. The convolutions SPGNet follows by a norm have no bias, so this "
+      "reaches only the few convolutions that have one (the per-class classifiers, the SPG attention convolution); "
+      "a norm's bias follows `train.weight_decay_norm`.",
+      "No decay on biases (Detectron v1's custom): `train.weight_decay_bias=0` (detectron2's "
+      "`SOLVER.WEIGHT_DECAY_BIAS`, torchvision's `--bias-weight-decay`; both give a norm's bias this value "
+      "rather than the norm one)."),
+    T("Training", "Learning rate of the new layers", ("train.lr_mult_new_layers",),
+      NOT_STATED + ' (one "initial learning rate 0.01", Sec. 4.2).',
+      "1: one rate for the ImageNet encoders and the layers added to them, as the sentence reads and as CCNet "
+      "[26]'s code does (one parameter group at the base rate).",
+      "Ten times the rate for every layer outside the ImageNet encoders (decoders, heads, SPG links, CSFA; a "
+      "peer's head and its new stem), as PSPNet [75]'s code (hszhao/semseg: `base_lr * 10` for the new modules, "
+      "kept by its poly schedule) and mmsegmentation's `paramwise_cfg=dict(custom_keys={'head': "
+      "dict(lr_mult=10.)})` do: `train.lr_mult_new_layers=10`. The poly schedule scales every group alike "
+      "(`spgnet/engine/schedule.py`)."),
+    T("Training", "Learning-rate schedule", ("train.poly_power",),
+      '"Following prior works [39], we use the "poly" learning rate schedule where the learning rate is scaled by '
+      '(1 - iter/iter_max)^0.9" (Sec. 4.2).',
+      "The paper's, updated every iteration.", "None needed."),
+    T("Training", "Scale augmentation", ("train.scale_min", "train.scale_max", "train.scale_step"),
+      '"random scale between [0.5, 2.0] with a step size of 0.25, random flip and random crop" (Sec. 4.2). VOC and '
+      "Person-Part: " + NOT_STATED + ".",
+      "The paper's, on every data set: it is also [11]'s (TensorFlow DeepLab's `min_scale_factor`, "
+      "`max_scale_factor`, `scale_factor_step_size` default to 0.5, 2.0, 0.25). The flip (probability 1/2) "
+      "and the crop are not settings.",
+      "None needed."),
+    # ------------------------------------------------------------------------------- loss
+    T("Training", "OHEM", ("train.ohem",),
+      '"We study the effects of on-line hard example (or pixel) mining (OHEM) [4, 63, 67] in Table 8. We apply '
+      'OHEM to all stages (i.e., the decoder output in each stage)" (Sec. 4.4); Table 9\'s rows "use OHEM in '
+      "training\". VOC and Person-Part: " + NOT_STATED + ".",
+      "The paper's for Tables 8 and 9, and for Table 9's best variant that Table 1 submits (Sec. 4.3); VOC and "
+      "Person-Part take that best Cityscapes setting (ResNet-50, 256 channels, OHEM), as their registry rows say.",
+      "Plain cross-entropy: `train.ohem=false`."),
+    T("Training", "OHEM rule", ("train.ohem_rule",),
+      NOT_STATED + " (the paper cites [4] loss max-pooling, [63] online bootstrapping of hard pixels and [67] "
+      "DeeperLab's hard pixel mining).",
+      "`threshold`: the rule of `OhemCrossEntropy2d` in CCNet [26]'s code (speedinghzl/CCNet `utils/loss.py`), "
+      "the PyTorch code base of two of SPGNet's authors, which shares much of the Cityscapes recipe (synchronized "
+      "Inplace-ABN, batch 8, crop 769, lr 0.01, poly 0.9), and of the PSPNet-style code bases: keep the labelled "
+      "pixels whose true-class probability is at most a threshold, never fewer than `min_kept`. (CCNet finds the "
+      "threshold on a copy downsampled 8 times, with `min_kept / 64`; here it is found at full resolution.)",
+      "The top-k rule of DeeperLab [67] (TensorFlow DeepLab's `top_k_percent_pixels` in `utils/train_utils.py`; "
+      "detectron2's `DeepLabCE`): keep the `train.ohem_top_k` fraction of the pixels with the largest loss: "
+      "`train.ohem_rule=top_k`."),
+    T("Training", "OHEM threshold rule: threshold and minimum kept", ("train.ohem_threshold", "train.ohem_min_kept"),
+      NOT_STATED + ".",
+      "The defaults of CCNet [26]'s `OhemCrossEntropy2d` and `CriterionOhemDSN` (its `train.py` flags default "
+      "to 0.6 and 200000). {cityscapes.train.ohem_min_kept} pixels are {cityscapes_share} of a Cityscapes batch "
+      "({cityscapes.train.batch_size} crops of {cityscapes.train.crop}^2) and {voc_share} of a VOC or Person-Part "
+      "batch ({voc.train.batch_size} x {voc.train.crop}^2), counted over the global batch (`train.ohem_scope`).",
+      "Other values: `train.ohem_threshold=0.6 train.ohem_min_kept=200000` (CCNet's `train.py` flags)."),
+    T("Training", "OHEM top-k rule: fraction kept", ("train.ohem_top_k",),
+      NOT_STATED + ".",
+      "Used only with `train.ohem_rule=top_k`: the value detectron2's DeepLab heads give `DeepLabCE` "
+      "(`top_k_percent_pixels=0.2`). Counted as TensorFlow DeepLab counts it: k = floor(fraction x all pixels, "
+      "ignored ones included), the loss averaged over the kept pixels with a non-zero loss "
+      "(`spgnet/engine/losses.py`).",
+      "Another fraction: `train.ohem_top_k` takes any in (0, 1]."),
+    T("Training", "OHEM over the global batch or per GPU", ("train.ohem_scope",),
+      NOT_STATED + ".",
+      "`batch`: `min_kept` (or top-k's k) and the ranking count the pixels of the whole batch, so the training "
+      "is the same however the batch is split over GPUs ({cityscapes_share} of a Cityscapes batch kept at least).",
+      "Each GPU mining its own crops, as PSPNet-style code does when its loss runs per GPU (CCNet [26]'s "
+      "`DataParallelCriterion`): `train.ohem_scope=process`. On the paper profile's {gpus} GPUs that keeps at "
+      "least {cityscapes_per_gpu_share} of each GPU's Cityscapes crop and {voc_per_gpu_share} of a VOC or "
+      "Person-Part GPU's {voc_per_gpu} crops, {per_gpu_factor} more than over the global batch."),
+    T("Training", "Weight of the earlier stages' losses", ("train.aux_weight",),
+      NOT_STATED + ' (every stage is supervised: "We apply OHEM to all stages", Sec. 4.4; the SPG module\'s '
+      "supervision, Sec. 3.4).",
+      "1: every stage's loss counts alike, as the text gives no weight.",
+      "The 0.4 of PSPNet [75]'s and CCNet [26]'s auxiliary loss: `train.aux_weight=0.4`."),
+    # ------------------------------------------------------------------------------- how it runs
+    T("Training", "Device and precision", ("train.device", "train.amp"),
+      NOT_STATED + ".",
+      "GPUs; `auto`: float16 autocast with a gradient scaler on CUDA (`spgnet/engine/precision.py`).",
+      "float32 throughout, as 2019's PyTorch code bases (CCNet [26]) trained: `train.amp=false`."),
+    T("Training", "Bookkeeping", ("train.checkpoint_every", "train.log_every", "train.workers", "train.val_every"),
+      NOT_STATED + ".",
+      "They do not change the trained network: every random draw derives from (seed, iteration) "
+      "(`spgnet/engine/train.py`), and the final weights are evaluated (`train.val_every` only logs a "
+      "validation mIoU and keeps `best.pt` beside them).",
+      "Validation every 5000 iterations while training: `train.val_every=5000`."),
+    # ------------------------------------------------------------------------------- evaluation
+    T("Evaluation", "Evaluation split", ("eval.split",),
+      '"ablation studies on Cityscapes val set" (Sec. 4.4); "we report our Cityscape "test" set result" (Sec. '
+      "4.3). VOC and Person-Part: " + NOT_STATED + ".",
+      "The paper's; VOC and Person-Part: their val split, as the registry rows (Sec. 4.6 sets the VOC result "
+      "beside a DeepLabV3+ [11] ablation, which [11] runs on VOC 2012 val).", "None needed."),
+    T("Evaluation", "Global pooling at test time", ("eval.strategy",),
+      'Appendix A, Table 12: "the AP strategy is more efficient than the TILED strategy and performs slightly '
+      'better". Which strategy the other tables use: ' + NOT_STATED + ".",
+      "AP (average pooling with kernel training crop // 32) for every row but Table 12's GAP and TILED rows.",
+      "`eval.strategy=TILED` or `eval.strategy=GAP`."),
+    T("Evaluation", "Test scales", ("eval.scales",),
+      'Table 1: "we use the multi-scale inputs (scales = {0.75, 1.0, 1.25, 1.5, 1.75, 2.0}) during inference" '
+      '(Sec. 4.3); "By adding scales = {0.75, 1.0, 1.25, 1.5, 1.75, 2.0}, the performance further improves from '
+      '80.91 to 81.86" (Sec. 4.4). Person-Part: "68.36 mIoU with multi-scale inputs" (Sec. 4.6), scales '
+      + NOT_STATED + ".",
+      "The paper's; Person-Part's multi-scale row takes the Cityscapes set.",
+      "TensorFlow DeepLab's PASCAL evaluation (the code of [11], its model zoo: scales [0.5:0.25:1.75] with "
+      "left-right flip): `eval.scales=[0.5,0.75,1.0,1.25,1.5,1.75] eval.flip=true` on `t10-spgnet-ms`."),
+    T("Evaluation", "Flip at test time", ("eval.flip",),
+      '"We further add flip and multi-scale test to the best model" (Sec. 4.4); Table 1\'s test result names '
+      "only the multi-scale inputs (Sec. 4.3); Person-Part: " + NOT_STATED + ".",
+      "The paper's words: flip only on Sec. 4.4's row.",
+      "Flip on Table 1's row: `eval.flip=true` on `t1-spgnet`; on Person-Part's: on `t10-spgnet-ms`."),
+    T("Evaluation", "Padding of the test image", ("eval.pad_to",),
+      NOT_STATED + ".",
+      "null: every image is run whole, as it is (PASCAL images are at most 500 x 500); the AP kernel stays that "
+      "of the training crop.",
+      "[11]'s evaluation on a 513 x 513 canvas (TensorFlow DeepLab `--eval_crop_size=513,513`, padded with the "
+      "mean colour): `eval.pad_to=513` on `voc-spgnet`."),
+    T("Evaluation", "Tile overlap (TILED)", ("eval.tile_overlap",),
+      '"use 1/3 overlap between patches" (appendix A).', "The paper's.", "None needed."),
+    T("Evaluation", "Test-server files", ("eval.submission",),
+      'Table 1\'s "Cityscapes test set" result (Sec. 4.3).',
+      "Label-id PNGs of the test images for Cityscapes' evaluation server.", "None needed."),
+    T("Evaluation", "Scale cap of a profile", ("eval.max_scale",),
+      NOT_STATED + " (not part of the recipe).",
+      "null on the paper profile: every scale of a row is run (the mini profile caps them to save time).",
+      "None needed."),
+    # ------------------------------------------------------------------------------- networks
+    T("Networks", "Normalisation layer", ("model.norm",),
+      '"We replace BatchNorm layers with synchronized Inplace-ABN [49]" (Sec. 4.2).',
+      "The paper's, in every layer of every network (`spgnet/models/norm.py`).",
+      "Plain BatchNorm: `model.norm=batchnorm` (or `abn`, `inplace_abn`)."),
+    T("Networks", "Encoder initialisation", ("model.pretrained",),
+      '"Hourglass networks [42] ... making it unavailable to use pre-trained weights on ImageNet [15]. In contrast, '
+      'Feature Pyramid Networks (FPN) [37] use well-designed classification networks for encoder" (Sec. 3.2). '
+      "Which ImageNet weights: " + NOT_STATED + ".",
+      "torchvision's ImageNet file of each ResNet, from the profile's `weights_root` (`spgnet train "
+      "--weights-root DIR` replaces it); the run records each file's SHA-256.",
+      "Random initialisation: `weights_root: null` in the profile. How the files are read: the page linked.",
+      link="imagenet-init.md"),
+    T("Networks", "Activation of the ImageNet encoders", (),
+      NOT_STATED + " (Inplace-ABN [49] fuses a leaky ReLU into its layers by default).",
+      "Leaky ReLU with slope {leaky_slope} after every norm, the ImageNet encoders' included, where the ImageNet "
+      "networks have ReLU.",
+      "ReLU in the encoders (CCNet [26]'s ResNet: `InPlaceABNSync(activation='none')` then ReLU). Not a "
+      "setting: the page linked says why.",
+      link="imagenet-init.md"),
+    T("Networks", "ImageNet weights in Inplace-ABN", (),
+      NOT_STATED + ".",
+      "Inplace-ABN scales by |weight| + eps, not by weight, so torchvision's BatchNorm weights are converted as "
+      "they are loaded: the page linked.",
+      "The page linked.",
+      link="imagenet-init.md"),
+)
+del T
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------------
+
+
+def configs(data_root: str = "<data_root>") -> dict[str, RunConfig]:
+    """``{experiment: RunConfig}`` of :data:`ROWS` under the paper profile (no data set is read)."""
+    profile = load_profile(PROFILE, data_root=data_root)
+    return {experiment: resolve(experiment, profile) for _label, experiment in ROWS}
+
+
+_QUOTE = re.compile(r"\{(\w+)((?:\.\w+)*)\}")
+
+
+def _fill(text: str, facts: dict) -> str:
+    """``text`` with each ``{name}`` / ``{name.attr...}`` whose name is a fact replaced by its value."""
+
+    def value(match: re.Match) -> str:
+        if match.group(1) not in facts:
+            return match.group(0)
+        found = facts[match.group(1)]
+        for attr in filter(None, match.group(2).split(".")):
+            found = getattr(found, attr)
+        return str(found)
+
+    return _QUOTE.sub(value, text)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _facts(cfgs: dict[str, RunConfig]) -> dict:
+    """What the entries' texts quote: the configs by name (:data:`_FACT_ROWS`) and figures derived
+    from them."""
+    from spgnet.models.norm import LEAKY_SLOPE
+
+    facts = {name: cfgs[experiment] for name, experiment in _FACT_ROWS.items()}
+    gpus = load_profile(PROFILE, data_root="<data_root>").resources["train"]["gpus"]
+    cs, voc = facts["cityscapes"].train, facts["voc"].train
+    global_cs = cs.ohem_min_kept / (cs.batch_size * cs.crop ** 2)
+    global_voc = voc.ohem_min_kept / (voc.batch_size * voc.crop ** 2)
+    per_gpu = (voc.batch_size // gpus, math.ceil(voc.batch_size / gpus))  # crops per GPU: 3 or 4 of 28
+    per_gpu_cs = cs.ohem_min_kept / (math.ceil(cs.batch_size / gpus) * cs.crop ** 2)
+    per_gpu_voc = [voc.ohem_min_kept / (n * voc.crop ** 2) for n in per_gpu]
+    factors = [per_gpu_cs / global_cs] + [share / global_voc for share in per_gpu_voc]
+    return {
+        **facts,
+        "gpus": gpus,
+        "leaky_slope": LEAKY_SLOPE,
+        "cityscapes_share": _percent(global_cs),
+        "voc_share": _percent(global_voc),
+        "cityscapes_per_gpu_share": _percent(per_gpu_cs),
+        "voc_per_gpu": f"{per_gpu[0]}-{per_gpu[1]}" if per_gpu[0] != per_gpu[1] else str(per_gpu[0]),
+        "voc_per_gpu_share": "-".join(_percent(s) for s in sorted(set(per_gpu_voc))),
+        "per_gpu_factor": f"{min(factors):.0f}-{max(factors):.0f}x",
+    }
+
+
+def show(key: str, value) -> str:
+    """A setting's value as it is written in ``params/`` or after ``--set`` (YAML); ``model.pretrained``
+    as the config hash sees it ("imagenet" or null: whether ImageNet weights are used, not where the
+    files lie on this machine)."""
+    if key == "model.pretrained":
+        value = {f.name: f for f in dataclasses.fields(ModelConfig)}["pretrained"].metadata["hash"](value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(show(key, v) for v in value) + "]"
+    return str(value)
+
+
+def values(key: str, cfgs: dict[str, RunConfig]) -> list[tuple[str, list[str]]]:
+    """``[(value, [experiments])]``: the value of ``key`` in each row, rows with equal values together."""
+    section, name = key.split(".")
+    grouped: dict[str, list[str]] = {}
+    for experiment, cfg in cfgs.items():
+        grouped.setdefault(show(key, getattr(getattr(cfg, section), name)), []).append(experiment)
+    return list(grouped.items())
+
+
+def entries(cfgs: dict[str, RunConfig] | None = None) -> list[dict]:
+    """:data:`RECIPE` with its texts filled in and its values read: ``[{"part", "topic", "keys",
+    "values": [(key, [(value, [experiments])])], "value": one line, "paper", "why", "alternative",
+    "link"}]``."""
+    cfgs = cfgs if cfgs is not None else configs()
+    facts = _facts(cfgs)
+    result = []
+    for entry in RECIPE:
+        per_key = [(key, values(key, cfgs)) for key in entry.keys]
+        result.append({
+            **dataclasses.asdict(entry),
+            "values": per_key,
+            "value": _value_line(per_key, len(cfgs)),
+            "paper": _fill(entry.paper, facts),
+            "why": _fill(entry.why, facts),
+            "alternative": _fill(entry.alternative, facts),
+        })
+    return result
+
+
+def _value_line(per_key: list, rows: int) -> str:
+    """``train.crop`` `769` (t9-r50-d256, ...), `513` (voc-spgnet, ...); one value for every row: just it."""
+    parts = []
+    for key, grouped in per_key:
+        if len(grouped) == 1:
+            shown = f"`{grouped[0][0]}`"
+        else:
+            shown = "; ".join(f"`{value}` ({', '.join(f'`{e}`' for e in experiments)})" for value, experiments in grouped)
+        parts.append(f"`{key}` = {shown}")
+    return "; ".join(parts) if parts else "not a setting"
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------
+
+
+def render(cfgs: dict[str, RunConfig] | None = None) -> str:
+    """The text of ``docs/recipe.md``."""
+    items = entries(cfgs)
+    rows = ", ".join(f"`{experiment}` ({label})" for label, experiment in ROWS)
+    lines = [
+        "# The training and evaluation recipe, setting by setting",
+        "",
+        "<!-- generated by `python -m spgnet.recipe --write` from spgnet/recipe.py and params/; do not edit -->",
+        "",
+        "The paper states part of its recipe and leaves the rest open. Below, every setting of the training "
+        "(`TrainConfig`) and evaluation (`EvalConfig`) sections of `spgnet/config.py`, the normalisation layer "
+        "and the encoders' initialisation: what the paper says (its section) or *not stated*, the value the "
+        "**paper profile** runs, why (the work followed, with the paper's reference number), and the alternative "
+        "with the setting that switches to it. Where the paper is silent the value is the most defensible "
+        "reading, named as such. `spgnet/models/inferred.py` lists the architecture's open details "
+        "([`architecture-counts.md`](architecture-counts.md)); `spgnet report` renders both.",
+        "",
+        f"Values are read from `spgnet.config.resolve(EXPERIMENT, \"{PROFILE}\")` for the rows {rows}; a value "
+        "shown once holds for all of them.",
+        "",
+        f"Switching: {HOW_TO_SWITCH}.",
+    ]
+    for part in dict.fromkeys(item["part"] for item in items):
+        lines += ["", f"## {part}", ""]
+        for index, item in enumerate((i for i in items if i["part"] == part), start=1):
+            lines.append(f"{index}. **{item['topic']}**: {item['value']}")
+            lines.append(f"    - *Paper:* {item['paper']}")
+            lines.append(f"    - *Chosen because:* {item['why']}")
+            alternative = item["alternative"]
+            if item["link"]:
+                alternative += f" See [`docs/{item['link']}`]({item['link']})."
+            lines.append(f"    - *Alternative:* {alternative}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spgnet.recipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"write {RECIPE_FILE} instead of printing it")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        from spgnet.atomic import write_text
+
+        write_text(PROJECT_ROOT / RECIPE_FILE, text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
