@@ -1,13 +1,18 @@
-"""Device check (issue 11, point 8): what the paper profile needs from one GPU, in one script.
+"""Device check (issue 11, point 8; issue 21, point 1): what the paper profile needs from one GPU, in one script.
 
-    python3 benchmarks/gpu_check.py [--wheels .whl] [--budget-s 420] [--json FILE]
+    python3 benchmarks/gpu_check.py [--wheels .whl] [--budget-s 420] [--only SECTION...] [--json FILE]
     python benchmarks/gpu_check.py --device cpu --tiny        # small sizes on CPU (CI's test)
     python benchmarks/gpu_check.py --device cpu --tiny --cpu-standins   # + the CUDA sections on CPU
 
-Prints, one section after another (each catches and prints its own failure and the script goes
-on; a section that would start after ``--budget-s`` seconds is skipped, so the whole run stays
-within about 8 minutes; without CUDA, sections 3-5 and the float16 half of 2 print ``skipped: no
-CUDA`` unless ``--cpu-standins`` runs them on CPU, which only shows that the code runs):
+Prints, one section after another, in this fixed order of importance (each catches and prints its
+own failure and the script goes on; a section, or a row of one, that would start after
+``--budget-s`` seconds is skipped, so the whole run stays within about 8 minutes on one GPU;
+without CUDA, sections 4, 5, 6, 7 and 8 and the float16 halves of 2 and 3 print ``skipped: no
+CUDA`` unless ``--cpu-standins`` runs the sections on CPU, which only shows that the code runs).
+``--only SECTION...`` runs the named sections, still in this order (an unknown name: one line,
+exit 2; ``--wheels`` installs first even when ``environment`` is left out). The order puts what
+a cluster run cannot do without first, cheap correctness checks before the timed sections, and
+design questions and tuning last, so that a run cut short still answers the first questions:
 
 1. ``environment``: GPU name, compute capability, torch / CUDA / cuDNN versions, nvcc; with
    ``--wheels DIR`` first installs DIR's wheels (``--no-index --no-deps``) into a temporary
@@ -16,10 +21,33 @@ CUDA`` unless ``--cpu-standins`` runs them on CPU, which only shows that the cod
 2. ``inplace_abn``: InPlaceABN's forward and backward (training mode, leaky ReLU 0.01) against
    batch norm + leaky ReLU in float64: max abs and relative errors of y, dx, dweight, dbias for
    float32 and float16 inputs (float32 parameters, as under autocast).
-3. ``ddp``: two ranks on one GPU (gloo, ``torch.multiprocessing.spawn``), one crop each, with
+3. ``imagenet_init``: ImageNet BatchNorm weights converted for Inplace-ABN
+   (:func:`spgnet.models.pretrained.fit_to_abs_weight_norms`, ``docs/imagenet-init.md``): a
+   torchvision-format ``resnet50`` file fabricated with N(0, 1) gammas (half of them negative),
+   nonzero betas and random running statistics (``resnet18`` with ``--tiny``), loaded into
+   :class:`spgnet.models.backbone.ResNetEncoder` on the device under ``batchnorm`` and
+   ``inplace_abn``, eval mode, a 2x3x512x512 input: in float32 (TF32 off) the four outputs of
+   ``inplace_abn`` against ``batchnorm``'s, PASS when max|a - b| / max|b| <= 1e-5; under float16
+   autocast each against a float64 ``batchnorm`` encoder, PASS when ``inplace_abn``'s error is at
+   most twice ``batchnorm``'s own (inplace-abn's CPU kernels take no half / bfloat16 input: on CPU
+   that half is ``skipped: no CUDA``); the conversion counts (``encoder.imagenet_init``).
+4. ``ddp``: two ranks on one GPU (gloo, ``torch.multiprocessing.spawn``), one crop each, with
    InPlaceABNSync, against one process with both crops: max weight difference after one SGD step
    of ``t3-1stage`` (TF32 off), beside the largest weight update of that step.
-4. ``train_step``: for ``t3-1stage``, ``t9-r50-d256``, ``t9-r101-d256``, ``t1-danet``, training
+5. ``train_run``: a short real training, :func:`spgnet.engine.train.train` itself: ``t9-r50-d256``
+   at the paper profile's settings (crop 769, batch 8, OHEM, poly schedule of 80000 iterations,
+   ``train.amp: auto`` = float16 autocast + GradScaler on CUDA, ``cudnn.benchmark``, 8 loader
+   workers) from fabricated ``resnet50`` ImageNet files on 8 synthetic 1024x2048 Cityscapes-format
+   images written by ``spgnet make-synthetic``'s generator in a temporary folder, for 90 s
+   (``--train-run-s``; never past the budget). One process holds the whole batch, so the norm is
+   ``inplace_abn`` (not synchronised; the printout says so). Prints iterations/s (overall and
+   after the first 10, with the share of that time spent waiting for data), the loss the loop
+   logs (OHEM, all stages, and the final stage's term) and the plain cross-entropy of the final
+   output over all labelled pixels (computed from the same forward pass) as means over the first
+   and the last 10 iterations, skipped steps (the gradient scaler's: a few at the start while it
+   lowers its initial scale of 2^16 are normal), peak GiB. The run is ended from ``on_step`` as a
+   kill would end it.
+6. ``train_step``: for ``t3-1stage``, ``t9-r50-d256``, ``t9-r101-d256``, ``t1-danet``, training
    steps at 769x769 with batch 8 and batch 1 as ``spgnet train`` runs them on CUDA (float16
    autocast, GradScaler, ``cudnn.benchmark``, SGD, the experiment's loss with OHEM's
    ``min_kept`` scaled to the batch; at batch 1 a norm that sees one value per channel uses its
@@ -27,14 +55,25 @@ CUDA`` unless ``--cpu-standins`` runs them on CPU, which only shows that the cod
    the multiply-adds of :func:`spgnet.analysis.profile.count` at 769x769 (forward + backward
    taken as 3 forwards; 2 FLOPs per multiply-add) / step time, % of the GPU's dense float16 peak
    (:data:`PEAK_TFLOPS`), peak GiB (``torch.cuda.max_memory_allocated``), finite losses.
-5. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.inference.predict` on a 1024x2048
+7. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.inference.predict` on a 1024x2048
    image with ``t9-r50-d256`` (random weights): AP and TILED at one scale, and the six scales +
-   flip of Sec. 4.4: s/image and peak GiB.
-6. ``data_loading``: ``benchmarks/data_loading.py``'s DataLoader throughput (crop-first
+   flip of Sec. 4.4: s/image and peak GiB (one timed pass after a warm-up; two before issue 21).
+8. ``norm_cost``: the step of section 6 for ``t9-r50-d256`` at batch 8, 769x769: with
+   ``batchnorm`` (a network without Inplace-ABN) in NCHW and in ``channels_last`` layout, and with
+   ``inplace_abn`` (NCHW, the only layout its kernels take): ms/step and peak GiB of each and
+   their ratios, so that the norm's cost on this GPU is a number (``spgnet train`` runs a
+   ``batchnorm`` network channels-last on CUDA).
+9. ``data_loading``: ``benchmarks/data_loading.py``'s DataLoader throughput (crop-first
    transform, uint8 labels, pinned memory) on fabricated 2048x1024 Cityscapes-like PNGs at 8 and
-   16 workers.
+   16 workers (40 timed batches; 60 before issue 21).
 
-``--json FILE`` also writes every figure as JSON.
+Estimated on one H100 (the script has not run on a GPU yet): environment with the inplace-abn
+build 1-2.5 min, sections 2-4 under a minute together, ``train_run`` about 2 min with its set-up,
+``train_step`` 1-1.5 min, ``inference``, ``norm_cost`` and ``data_loading`` well under a minute
+each; the 420 s budget skips whatever would start later.
+
+``--json FILE`` also writes every figure as JSON, after every section (a run cut short keeps what
+it measured).
 
 It needs only PyTorch, torchvision, nvcc and what the device machine's image holds (numpy, Pillow,
 PyYAML); the rest travels in ``.whl`` (git-ignored): inplace-abn's sdist, setuptools_scm (its
@@ -58,6 +97,7 @@ then call the device tool's ``run`` with ``carry: [".whl"]``, ``timeout_s: 560``
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -88,6 +128,18 @@ PEAK_TFLOPS = (
 )
 EXPERIMENTS = ("t3-1stage", "t9-r50-d256", "t9-r101-d256", "t1-danet")
 GIB = 2.0**30
+#: The sections in the order they run (the module docstring says why this order).
+SECTIONS = ("environment", "inplace_abn", "imagenet_init", "ddp", "train_run", "train_step", "inference",
+            "norm_cost", "data_loading")
+#: Sections that need CUDA (``--cpu-standins`` runs them on CPU to test the script).
+CUDA_SECTIONS = frozenset({"ddp", "train_run", "train_step", "inference", "norm_cost"})
+#: imagenet_init's float32 bound: max|inplace_abn - batchnorm| / max|batchnorm| (tests/test_imagenet_init.py)
+INIT_TOLERANCE = 1e-5
+#: imagenet_init's float16 bound: inplace_abn's error against float64 <= this x batchnorm's own
+INIT_FP16_FACTOR = 2.0
+#: train_run: the experiment it trains, and the iterations its means are taken over (first and last)
+TRAIN_RUN_EXPERIMENT = "t9-r50-d256"
+TRAIN_RUN_WINDOW = 10
 
 
 def peak_tflops(name: str) -> float | None:
@@ -107,12 +159,19 @@ class Sizes:
     ddp_crop: int = 257
     loader_workers: tuple = (8, 16)
     loader_image: tuple = (1024, 2048)
-    loader_batches: int = 60
-    inference_repeats: int = 2
+    loader_batches: int = 40
+    inference_repeats: int = 1
+    init_backbone: str = "resnet50"  # imagenet_init
+    init_input: int = 512
+    train_run_s: float = 90.0  # train_run: seconds of training (from its first step)
+    train_run_steps: int = 0  # ... and at most this many steps (0: no limit)
+    train_run_images: int = 8
+    train_run_workers: int = 8
 
 
 TINY = Sizes(crop=33, batches=(2, 1), warmup=1, steps=1, image=(64, 128), ddp_crop=33, loader_workers=(2,),
-             loader_image=(64, 128), loader_batches=2, inference_repeats=1)
+             loader_image=(64, 128), loader_batches=2, inference_repeats=1, init_backbone="resnet18", init_input=64,
+             train_run_s=60.0, train_run_steps=3, train_run_images=2, train_run_workers=0)
 
 
 class Budget:
@@ -327,7 +386,110 @@ def section_inplace_abn(device: torch.device, sizes: Sizes) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. two ranks on one device (gloo) against one rank with both crops
+# 3. ImageNet BatchNorm weights converted for Inplace-ABN
+# --------------------------------------------------------------------------------------------
+
+
+def fabricate_imagenet(root: Path, backbone: str, seed: int) -> Path:
+    """torchvision's ``backbone`` in its ImageNet file's format and name under ``root``, with what
+    real ImageNet files have and the default initialisation lacks: gammas of both signs (N(0, 1)),
+    nonzero running means, running variances other than 1, nonzero betas (as
+    tests/test_imagenet_init.py fabricates them). Returns the file's path."""
+    import torchvision
+
+    from spgnet.models.weights import weights_file_name
+
+    torch.manual_seed(seed)
+    state = torchvision.models.get_model(backbone, weights=None).state_dict()
+    for key, value in state.items():
+        if value.dim() != 1 or not value.is_floating_point():
+            continue
+        if key.endswith("running_var"):
+            value.uniform_(0.5, 2.0)
+        elif key.endswith("running_mean"):
+            value.normal_(0.0, 0.5)
+        elif key.endswith(".weight"):
+            value.normal_(0.0, 1.0)  # gamma: about half negative
+        elif key.endswith(".bias") and not key.startswith(("fc.", "classifier.")):
+            value.normal_(0.0, 0.5)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / weights_file_name(backbone)
+    torch.save(state, path)
+    return path
+
+
+def _relative_difference(outputs, references) -> float:
+    """max over the encoder's outputs of max|a - b| / max|b| (in float64; NaN when not finite)."""
+    worst = 0.0
+    for a, b in zip(outputs, references):
+        a, b = a.detach().double(), b.detach().double()
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            return float("nan")
+        worst = max(worst, float((a - b).abs().max() / b.abs().max()))
+    return worst
+
+
+def section_imagenet_init(device: torch.device, sizes: Sizes) -> dict:
+    from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights
+    from spgnet.models.norm import norm_act
+
+    backbone, side = sizes.init_backbone, sizes.init_input
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    result = {"backbone": backbone, "input": [2, 3, side, side]}
+    try:
+        with tempfile.TemporaryDirectory(prefix="spgnet-gpu-check-imagenet-") as tmp:
+            fabricate_imagenet(Path(tmp), backbone, seed=0)
+            encoders = {}
+            for norm in ("batchnorm", "inplace_abn"):
+                encoder = ResNetEncoder(backbone, norm_act(norm)).to(device)
+                load_imagenet_weights(encoder, tmp)  # converts on the device (it traces conv -> norm there)
+                encoders[norm] = encoder.eval()
+        result["conversion"] = {k: v for k, v in encoders["inplace_abn"].imagenet_init.items() if k != "file"}
+        c = result["conversion"]
+        say(f"  fabricated {backbone} file (N(0,1) gammas): {c['norm_layers']} Inplace-ABN layers, {c['channels']} "
+            f"channels, {c['sign_to_conv']} negative gammas moved into their convolution, {c['sign_to_input']} into "
+            f"an input sign, {c['below_eps']} below eps")
+        x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.no_grad():
+            outputs = {norm: encoder(x.clone()) for norm, encoder in encoders.items()}
+            reference = copy.deepcopy(encoders["batchnorm"]).double()(x.double())
+        rel = _relative_difference(outputs["inplace_abn"], outputs["batchnorm"])
+        result["float32"] = {"max_rel_vs_batchnorm": rel, "bound": INIT_TOLERANCE, "pass": rel <= INIT_TOLERANCE,
+                             "batchnorm_vs_float64": _relative_difference(outputs["batchnorm"], reference),
+                             "inplace_abn_vs_float64": _relative_difference(outputs["inplace_abn"], reference)}
+        f32 = result["float32"]
+        say(f"  float32 (TF32 off), {backbone} on 2x3x{side}x{side}, eval: inplace_abn vs batchnorm max|a-b|/max|b| "
+            f"{rel:.2e} (bound {INIT_TOLERANCE:.0e}): {'PASS' if f32['pass'] else 'FAIL'}; against float64: batchnorm "
+            f"{f32['batchnorm_vs_float64']:.2e}, inplace_abn {f32['inplace_abn_vs_float64']:.2e}")
+        if device.type != "cuda":
+            say("  float16 autocast: skipped: no CUDA (inplace-abn's CPU kernels take no half or bfloat16 input)")
+            result["float16"] = "skipped: no CUDA"
+            return result
+        try:
+            with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16):
+                half = {norm: encoder(x.clone()) for norm, encoder in encoders.items()}
+        except Exception as err:  # keep the float32 figures
+            say(f"  float16 autocast: FAILED: {type(err).__name__}: {err}")
+            result["float16"] = {"error": f"{type(err).__name__}: {err}"}
+            return result
+        err_bn = _relative_difference(half["batchnorm"], reference)
+        err_abn = _relative_difference(half["inplace_abn"], reference)
+        passed = err_abn <= INIT_FP16_FACTOR * err_bn  # False when either is NaN
+        result["float16"] = {"batchnorm_vs_float64": err_bn, "inplace_abn_vs_float64": err_abn,
+                             "ratio": err_abn / err_bn if err_bn > 0 else None, "factor": INIT_FP16_FACTOR,
+                             "pass": passed, "dtypes": sorted({str(t.dtype) for t in half["inplace_abn"]})}
+        ratio = f"{err_abn / err_bn:.2f}x" if err_bn > 0 else "n/a"
+        say(f"  float16 autocast: max|a-ref|/max|ref| against float64 batchnorm: inplace_abn {err_abn:.2e}, "
+            f"batchnorm {err_bn:.2e} ({ratio}; bound {INIT_FP16_FACTOR:.0f}x): {'PASS' if passed else 'FAIL'}"
+            + ("" if math.isfinite(err_bn) and math.isfinite(err_abn) else " (an output is not finite)"))
+        return result
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# --------------------------------------------------------------------------------------------
+# 4. two ranks on one device (gloo) against one rank with both crops
 # --------------------------------------------------------------------------------------------
 
 
@@ -425,11 +587,228 @@ def section_ddp(device: torch.device, sizes: Sizes) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 4. training steps
+# 5. a short real training (spgnet.engine.train.train)
 # --------------------------------------------------------------------------------------------
 
 
-def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: float | None) -> dict:
+class _StopTraining(Exception):
+    """Raised from train_run's ``on_step``: ends spgnet's training loop as a kill would."""
+
+
+def _plain_ce(outputs, labels: torch.Tensor) -> torch.Tensor | None:
+    """Mean cross-entropy of the final logits over every labelled pixel (no OHEM), one crop at a
+    time in float32 (the extra memory of one crop's logits)."""
+    import torch.nn.functional as F
+
+    from spgnet.engine.losses import IGNORE_INDEX
+
+    logits = outputs.get("out") if isinstance(outputs, dict) else outputs
+    if not isinstance(logits, torch.Tensor) or logits.shape[-2:] != labels.shape[-2:]:
+        return None
+    with torch.no_grad():
+        total = sum(F.cross_entropy(logits[k:k + 1].float(), labels[k:k + 1], ignore_index=IGNORE_INDEX,
+                                    reduction="sum") for k in range(logits.shape[0]))
+        return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
+class _Instrumented:
+    """``spgnet.engine.train``'s ``train_step``, unchanged, plus: the plain cross-entropy of the
+    step's own forward pass (a forward hook), the step's duration, whether it was skipped, and the
+    ImageNet conversion counts of the network it trains."""
+
+    def __init__(self, original):
+        self.original = original
+        self.ce, self.step_s, self.skipped_at, self.conversion = [], [], [], None
+        self.first_started = self.precision = self.scaler = None
+
+    def __call__(self, net, batch, *args, **kwargs):
+        device = next(net.parameters()).device
+        labels = batch["label"].to(device, non_blocking=True).long()
+        seen = {}
+        handle = net.register_forward_hook(lambda module, inputs, outputs: seen.update(ce=_plain_ce(outputs, labels)))
+        started = time.perf_counter()
+        if self.first_started is None:
+            self.first_started = started
+            self.conversion = _conversion_counts(net)
+            self.precision, self.scaler = kwargs.get("precision"), kwargs.get("scaler")  # as the loop runs it
+        try:
+            values, skipped = self.original(net, batch, *args, **kwargs)
+        finally:
+            handle.remove()
+        self.step_s.append(time.perf_counter() - started)  # the step ends with a device sync (its losses)
+        ce = seen.get("ce")
+        self.ce.append(float(ce) if ce is not None else float("nan"))
+        if skipped:
+            self.skipped_at.append(len(self.step_s))  # 1-based iteration of this run
+        return values, skipped
+
+
+def _conversion_counts(model) -> dict:
+    """Per ImageNet file, the norm channels its loading converted (summed over the stages reading it)."""
+    counts = {}
+    for module in model.modules():
+        done = getattr(module, "imagenet_init", None)
+        if done:
+            entry = counts.setdefault(done["file"], {})
+            for key, value in done.items():
+                if key != "file":
+                    entry[key] = entry.get(key, 0) + value
+    return counts
+
+
+def _mean(values) -> float | None:
+    """Mean of the finite values (a step the gradient scaler skipped may have an infinite loss)."""
+    values = [v for v in values if math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def section_train_run(device: torch.device, sizes: Sizes, budget: Budget, seconds: float | None = None) -> dict:
+    import spgnet.engine.train as train_module
+    from spgnet.config import load_profile, resolve
+    from spgnet.data.synthetic.make import generate
+    from spgnet.engine.precision import resolve_precision
+
+    seconds = sizes.train_run_s if seconds is None else seconds
+    name, batch, crop = TRAIN_RUN_EXPERIMENT, sizes.batches[0], sizes.crop
+    norm = single_process_norm()
+    # inplace-abn's CPU kernels take no bfloat16: the CPU stand-in trains in float32
+    amp = "auto" if device.type == "cuda" else False
+    with tempfile.TemporaryDirectory(prefix="spgnet-gpu-check-train-") as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        generate(tmp / "cityscapes", num_train=sizes.train_run_images, num_val=0, num_test=0,
+                 height=sizes.image[0], width=sizes.image[1])
+        profile = load_profile("paper", data_root=str(tmp))  # cityscapes: tmp/cityscapes
+        overrides = {"model": {"norm": norm, "pretrained": str(tmp / "imagenet")},
+                     "train": {"device": str(device), "amp": amp, "batch_size": batch, "crop": crop,
+                               "workers": sizes.train_run_workers, "val_every": 0}}
+        cfg = resolve(name, profile, **overrides)
+        overrides["train"]["checkpoint_every"] = cfg.train.iterations  # no checkpoint is written
+        cfg = resolve(name, profile, **overrides)
+        backbones = tuple(dict.fromkeys(cfg.model.backbones))
+        for seed, backbone in enumerate(backbones):
+            fabricate_imagenet(tmp / "imagenet", backbone, seed)
+        prepared = time.perf_counter() - started
+        say(f"  {name}, poly schedule of {cfg.train.iterations} iterations, batch {batch} in one process: norm "
+            f"{norm}, not synchronised (the paper: inplace_abn_sync over 8 GPUs x 1 crop); crop {crop}, OHEM "
+            f"{cfg.train.ohem_rule} min_kept {cfg.train.ohem_min_kept}, train.amp {cfg.train.amp}, "
+            f"{cfg.train.workers} loader workers; {sizes.train_run_images} synthetic {sizes.image[0]}x{sizes.image[1]} "
+            f"images and fabricated ImageNet {', '.join(backbones)} file(s) ({prepared:.1f} s to write)")
+        # the loop calls spgnet.engine.train.train_step by that name: wrapped while this runs
+        step = _Instrumented(getattr(train_module, "train_step", None))
+        losses, times = [], []
+
+        def on_step(iteration: int, values: dict) -> None:
+            times.append(time.perf_counter())
+            losses.append(dict(values))
+            if ((sizes.train_run_steps and len(losses) >= sizes.train_run_steps)
+                    or times[-1] - (step.first_started or called) >= seconds or budget.spent()):
+                raise _StopTraining
+
+        saved_benchmark = torch.backends.cudnn.benchmark
+        reset_peak(device)
+        called = time.perf_counter()
+        error = None
+        if step.original is not None:
+            train_module.train_step = step
+        try:
+            train_module.train(cfg, tmp / "run", seed=0, on_step=on_step)
+        except _StopTraining:
+            pass
+        except Exception as err:  # report what ran before it
+            error = f"{type(err).__name__}: {err}"
+        finally:
+            if step.original is not None:
+                train_module.train_step = step.original
+            benchmark = torch.backends.cudnn.benchmark  # as the loop set it
+            torch.backends.cudnn.benchmark = saved_benchmark
+    precision = step.precision or resolve_precision(cfg.train.amp, device)  # the loop's, when the wrapper saw it
+    say(f"  precision {precision.name}{' + GradScaler' if step.scaler is not None else ''}, cudnn.benchmark "
+        f"{benchmark}" + ("" if step.precision else " (precision as resolve_precision gives it: the loop's not seen)"))
+    result = _train_run_summary(name, batch, crop, norm, precision, cfg, losses, times, step, called, device)
+    result["cudnn_benchmark"] = benchmark
+    if error:
+        result["error"] = error
+        say(f"  FAILED after {len(losses)} iteration(s): {error.splitlines()[0]}")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _train_run_summary(name, batch, crop, norm, precision, cfg, losses, times, step, called, device) -> dict:
+    n = len(losses)
+    window = min(TRAIN_RUN_WINDOW, max(1, n // 2))
+    final_key = max((k for k in (losses[0] if losses else {}) if k.startswith("loss_stage")),
+                    key=lambda k: int(k[len("loss_stage"):]), default=None)
+    result = {"experiment": name, "batch": batch, "crop": crop, "norm": norm, "synchronised": False,
+              "precision": precision.name, "grad_scaler": step.scaler is not None, "workers": cfg.train.workers,
+              "loss_scale": step.scaler.get_scale() if step.scaler is not None else None,
+              "ohem": cfg.train.ohem, "iterations": n, "window": window, "skipped_steps": len(step.skipped_at),
+              "skipped_at": step.skipped_at[:20],
+              "peak_gib": peak_gib(device), "imagenet_conversion": step.conversion}
+    if not n:
+        return result
+    seen = len(step.step_s) == n  # the wrapped train_step saw every step
+    if not seen:
+        result["skipped_steps"] = result["skipped_at"] = None
+        say("  plain cross-entropy, skipped steps and data wait: n/a (spgnet.engine.train's loop no longer calls "
+            "its train_step by that name; benchmarks/gpu_check.py's _Instrumented needs the new place)")
+    first_started = step.first_started if seen else called
+    result["setup_s"] = first_started - called if seen else None
+    result["seconds"] = times[-1] - first_started
+    result["it_per_s"] = n / result["seconds"] if result["seconds"] > 0 else None
+    if n > window:  # after cuDNN's autotuning and the loader's start
+        steady = times[-1] - times[window - 1]
+        result["it_per_s_after_window"] = (n - window) / steady if steady > 0 else None
+        if seen and steady > 0:
+            waits = [max(0.0, (times[k] - times[k - 1]) - step.step_s[k]) for k in range(window, n)]
+            result["data_wait_share"] = sum(waits) / steady
+    ces = step.ce if seen else [float("nan")] * n
+    for part, rows, part_ces in (("first", losses[:window], ces[:window]), ("last", losses[-window:], ces[-window:])):
+        result[part] = {"loss": _mean(r["loss"] for r in rows),
+                        "loss_final_stage": _mean(r[final_key] for r in rows) if final_key else None,
+                        "plain_ce_final": _mean(part_ces) if seen else None}
+    skipped = set(step.skipped_at) if seen else set()
+    nonfinite = sum(not all(math.isfinite(v) for v in r.values()) for r in losses)
+    finite = all(math.isfinite(v) for k, r in enumerate(losses, 1) if k not in skipped for v in r.values())
+    result["finite"], result["nonfinite_iterations"] = finite, nonfinite
+    conversion = "; ".join(f"{f}: {c.get('sign_to_conv', 0)} of {c.get('channels', 0)} gammas negative, sign moved "
+                           f"into the convolution" for f, c in (step.conversion or {}).items()) or "none seen"
+    say(f"  ImageNet init under {norm}: {conversion}")
+    steady = ""
+    if result.get("it_per_s_after_window"):
+        wait = result.get("data_wait_share")
+        steady = (f" ({result['it_per_s_after_window']:.2f} it/s after the first {window}"
+                  + (f", waiting for data {100 * wait:.0f}% of that time" if wait is not None else "") + ")")
+    setup = f" (set-up before the first: {result['setup_s']:.1f} s)" if result["setup_s"] is not None else ""
+    say(f"  {n} iterations in {result['seconds']:.1f} s{setup}: {_fmt(result['it_per_s'], '.2f')} it/s{steady}")
+    for part in ("first", "last"):
+        r = result[part]
+        say(f"  {part} {window}: OHEM loss {_fmt(r['loss'])} (all stages; final stage {_fmt(r['loss_final_stage'])}), "
+            f"plain cross-entropy of the final output {_fmt(r['plain_ce_final'])}")
+    scaler = (f"gradient scaler, scale now {result['loss_scale']:g}" if step.scaler is not None
+              else f"no gradient scaler in {precision.name}")
+    at = f" at iteration(s) {', '.join(map(str, step.skipped_at[:10]))}{' ...' if len(step.skipped_at) > 10 else ''}"
+    say(f"  skipped steps {len(step.skipped_at) if seen else 'n/a'}{at if seen and step.skipped_at else ''} ({scaler}), "
+        f"losses of the steps taken {'finite' if finite else 'NOT FINITE'}"
+        + (f" ({nonfinite} iteration(s) with a non-finite loss, left out of the means)" if nonfinite else "")
+        + f", peak {_fmt_gib(result['peak_gib'])}")
+    return result
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. training steps (and 8. the norm's cost)
+# --------------------------------------------------------------------------------------------
+
+
+def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: float | None, *,
+               norm: str | None = None, channels_last: bool = False) -> dict:
+    """Time ``sizes.steps`` training steps of ``name`` (after ``sizes.warmup``) with ``norm`` (default
+    :func:`single_process_norm`), in channels-last layout when ``channels_last``."""
     from spgnet.analysis.profile import count
     from spgnet.config import get_experiment
     from spgnet.engine.losses import segmentation_loss
@@ -439,19 +818,20 @@ def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: 
 
     experiment = get_experiment(name)
     crop = sizes.crop
-    model_cfg = dataclasses.replace(experiment.model, norm=single_process_norm(), pretrained=None)
+    model_cfg = dataclasses.replace(experiment.model, norm=norm or single_process_norm(), pretrained=None)
     train_cfg = experiment.train
     if train_cfg.ohem:  # the paper's min_kept is per 8-crop batch of 769x769: scale it to this batch
         per_pixel = train_cfg.ohem_min_kept / (8 * 769 * 769)
         train_cfg = dataclasses.replace(train_cfg, ohem_min_kept=max(1, int(per_pixel * batch * crop * crop)))
     torch.manual_seed(0)
-    model = build_model_from_config(model_cfg, device=device).to(device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model_from_config(model_cfg, device=device).to(device, memory_format=fmt).train()
     fallback = single_value_norms_use_running_stats(model)
     optimizer = build_optimizer(model, train_cfg)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)  # disabled: scale() and step() pass through
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, crop, crop, generator=g).to(device)
+    images = torch.randn(batch, 3, crop, crop, generator=g).to(device).contiguous(memory_format=fmt)
     labels = torch.randint(0, model_cfg.num_classes, (batch, crop, crop), generator=g, dtype=torch.uint8)
     labels[:, :, -crop // 10:] = 255  # some ignore, as real crops have
     labels = labels.to(device, non_blocking=True).long()
@@ -481,7 +861,7 @@ def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: 
               "macs_per_crop_forward": macs, "tflops": tflops,
               "percent_of_peak": 100 * tflops / peak if peak else None, "peak_gib": peak_gib(device),
               "losses": values, "finite": all(math.isfinite(v) for v in values), "amp": "float16" if amp else None,
-              "norm": model_cfg.norm,
+              "norm": model_cfg.norm, "channels_last": channels_last,
               "running_stats_fallback": len(fallback)}
     del model, optimizer, images, labels
     if device.type == "cuda":
@@ -507,19 +887,67 @@ def section_train(device: torch.device, sizes: Sizes, budget: Budget, experiment
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            pct = f"{r['percent_of_peak']:.1f}% of peak" if r["percent_of_peak"] is not None else "peak unknown"
-            say(f"  {name} batch {batch} at {r['crop']}x{r['crop']} ({r['norm']}): {r['ms_per_step']:.1f} ms/step, "
-                f"{r['tflops']:.1f} TFLOP/s ({pct}), peak {_fmt_gib(r['peak_gib'])}, "
-                f"losses {'finite' if r['finite'] else 'NOT FINITE'} ({', '.join(f'{v:.3f}' for v in r['losses'])})"
-                + (f"; {r['running_stats_fallback']} norm(s) on running stats" if r["running_stats_fallback"] else ""))
+            say(_step_line(r))
             results.append(r)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     return results
 
 
+def _step_line(r: dict) -> str:
+    pct = f"{r['percent_of_peak']:.1f}% of peak" if r["percent_of_peak"] is not None else "peak unknown"
+    layout = ", channels_last" if r.get("channels_last") else ""
+    return (f"  {r['experiment']} batch {r['batch']} at {r['crop']}x{r['crop']} ({r['norm']}{layout}): "
+            f"{r['ms_per_step']:.1f} ms/step, {r['tflops']:.1f} TFLOP/s ({pct}), peak {_fmt_gib(r['peak_gib'])}, "
+            f"losses {'finite' if r['finite'] else 'NOT FINITE'} ({', '.join(f'{v:.3f}' for v in r['losses'])})"
+            + (f"; {r['running_stats_fallback']} norm(s) on running stats" if r["running_stats_fallback"] else ""))
+
+
+def section_norm_cost(device: torch.device, sizes: Sizes, budget: Budget, name: str = "t9-r50-d256") -> dict:
+    """ms/step of one network with ``batchnorm`` in NCHW and channels-last layout and with
+    ``inplace_abn`` (NCHW), the same step, batch and crop; and the ratios."""
+    saved = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    batch = sizes.batches[0]
+    rows = {}
+    try:
+        for key, norm, channels_last in (("batchnorm", "batchnorm", False), ("batchnorm_channels_last", "batchnorm", True),
+                                         ("inplace_abn", "inplace_abn", False)):
+            if budget.spent():
+                say(f"  {name} {key}: skipped: time budget ({budget.seconds:.0f} s) spent")
+                continue
+            try:
+                rows[key] = train_step(name, batch, device, sizes, peak, norm=norm, channels_last=channels_last)
+            except Exception as err:  # one row's failure must not hide the others
+                say(f"  {name} {key}: FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                rows[key] = {"error": f"{type(err).__name__}: {err}"}
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            say(_step_line(rows[key]))
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+    def ratio(a: str, b: str, field: str = "ms_per_step") -> float | None:
+        x, y = (rows.get(k, {}).get(field) for k in (a, b))
+        return x / y if x is not None and y else None
+
+    ratios = {"channels_last_vs_nchw": ratio("batchnorm_channels_last", "batchnorm"),
+              "inplace_abn_vs_batchnorm": ratio("inplace_abn", "batchnorm"),
+              "inplace_abn_vs_batchnorm_channels_last": ratio("inplace_abn", "batchnorm_channels_last"),
+              "peak_inplace_abn_vs_batchnorm": ratio("inplace_abn", "batchnorm", "peak_gib")}
+    words = {"channels_last_vs_nchw": "batchnorm channels_last / NCHW",
+             "inplace_abn_vs_batchnorm": "inplace_abn / batchnorm (both NCHW)",
+             "inplace_abn_vs_batchnorm_channels_last": "inplace_abn / batchnorm channels_last (as spgnet train runs each)",
+             "peak_inplace_abn_vs_batchnorm": "peak memory inplace_abn / batchnorm"}
+    say("  ratios: " + "; ".join(f"{words[k]} {v:.2f}" for k, v in ratios.items() if v is not None))
+    return {"rows": rows, "ratios": ratios}
+
+
 # --------------------------------------------------------------------------------------------
-# 5. inference as spgnet evaluate runs it
+# 7. inference as spgnet evaluate runs it
 # --------------------------------------------------------------------------------------------
 
 
@@ -563,7 +991,7 @@ def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: 
 
 
 # --------------------------------------------------------------------------------------------
-# 6. data loading
+# 9. data loading
 # --------------------------------------------------------------------------------------------
 
 
@@ -592,22 +1020,40 @@ def section_data_loading(device: torch.device, sizes: Sizes, budget: Budget) -> 
 
 
 def run_sections(args) -> dict:
+    """Run the sections of :data:`SECTIONS` that ``args.only`` names (all when None), in that order."""
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sizes = TINY if args.tiny else Sizes()
     budget = Budget(args.budget_s)
     experiments = args.experiments or (EXPERIMENTS[:1] if args.tiny else EXPERIMENTS)
-    report = {"device": str(device), "tiny": bool(args.tiny), "budget_s": args.budget_s, "sections": {}}
-    sections = (
-        ("environment", lambda: section_environment(device, args), False),
-        ("inplace_abn", lambda: section_inplace_abn(device, sizes), False),
-        ("ddp", lambda: section_ddp(device, sizes), True),
-        ("train_step", lambda: section_train(device, sizes, budget, experiments), True),
-        ("inference", lambda: section_inference(device, sizes, budget), True),
-        ("data_loading", lambda: section_data_loading(device, sizes, budget), False),
-    )
-    for name, run, needs_cuda in sections:
+    only = getattr(args, "only", None)
+    report = {"device": str(device), "tiny": bool(args.tiny), "budget_s": args.budget_s,
+              "only": list(only) if only else None, "sections": {}}
+    runs = {
+        "environment": lambda: section_environment(device, args),
+        "inplace_abn": lambda: section_inplace_abn(device, sizes),
+        "imagenet_init": lambda: section_imagenet_init(device, sizes),
+        "ddp": lambda: section_ddp(device, sizes),
+        "train_run": lambda: section_train_run(device, sizes, budget, getattr(args, "train_run_s", None)),
+        "train_step": lambda: section_train(device, sizes, budget, experiments),
+        "inference": lambda: section_inference(device, sizes, budget),
+        "norm_cost": lambda: section_norm_cost(device, sizes, budget),
+        "data_loading": lambda: section_data_loading(device, sizes, budget),
+    }
+    assert tuple(runs) == SECTIONS
+    selected = [name for name in SECTIONS if not only or name in only]
+    if args.wheels and "environment" not in selected:  # the other sections need what it installs
+        say(f"== wheels ({budget.elapsed():.0f} s)")
+        try:
+            report["wheels"] = install_wheels(Path(args.wheels), Path(args.site))
+            for line in report["wheels"]:
+                say(f"  {line}")
+        except Exception as err:
+            say(f"  FAILED: {type(err).__name__}: {err}")
+            report["wheels"] = {"error": f"{type(err).__name__}: {err}"}
+    for name in selected:
         say(f"== {name} ({budget.elapsed():.0f} s)")
+        needs_cuda = name in CUDA_SECTIONS
         if needs_cuda and not cuda and not args.cpu_standins:
             say("  skipped: no CUDA")
             report["sections"][name] = "skipped: no CUDA"
@@ -620,15 +1066,23 @@ def run_sections(args) -> dict:
             continue
         started = time.perf_counter()
         try:
-            report["sections"][name] = run()
+            report["sections"][name] = runs[name]()
         except Exception as err:  # each section reports its own failure; the next one runs
             say(f"  FAILED: {type(err).__name__}: {err}")
             say("  " + "".join(traceback.format_exc().splitlines(keepends=True)[-6:]).replace("\n", "\n  ").rstrip())
             report["sections"][name] = {"error": f"{type(err).__name__}: {err}"}
         say(f"  ({time.perf_counter() - started:.1f} s)")
+        _write_report(getattr(args, "json", None), report)  # a run cut short keeps what it measured
     report["seconds"] = budget.elapsed()
     say(f"== done in {report['seconds']:.0f} s")
     return report
+
+
+def _write_report(path: str | None, report: dict) -> None:
+    if path:
+        from spgnet.atomic import write_json
+
+        write_json(Path(path), json.loads(json.dumps(report, default=str)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -656,16 +1110,21 @@ def _check(argv: list[str] | None) -> int:
     parser.add_argument("--site", default=os.path.join(tempfile.gettempdir(), "spgnet-gpu-check-site"),
                         help="where --wheels installs (default: a folder in the temp dir)")
     parser.add_argument("--experiments", nargs="*", help=f"training-step rows (default: {' '.join(EXPERIMENTS)})")
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--only", nargs="+", metavar="SECTION",
+                        help=f"run only these sections (still in the order {' '.join(SECTIONS)})")
+    parser.add_argument("--train-run-s", type=float,
+                        help="train_run: seconds of training (default 90; a few steps with --tiny)")
+    parser.add_argument("--json", help="also write every figure to this JSON file (after every section)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only or () if name not in SECTIONS]
+    if unknown:
+        print(f"gpu_check: unknown section '{unknown[0]}' (valid: {', '.join(SECTIONS)})", file=sys.stderr, flush=True)
+        return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         say(f"--device {args.device}: no CUDA device here; the CUDA sections are skipped (try --device cpu --tiny)")
         args.device = "cpu"
     report = run_sections(args)
-    if args.json:
-        from spgnet.atomic import write_json
-
-        write_json(Path(args.json), json.loads(json.dumps(report, default=str)))
+    _write_report(args.json, report)
     return 0
 
 
