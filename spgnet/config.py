@@ -50,6 +50,11 @@ PROFILES_DIR = PARAMS_DIR / "profiles"
 # --------------------------------------------------------------------------------------------
 
 
+#: ``field(metadata=NOT_HASHED)``: a setting that does not change the trained network (or the
+#: evaluation), left out of :func:`config_hash`.
+NOT_HASHED = {"hash": None}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one network (Sections 3.1-3.4, Tables 3-7, 9, 11, 12)."""
@@ -109,12 +114,16 @@ class TrainConfig:
     # ... counted over the global batch ("batch") or over each process's crops ("process")
     ohem_scope: OhemScope = "batch"
     aux_weight: NonNegativeFloat = 1.0  # weight of each earlier stage's loss
-    checkpoint_every: PositiveInt = 5000
-    log_every: PositiveInt = 50
-    workers: NonNegativeInt = 4
-    device: Device = "cuda"  # "cpu", "cuda" or "cuda:N"
+    # How the machine runs the training, not what it trains: outside the configuration hash
+    # (config_hash), so a job requeued on another node (fewer cores, another GPU index, other
+    # intervals) resumes its checkpoint; the device's type stays in it (it decides the precision).
+    checkpoint_every: PositiveInt = field(default=5000, metadata=NOT_HASHED)
+    log_every: PositiveInt = field(default=50, metadata=NOT_HASHED)
+    workers: NonNegativeInt = field(default=4, metadata=NOT_HASHED)
+    device: Device = field(default="cuda", metadata={"hash": lambda device: str(device).split(":")[0]})  # "cpu", "cuda" or "cuda:N"
     amp: Amp = "auto"  # "auto" (mixed precision where the device runs it natively), true or false
-    val_every: NonNegativeInt = 0  # evaluate on the val split every N iterations and keep best.pt (0: never)
+    # evaluate on the val split every N iterations and keep best.pt (0: never); changes no weight
+    val_every: NonNegativeInt = field(default=0, metadata=NOT_HASHED)
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,7 @@ class EvalConfig:
     # scale; the mini profile keeps 0.75-1.25 of Sec. 4.4's 0.75-2.0, a quarter of the pixels);
     # `--set eval.scales=[...]` is used as given (resolve). Not hashed: the scales it leaves are, so
     # changing it reruns only the evaluations whose scales change.
-    max_scale: PositiveFloat | None = field(default=None, metadata={"hash": lambda _: None})
+    max_scale: PositiveFloat | None = field(default=None, metadata=NOT_HASHED)
 
 
 @dataclass(frozen=True)
@@ -485,9 +494,13 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
 
 
 def config_hash(*sections) -> str:
-    """Short stable hash of dataclass sections (used to find rows that share a training run). A field
-    with ``metadata={"hash": f}`` contributes ``f(value)`` (``ModelConfig.pretrained``: whether the
-    encoders start from ImageNet weights, not where the files lie)."""
+    """Short stable hash of dataclass sections: what a checkpoint must share with a run that
+    resumes it, which rows share a training run, and (with the data source) Snakemake's rerun
+    trigger. It holds the settings that change the trained network. A field with
+    ``metadata={"hash": f}`` contributes ``f(value)``: ``ModelConfig.pretrained`` whether the
+    encoders start from ImageNet weights, not where the files lie; ``TrainConfig.device`` its type;
+    :data:`NOT_HASHED` fields (workers, logging, checkpoint and validation intervals, a profile's
+    scale cap) nothing (``tests/test_config_hash.py`` lists every field as in or out)."""
     payload = json.dumps([_hashed_fields(s) for s in sections], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -495,7 +508,11 @@ def config_hash(*sections) -> str:
 def _hashed_fields(section) -> dict:
     values = dataclasses.asdict(section)
     for f in fields(section):
-        if "hash" in f.metadata:
+        if "hash" not in f.metadata:
+            continue
+        if f.metadata["hash"] is None:  # NOT_HASHED: left out, so adding one changes no hash
+            del values[f.name]
+        else:
             values[f.name] = f.metadata["hash"](values[f.name])
     return values
 

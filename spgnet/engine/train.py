@@ -454,11 +454,30 @@ def _final_metrics(run: _Run) -> dict:
         "skipped_steps": state.skipped,
         "best": state.best,
         "norm_layer": _norm_layer_name(run.model),
+        "schedule": _schedule_record(cfg),
+        "data": _data_record(cfg),
         "segments": state.segments,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "checkpoint": CHECKPOINT_NAME,
     }
+
+
+def _schedule_record(cfg: RunConfig) -> dict:
+    """The schedule this run trained with, as the report compares it with a profile's
+    (:mod:`spgnet.analysis.report.provenance`)."""
+    t = cfg.train
+    return {"dataset": t.dataset, "split": t.split, "crop": t.crop, "batch_size": t.batch_size,
+            "iterations": t.iterations, "device": t.device}
+
+
+def _data_record(cfg: RunConfig) -> dict:
+    """Where the training data came from: its root, and whether ``spgnet make-synthetic`` wrote it
+    (its manifest is there), whatever the profile calls it."""
+    from spgnet.data.synthetic import MANIFEST
+
+    root = cfg.data.path()
+    return {"root": str(root), "synthetic": (root / MANIFEST).is_file()}
 
 
 def _write_results(run: _Run, metrics: dict, tracker, *, log_model: bool = True) -> None:
