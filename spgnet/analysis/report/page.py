@@ -10,6 +10,7 @@ from pathlib import Path
 
 from spgnet.analysis.report.files import _show
 from spgnet.analysis.report.markdown import to_markdown
+from spgnet.analysis.report.provenance import MARK, data_is_synthetic
 from spgnet.analysis.report.tables import PAPER, THIS_RUN, TableReport
 
 
@@ -46,16 +47,21 @@ class Report(TableReport):
                 s = source.synthetic
                 kind = (f"synthetic ({s.get('kind', name)} layout, {s.get('height')}x{s.get('width')}, "
                         f"{s.get('num_train')} train / {s.get('num_val')} val / {s.get('num_test')} test images)")
+            elif data_is_synthetic(source.path()):
+                kind = ("synthetic: `spgnet make-synthetic` wrote this tree (its manifest is there), though "
+                        "the profile reads it as real data")
             else:
                 kind = "real data"
             datasets.append(f"{name}: `{source.root}`, {kind}")
         schedule = []
         for run, cfg in self.plan.runs.items():
             t = cfg.train
+            found = self.run_deviations(run)
             schedule.append({
                 "Run": f"`{run}`", "Data set": t.dataset, "Split": t.split, "Iterations": t.iterations,
                 "Batch": t.batch_size, "Crop": t.crop, "LR": t.lr, "OHEM": "✓" if t.ohem else "×",
                 "Device": t.device, "Norm": cfg.model.norm,
+                "As run": "not run yet" if found is None else (f"{MARK} {', '.join(found)}" if found else "as planned"),
             })
         _rows, data, _problem = self.profile_rows()
         return {
@@ -67,7 +73,7 @@ class Report(TableReport):
             "results": _show(self.results),
             "convention": (data or {}).get("convention"),
             "torch": (data or {}).get("torch"),
-            "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l"]),
+            "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l", "l"]),
         }
 
     def seeds_text(self) -> str:

@@ -16,6 +16,7 @@ from spgnet.analysis.report.cells import (
 )
 from spgnet.analysis.report.files import Problems, ResultFiles, _show
 from spgnet.analysis.report.markdown import _section
+from spgnet.analysis.report.provenance import MARK, marked, run_deviations
 from spgnet.analysis.report.references import ABOVE_HEAD, References
 from spgnet.config import Experiment, load_registry, resolve, table_order
 
@@ -63,6 +64,7 @@ class TableReport:
         self.registry = registry if registry is not None else load_registry()
         self._profile_rows = None
         self._measured: dict[str, Measured] = {}
+        self._deviations: dict[str, list[str] | None] = {}
         self.references = References(self)
 
     # ---- profile.json ------------------------------------------------------------------
@@ -158,7 +160,7 @@ class TableReport:
         m = self.measured(exp)
         if m.status != "ok":
             return m.text
-        return _seeds_cell(m.miou, m.missing, decimals)
+        return marked(_seeds_cell(m.miou, m.missing, decimals), self.exp_deviations(exp))
 
     def above_cell(self, exp: Experiment) -> str:
         """How far the row's mean mIoU is above its references (:mod:`.references`)."""
@@ -180,7 +182,35 @@ class TableReport:
         if m.status != "ok":
             return m.short
         values = m.per_class.get(name)
-        return _mean_std(values, decimals) if values else "n/a"
+        if not values:
+            return "n/a"
+        return f"{_mean_std(values, decimals)} {MARK}" if self.exp_deviations(exp) else _mean_std(values, decimals)
+
+    # ---- does each result come from the run the profile describes? ---------------------
+    def run_deviations(self, run: str) -> list[str] | None:
+        """How the seeds' recorded runs of ``run`` (``train_metrics.json``) differ from this
+        profile's settings for it (:func:`.provenance.run_deviations`; the seeds' differences
+        together); None when no seed has a record."""
+        if run not in self._deviations:
+            cfg = self.plan.runs[run]
+            source = self.profile.datasets.get(cfg.train.dataset)
+            synthetic = source is not None and source.synthetic is not None
+            found, recorded = [], False
+            for seed in self.plan.seeds_of_run(run):
+                path = self.files.path(f"{self.plan.run_dir(run, seed)}/train_metrics.json")
+                if not path.is_file():
+                    continue
+                data, problem = self.files.read(path)
+                if data is not None:
+                    recorded = True
+                    found += [d for d in run_deviations(data, cfg, synthetic) if d not in found]
+            self._deviations[run] = found if recorded else None
+        return self._deviations[run]
+
+    def exp_deviations(self, exp: Experiment) -> list[str]:
+        """:meth:`run_deviations` of the run a row is evaluated from (none when unknown)."""
+        evaluation = self.plan.evaluations.get(exp.name)
+        return (self.run_deviations(evaluation.run) or []) if evaluation is not None else []
 
     # ---- tables ------------------------------------------------------------------------
     def sections(self) -> list[dict]:
