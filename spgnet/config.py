@@ -111,8 +111,9 @@ class TrainConfig:
     ohem_threshold: Probability = 0.7
     ohem_min_kept: NonNegativeInt = 100000
     ohem_top_k: Probability = 0.2
-    # ... counted over the global batch ("batch") or over each process's crops ("process")
-    ohem_scope: OhemScope = "batch"
+    # ... counted over each process's crops ("process": what the code bases OHEM cites do, one GPU at
+    # a time; docs/recipe.md) or over the global batch ("batch": the same whatever the split of crops)
+    ohem_scope: OhemScope = "process"
     aux_weight: NonNegativeFloat = 1.0  # weight of each earlier stage's loss
     # How the machine runs the training, not what it trains: outside the configuration hash
     # (config_hash), so a job requeued on another node (fewer cores, another GPU index, other
@@ -358,27 +359,51 @@ class Profile:
 
 
 _PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
+#: A profile file's key naming the profile it overrides (not a :class:`Profile` field).
+PROFILE_BASE_KEY = "base"
 
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def load_profile(name: str, data_root: str | None = None) -> Profile:
-    """Read ``params/profiles/<name>.yaml``; ``data_root`` replaces every dataset root's
-    ``${data_root}`` placeholder (the paper profile's roots are relative to it)."""
+def raw_profile(name: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    """The settings of ``params/profiles/<name>.yaml`` as a mapping, with its ``base`` profile's
+    merged under them (:func:`deep_merge`: the file's keys replace the base's, mapping by mapping;
+    the base's own ``base`` first, if it names one), and the file's path."""
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.exists():
+        if seen:
+            raise ConfigError(f"{PROFILES_DIR / (seen[-1] + '.yaml')}: key '{PROFILE_BASE_KEY}': unknown profile "
+                              f"'{name}' (valid profiles: {', '.join(available_profiles())})")
         raise ConfigError(f"unknown profile '{name}' (valid profiles: {', '.join(available_profiles())})")
     raw = _load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings")
-    unknown = sorted(set(raw) - _PROFILE_KEYS)
+    unknown = sorted(set(raw) - _PROFILE_KEYS - {PROFILE_BASE_KEY})
     if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(_PROFILE_KEYS))})")
+        valid = sorted(_PROFILE_KEYS | {PROFILE_BASE_KEY})
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (valid keys: {', '.join(valid)})")
+    if PROFILE_BASE_KEY not in raw:
+        return raw, path
+    base = raw.pop(PROFILE_BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: key '{PROFILE_BASE_KEY}': expected the name of a profile, got {ascii(base)}")
+    if base == name or base in seen:
+        raise ConfigError(f"{path}: key '{PROFILE_BASE_KEY}': profile '{name}' has a cyclic '{PROFILE_BASE_KEY}' chain")
+    base_raw, _ = raw_profile(base, seen + (name,))
+    return deep_merge(base_raw, raw), path
+
+
+def load_profile(name: str, data_root: str | None = None) -> Profile:
+    """Read ``params/profiles/<name>.yaml`` (on top of the profile its ``base`` key names, if any:
+    :func:`raw_profile`); ``data_root`` replaces every dataset root's ``${data_root}`` placeholder
+    (the paper profile's roots are relative to it)."""
+    raw, path = raw_profile(name)
     # an empty key (``seeds:``, ``experiments: []``) means its default
     values = {"description": "", **{k: v for k, v in raw.items() if v not in (None, [], {})}, "name": name}
     profile = validate(Profile, values, str(path))
+    _check_processes(profile.resources, path)
     datasets = {}
     for dataset, source in profile.datasets.items():
         if "${data_root}" in source.root:
@@ -404,6 +429,23 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
         for exp in profile.experiments:
             get_experiment(exp)  # fails with the list of valid names
     return profile
+
+
+def _check_processes(resources: dict, path: Path) -> None:
+    """``resources.<kind>.processes`` is the process count of a CPU training job (``gpus: 0``;
+    ``torchrun`` on the CPU, :func:`spgnet.gpu_slots.launcher`): with GPUs a job runs one process
+    per GPU, and only training runs several."""
+    for kind, spec in resources.items():
+        processes = spec.get("processes")
+        if processes is None:
+            continue
+        if kind != "train" and processes != 1:
+            raise ConfigError(f"{path}: key 'resources.{kind}.processes': only train jobs run several processes, "
+                              f"got {processes}")
+        gpus = spec.get("gpus", 0)
+        if gpus > 0 and processes != gpus:
+            raise ConfigError(f"{path}: key 'resources.{kind}.processes': a GPU job runs one process per GPU "
+                              f"(gpus: {gpus}); processes is for CPU jobs (gpus: 0), got {processes}")
 
 
 def _weights_root(value, path: Path) -> str | None:

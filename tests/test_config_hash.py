@@ -28,7 +28,7 @@ TRAIN = {
     "weight_decay_norm": (IN, 0.0), "weight_decay_bias": (IN, 0.0), "lr_mult_new_layers": (IN, 10.0),
     "poly_power": (IN, 1.0), "scale_min": (IN, 0.75), "scale_max": (IN, 1.75), "scale_step": (IN, 0.125),
     "ohem": (IN, True), "ohem_rule": (IN, "top_k"), "ohem_threshold": (IN, 0.6), "ohem_min_kept": (IN, 200000),
-    "ohem_top_k": (IN, 0.3), "ohem_scope": (IN, "process"), "aux_weight": (IN, 0.4),
+    "ohem_top_k": (IN, 0.3), "ohem_scope": (IN, "batch"), "aux_weight": (IN, 0.4),
     "checkpoint_every": (OUT, 1000), "log_every": (OUT, 10), "workers": (OUT, 16),
     "device": (IN, "cpu"),  # its type decides the precision; the index does not count (below)
     "amp": (IN, False),  # float16 vs float32 changes the numbers the network is trained with

@@ -186,7 +186,8 @@ _GAP_SCRIPT = _SCRIPT_COMMON + textwrap.dedent(
 
 
     out, norm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ohem = dict(ohem=True, ohem_threshold=0.3, ohem_min_kept=int(sys.argv[4])) if len(sys.argv) > 4 else {}
+    # OHEM over the global batch: the scope under which the split of crops changes nothing
+    ohem = dict(ohem=True, ohem_threshold=0.3, ohem_min_kept=int(sys.argv[4]), ohem_scope="batch") if len(sys.argv) > 4 else {}
     cfg = resolve("t3-spg-sigmoid", "mini", model={"norm": norm, "num_classes": 3},
                   train=dict(iterations=3, batch_size=batch, checkpoint_every=3, log_every=1, workers=0,
                              device="cpu", amp=False, **ohem))

@@ -281,7 +281,7 @@ def test_top_k_beyond_the_labelled_pixels_keeps_them_all_and_averages_over_them(
 def test_ohem_rule_and_scope_settings_choose_the_term():
     t = dataclasses.replace(resolve("t8-r50-ohem", "mini").train, ohem_min_kept=3, ohem_threshold=0.2,
                             ohem_top_k=0.25)
-    assert (t.ohem_rule, t.ohem_scope) == ("threshold", "batch")  # the defaults
+    assert (t.ohem_rule, t.ohem_scope) == ("threshold", "process")  # the defaults
     logits, target = _logits_with_true_prob([0.1, 0.3, 0.5, 0.8, 0.9, 0.95])
     threshold = stage_loss(logits, target, t)
     assert threshold.item() == pytest.approx(ohem_cross_entropy(logits, target, 0.2, 3).item())
@@ -290,7 +290,7 @@ def test_ohem_rule_and_scope_settings_choose_the_term():
     assert top_k.item() != pytest.approx(threshold.item())
     # one process: the scope changes nothing (the 2-process case: tests/test_distributed.py)
     for rule in ("threshold", "top_k"):
-        batch = dataclasses.replace(t, ohem_rule=rule)
+        batch = dataclasses.replace(t, ohem_rule=rule, ohem_scope="batch")
         process = dataclasses.replace(batch, ohem_scope="process")
         assert stage_loss(logits, target, process).item() == stage_loss(logits, target, batch).item()
     assert stage_loss(logits, target, dataclasses.replace(t, ohem=False, ohem_rule="top_k")).item() == pytest.approx(

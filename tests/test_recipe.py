@@ -61,7 +61,10 @@ def test_values_are_the_paper_profiles(cfgs):
             assert sorted(e for _value, rows in grouped for e in rows) == sorted(e for _l, e in recipe.ROWS)
     # what the texts quote comes from the configs: 100000 of 8 x 769^2 pixels
     share = cityscapes.train.ohem_min_kept / (cityscapes.train.batch_size * cityscapes.train.crop ** 2)
-    assert f"{100 * share:.1f}% of a Cityscapes batch" in items["OHEM threshold rule: threshold and minimum kept"]["why"]
+    why = items["OHEM threshold rule: threshold and minimum kept"]["why"]
+    assert f"{100 * share:.1f}% of a whole Cityscapes batch" in why
+    per_crop = cityscapes.train.ohem_min_kept / cityscapes.train.crop ** 2  # 8 GPUs x 1 crop: per process
+    assert f"{100 * per_crop:.1f}% of one {cityscapes.train.crop}^2 crop" in why
 
 
 def test_every_alternative_setting_named_is_a_valid_set_item(cfgs):
@@ -80,7 +83,7 @@ def test_the_required_alternatives_are_settings(cfgs):
     """Issue 19: the OHEM rule and scope, norm / bias decay, the new layers' rate, Table 1's flip,
     Person-Part's scales and flip, VOC's rate and padding each switch with one --set."""
     text = " ".join(item["alternative"] for item in recipe.entries(cfgs))
-    for setting in ("train.ohem_rule=top_k", "train.ohem_scope=process", "train.weight_decay_norm=0",
+    for setting in ("train.ohem_rule=top_k", "train.ohem_scope=batch", "train.weight_decay_norm=0",
                     "train.weight_decay_bias=0", "train.lr_mult_new_layers=10", "train.lr=0.007",
                     "eval.flip=true", "eval.scales=[0.5,0.75,1.0,1.25,1.5,1.75]", "eval.pad_to=513"):
         assert f"`{setting}" in text or f" {setting}" in text, setting

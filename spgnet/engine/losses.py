@@ -42,15 +42,17 @@ get exactly the loss above.
 Processes. Under ``torchrun`` each process holds part of the global batch (3 or 4 of 28 crops on 8
 GPUs, 1 of 8, ...). With ``sync=True`` every mean above is taken over the global batch, not over
 the process's crops: a process returns ``sum of its pixels' terms / number of pixels over all
-processes`` (its *share*; the shares add up to the global mean), and OHEM's ``min_kept`` and
-raised threshold (or top-k's ``k``) apply to the global batch (each process all-gathers only its
-``min_kept`` / ``k`` hardest values). The trainer backpropagates ``world_size x share``, so DDP's
-gradient average is the gradient of the global mean: the same training whatever the split of
-crops over processes (``8x1``, ``4x2``, ``1x8``, uneven shares). ``train.ohem_scope: process``
-instead mines each process's crops on their own, as PSPNet-style code run per GPU does (CCNet's
-``DataParallelCriterion``): ``min_kept`` / ``k`` count that process's pixels, and its OHEM term is
-the mean over its own kept pixels divided by ``world_size`` (summed over processes: the mean of
-the per-process means). With one process the two scopes are the same.
+processes`` (its *share*; the shares add up to the global mean). The trainer backpropagates
+``world_size x share``, so DDP's gradient average is the gradient of the global mean. OHEM, by
+``train.ohem_scope``: ``process`` (the default) mines each process's crops on their own, as the
+code bases the paper's OHEM follows do, one GPU or clone at a time (CCNet under DDP, TensorFlow
+DeepLab's per-clone top-k, detectron2's ``DeepLabCE``): ``min_kept`` / ``k`` count that process's
+pixels, and its OHEM term is the mean over its own kept pixels divided by ``world_size`` (summed
+over processes: the mean of the per-process means); on the paper's 8 GPUs x 1 crop that is
+``min_kept`` per crop. ``batch`` applies ``min_kept`` and the raised threshold (or top-k's ``k``)
+to the global batch (each process all-gathers only its ``min_kept`` / ``k`` hardest values): the
+same training whatever the split of crops over processes (``8x1``, ``4x2``, ``1x8``, uneven
+shares). With one process the two scopes are the same.
 """
 
 from __future__ import annotations

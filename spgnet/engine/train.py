@@ -32,9 +32,10 @@ iteration on (the learning rate jumps up once), everything else must be unchange
 Processes: ``torchrun --nproc_per_node=G -m spgnet train ...`` (DistributedDataParallel). Each
 iteration's global batch of ``train.batch_size`` crops is dealt out to the processes
 (``batch[rank::G]``: 28 crops on 8 GPUs give 4 crops to ranks 0-3 and 3 to ranks 4-7), every loss
-is the mean over the global batch (OHEM's ``min_kept`` included, unless ``train.ohem_scope:
-process``; see :mod:`spgnet.engine.losses`) and InPlaceABNSync merges batch statistics over the
-processes, so ``8x1``, ``4x2`` and ``1x8`` train the same network. Two CPU processes with gloo work as well (CI).
+is the mean over the global batch and InPlaceABNSync merges batch statistics over the processes,
+so ``8x1``, ``4x2`` and ``1x8`` train the same network, but for OHEM, which mines each process's
+crops (``train.ohem_scope: process``, the default; ``batch`` mines the global batch; see
+:mod:`spgnet.engine.losses`). Two CPU processes with gloo work as well (CI).
 
 Precision (``train.amp``, :mod:`spgnet.engine.precision`): float16 autocast with a gradient scaler
 on CUDA (a step whose loss or gradients overflow is skipped and the scale lowered; only

@@ -1,6 +1,6 @@
 """ImageNet weights per backbone: torchvision's own files, under their own names, in ``weights_root``.
 
-The paper fine-tunes ImageNet-pretrained encoders (Sec. 4.2). Every backbone a run needs reads the
+The paper fine-tunes ImageNet-pretrained encoders (implied by Sec. 3.2). Every backbone a run needs reads the
 file torchvision publishes for it, from one folder, ``weights_root`` (the profile's
 ``weights_root``, Snakemake's ``--config weights_root=DIR``, ``spgnet train --weights-root DIR``),
 under the name torchvision gives it: the last part of ``<Model>_Weights.IMAGENET1K_V1.url``
