@@ -118,13 +118,6 @@ def describe_pretrained(model_cfg) -> dict:
     return describe_weights(model_cfg)
 
 
-def with_norm_conversions(pretrained: dict, model: nn.Module) -> dict:
-    """``pretrained`` plus, per file, the norm channels its loading converted for Inplace-ABN
-    (:func:`spgnet.models.weights.with_norm_conversions`)."""
-    from spgnet.models.weights import with_norm_conversions as add
-
-    return add(pretrained, model)
-
 
 def _norm_layer_name(model: nn.Module) -> str:
     names = sorted({type(m).__name__ for m in model.modules()
@@ -256,7 +249,9 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
         from spgnet.models import build_model_from_config
 
         model = build_model_from_config(cfg.model, device=device)
-    if not checkpoint:
+    if not checkpoint:  # what loading each ImageNet file converted for Inplace-ABN
+        from spgnet.models.weights import with_norm_conversions
+
         pretrained = with_norm_conversions(pretrained, model)
     if info.distributed and device.type == "cpu" and cfg.model.norm == "inplace_abn_sync":
         model = distributed.convert_inplace_abn_sync(model)
