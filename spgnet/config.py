@@ -349,7 +349,7 @@ class Profile:
     train: dict = field(default_factory=dict)  # ... of the train section
     eval: dict = field(default_factory=dict)  # ... of the eval section
     dataset_overrides: dict[DatasetName, DatasetOverrides] = field(default_factory=dict)  # {dataset: {train: {...}}}
-    resources: dict[RuleKind, ResourceSpec] = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus
+    resources: dict[RuleKind, ResourceSpec] = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus / processes
     report_dir: str = "reports"  # where tables.md and figures/ are written
     tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
     weights_root: str | None = None  # folder of torchvision's ImageNet files; None: random init

@@ -147,6 +147,9 @@ class ResourceSpec(TypedDict, total=False):
     threads: PositiveInt
     mem_mb: PositiveInt
     gpus: NonNegativeInt
+    # processes of a CPU job (gpus: 0; train only): torchrun --nproc_per_node N on the CPU, each
+    # process with threads / N OpenMP threads (default 1; with GPUs, one process per GPU)
+    processes: PositiveInt
 
 
 class DatasetOverrides(TypedDict, total=False):

@@ -27,8 +27,9 @@ Under SLURM (``SLURM_JOB_ID`` set) the scheduler has already given the job its G
 the wrapper only checks that there are at least ``N`` when the variable is set.
 
 :func:`launcher` writes the command prefix the Snakemake rules put in front of a ``spgnet`` verb:
-plain ``spgnet`` without GPUs, the wrapper for one GPU, the wrapper and ``torchrun --standalone
---nproc_per_node N`` (one process per GPU, DDP; ``spgnet.engine.distributed``) for several.
+plain ``spgnet`` without GPUs (``torchrun`` without the wrapper for a CPU job of several processes),
+the wrapper for one GPU, the wrapper and ``torchrun --standalone --nproc_per_node N`` (one process
+per GPU, DDP; ``spgnet.engine.distributed``) for several.
 """
 
 from __future__ import annotations
@@ -210,16 +211,21 @@ def _busy_text(busy: Mapping[str, str]) -> str:
     return ", ".join(f"GPU {gpu} held by pid {pid}" for gpu, pid in busy.items())
 
 
-def launcher(gpus: int, gpus_field: str = "{resources.gpu}") -> str:
+def launcher(gpus: int, gpus_field: str = "{resources.gpu}", processes: int = 1) -> str:
     """The words a Snakemake rule puts where ``spgnet`` would stand, for a job of ``gpus`` GPUs.
 
-    ``0``: ``spgnet`` (CPU profiles keep their plain command lines); ``1``: the slot wrapper around
-    ``spgnet``; more: the wrapper around ``torchrun --standalone --nproc_per_node N -m spgnet``,
-    one process per GPU. ``gpus_field`` is written in place of the number (by default Snakemake's
-    ``{resources.gpu}``, so ``--resources gpu=K`` below the profile's count gives ``K`` processes
-    and the rule's code, hence Snakemake's rerun trigger, does not depend on ``K``).
+    ``0``: ``spgnet`` (CPU profiles keep their plain command lines), or with ``processes`` N > 1
+    (a profile's ``resources.train.processes``: the paper path rehearsed on a CPU)
+    ``torchrun --standalone --nproc_per_node N -m spgnet`` without the slot wrapper (gloo, no GPU to
+    hand out); ``1``: the slot wrapper around ``spgnet``; more: the wrapper around ``torchrun
+    --standalone --nproc_per_node N -m spgnet``, one process per GPU. ``gpus_field`` is written in
+    place of the number (by default Snakemake's ``{resources.gpu}``, so ``--resources gpu=K``
+    below the profile's count gives ``K`` processes and the rule's code, hence Snakemake's rerun
+    trigger, does not depend on ``K``).
     """
     if gpus <= 0:
+        if processes > 1:
+            return f"torchrun --standalone --nproc_per_node {processes} -m spgnet"
         return "spgnet"
     wrap = f"python -m spgnet.gpu_slots --gpus {gpus_field} --"
     if gpus == 1:

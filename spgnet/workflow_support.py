@@ -39,9 +39,14 @@ def check_config(config: dict, schema_path: str | Path | None = None) -> None:
 
 
 def resources_for(profile_resources: dict, kind: str) -> dict:
-    """threads / mem_mb / gpu of a rule kind ('train', 'evaluate', 'light') under a profile."""
+    """threads / mem_mb / gpu / processes of a rule kind ('train', 'evaluate', 'light') under a
+    profile. ``processes``: how many processes a job of that kind runs on the CPU (``gpus: 0``;
+    the profile's ``processes``, default 1); with GPUs it is the GPU count (one process per GPU)."""
     spec = dict(profile_resources.get(kind) or {})
-    return {"threads": int(spec.get("threads", 1)), "mem_mb": int(spec.get("mem_mb", 2000)), "gpu": int(spec.get("gpus", 0))}
+    gpu = int(spec.get("gpus", 0))
+    processes = gpu if gpu > 0 else int(spec.get("processes", 1))
+    return {"threads": int(spec.get("threads", 1)), "mem_mb": int(spec.get("mem_mb", 2000)), "gpu": gpu,
+            "processes": processes}
 
 
 def check_data_roots(plan) -> None:

@@ -291,7 +291,7 @@ def test_workflow_config_accepts_what_people_type(given, expected):
     ({"seeds": "-1"}, "config: key 'seeds' (item 0): input should be greater than or equal to 0, got -1"),
     ({"seeds": []}, "config: key 'seeds': tuple should have at least 1 item after validation, not 0, got []"),
     ({"profle": "mini"}, "config: unknown key 'profle' (valid keys: data_root, dvc_lock, profile, seeds, set, weights_root)"),
-    ({"profile": "nope"}, "config: key 'profile': unknown profile 'nope' (valid: mini, paper, smoke)"),
+    ({"profile": "nope"}, "config: key 'profile': unknown profile 'nope' (valid: mini, paper, rehearsal, smoke)"),
 ])
 def test_workflow_config_errors_are_one_line(given, message):
     with pytest.raises(ConfigError) as err:

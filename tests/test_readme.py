@@ -46,6 +46,8 @@ BIN = Path(sys.executable).parent
 HOW: dict[str, str] = {
     "make reproduce": "make",
     "make test": "make",
+    "make rehearse": "make",  # the CPU rehearsal: its recipe (make -n)
+    "make rehearse-slice": "make",
     "spgnet": "help",
     "python -m spgnet": "help",
     "torchrun": "help",  # torchrun's own options, then the `-m spgnet VERB ...` it starts
@@ -166,9 +168,10 @@ def _make(words: list[str]) -> None:
     if target == "reproduce":
         result = _run([*words, "PROFILE=smoke", "SNAKEMAKE_ARGS=-n --forceall"])
         assert result.returncode == 0 and "This was a dry-run" in result.stdout, (result.stderr + result.stdout)[-3000:]
-    else:  # `make test` would run this very suite: print its recipe instead
+    else:  # `make test` would run this very suite, `make rehearse` the CPU rehearsal: print the recipe instead
         result = _run(["make", "-n", *words[1:]])
-        assert result.returncode == 0 and "pytest" in result.stdout, (result.stderr + result.stdout)[-3000:]
+        expected = "scripts/rehearse.sh" if target.startswith("rehearse") else "pytest"
+        assert result.returncode == 0 and expected in result.stdout, (result.stderr + result.stdout)[-3000:]
 
 
 COMMANDS = readme_commands()

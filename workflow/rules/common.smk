@@ -31,16 +31,19 @@ SEEDS = list(PLAN.seeds)
 RESOURCES_LIGHT = resources_for(PLAN.profile.resources, "light")
 RESOURCES_TRAIN = resources_for(PLAN.profile.resources, "train")
 RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
-# the command prefix that places a job on its own GPUs (spgnet.gpu_slots; "spgnet" without GPUs)
-TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"])
+# the command prefix that places a job on its own GPUs (spgnet.gpu_slots; "spgnet" without GPUs, or
+# torchrun with resources.train.processes on the CPU: the paper path rehearsed, params/profiles/rehearsal.yaml)
+TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"], processes=RESOURCES_TRAIN["processes"])
 EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
 # the --data-root argument of every verb that reads a data set
 DATA_ROOT_ARG = f"--data-root {config['data_root']}" if config.get("data_root") else ""
 # MLflow: on CPU profiles each job spools its run record as JSON (no MLflow import or store check
 # per job: ~3 s of a short job's start-up) and the workflow writes the records into MLflow when it
-# ends (Snakefile onsuccess/onerror); GPU profiles log live, so long runs show their curves.
+# ends (Snakefile onsuccess/onerror); GPU profiles log live, so long runs show their curves, and so
+# does a CPU profile whose trainings run several processes (the paper path rehearsed: its runs log
+# and register their MLflow models as the paper profile's do, which a spooled run cannot).
 TRACKING_SPOOL = os.path.abspath(f"results/{PROFILE}/mlflow-spool")
-if RESOURCES_TRAIN["gpu"] == 0 and "SPGNET_TRACKING_SPOOL" not in os.environ:
+if RESOURCES_TRAIN["gpu"] == 0 and RESOURCES_TRAIN["processes"] == 1 and "SPGNET_TRACKING_SPOOL" not in os.environ:
     os.environ["SPGNET_TRACKING_SPOOL"] = TRACKING_SPOOL
 # Runs of one invocation are grouped in MLflow by this tag (spgnet.engine.tracking).
 os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}")

@@ -84,11 +84,13 @@ rule curves:
     output:
         figure=report(PLAN.curves_figure, category="Training curves"),
         built=touch(built_marker("curves")),
+    params:
+        data_root=DATA_ROOT_ARG,  # the paper profile's plan needs it (its roots are ${data_root}/...)
     log:
         f"results/{PROFILE}/logs/curves.log",
     threads: 1
     shell:
-        "spgnet curves --profile {PROFILE} --out {output.figure} 2> {log}"
+        "spgnet curves --profile {PROFILE} {params.data_root} --out {output.figure} 2> {log}"
 
 
 rule report:

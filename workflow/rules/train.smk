@@ -6,7 +6,9 @@
 # --nproc_per_node N` inside the GPU slot wrapper (spgnet.gpu_slots: the job's own
 # CUDA_VISIBLE_DEVICES; under SLURM the job's allocation), each rank with threads / N OpenMP
 # threads of the threads Snakemake gave the job (torchrun would give every rank one, OpenMP all of
-# the machine's). CPU profiles keep the plain `spgnet train` line.
+# the machine's). CPU profiles keep the plain `spgnet train` line, unless they ask for several
+# processes (resources.train.processes: N, the rehearsal profile): then `torchrun --standalone
+# --nproc_per_node N` on the CPU (gloo), without the slot wrapper, each rank with threads / N.
 #
 # Resume: the job always passes --resume. Periodic checkpoints go to <out>/latest.pt, which is NOT
 # an output: Snakemake deletes a job's outputs before it runs and after it fails, so only the
@@ -37,8 +39,9 @@ ruleorder: train > evaluate
 
 def threads_per_process(wildcards, threads, resources):
     """OpenMP threads of each of the job's processes: the threads Snakemake gave the job (its
-    --cores may give fewer than the profile asks) shared by its processes, one per GPU."""
-    return max(1, threads // max(1, resources.gpu))
+    --cores may give fewer than the profile asks) shared by its processes, one per GPU (on the
+    CPU: the profile's resources.train.processes)."""
+    return max(1, threads // (resources.gpu if resources.gpu > 0 else RESOURCES_TRAIN["processes"]))
 
 
 rule train:
