@@ -99,3 +99,55 @@ def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tm
     ref.unlink()  # what Snakemake does to a failed job's outputs
     train(toy_cfg(), out, seed=1, resume=True, model=toy_model(), dataset=ToySet(), untrained_out=ref)
     assert calls == [1] and json.loads(ref.read_text())["miou"] == 2.5
+
+
+RANK_THAT_WAITS = '''
+import os, sys, time
+from spgnet.engine import distributed
+info = distributed.setup("cpu")
+with open(os.path.join(sys.argv[1], f"rank{info.rank}.pid"), "w") as handle:
+    handle.write(str(os.getpid()))
+time.sleep(120)
+'''
+
+
+def test_ranks_end_when_torchrun_is_killed(tmp_path):
+    """torchrun starts its ranks in sessions of their own: after a `kill -9` of torchrun they used
+    to train on (the rehearsal found them writing to the run folder a rerun then raced)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_THAT_WAITS)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 str(script), str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.5)
+            pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid") if p.read_text()]
+        assert len(pids) == 2, "the ranks did not start"
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and
+                     open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+        assert not alive, f"ranks {alive} outlived their launcher"
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if launcher.poll() is None:
+            launcher.kill()

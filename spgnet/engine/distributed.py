@@ -21,6 +21,7 @@ least 2 over the group).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,8 +63,33 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def die_with_launcher() -> bool:
+    """Under ``torchrun`` on Linux: ask the kernel to SIGKILL this rank when its launcher dies.
+
+    torchrun starts each rank in a session of its own (``start_new_session``), so a ``kill -9`` of
+    torchrun, or of the job's process group, leaves the ranks training on and writing to the run
+    folder, where a rerun (``--unlock``, ``--rerun-incomplete``) then races them. SLURM's cgroup
+    ends them; a local machine does not. ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` does: the signal
+    comes when the thread that started the rank ends (torch's elastic agent starts them from its
+    main thread). A rank already handed to init (its launcher gone before the request) exits at
+    once. Returns whether it was set (False outside torchrun or Linux)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # the launcher ended before the request: nothing would signal us
+        os._exit(1)
+    return True
+
+
 def setup(device_name: str, timeout_s: float = 600.0) -> DistInfo:
-    """Join the torchrun process group if there is one; return rank, world size and device."""
+    """Join the torchrun process group if there is one; return rank, world size and device. Each
+    rank ends with its launcher (:func:`die_with_launcher`)."""
+    die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
