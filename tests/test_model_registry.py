@@ -39,7 +39,8 @@ def test_pyfunc_model_gives_spgnet_predict_ids(tiny_project, tmp_path, monkeypat
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri, raising=False)
     checkpoint = tiny_project / "checkpoint.pt"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("spgnet-smoke"))
+    # artifacts under tmp_path too (a sqlite store's default artifact root is ./mlruns of the cwd)
+    run = client.create_run(client.create_experiment("spgnet-smoke", artifact_location=(tmp_path / "artifacts").as_uri()))
     cfg = run_config("t3-1stage", checkpoint)
     trained = load_trained_model(checkpoint, cfg).train()  # as the training loop leaves it
     info = log_trained_model(trained, cfg, run.info.run_id)
