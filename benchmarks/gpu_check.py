@@ -390,34 +390,6 @@ def section_inplace_abn(device: torch.device, sizes: Sizes) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def fabricate_imagenet(root: Path, backbone: str, seed: int) -> Path:
-    """torchvision's ``backbone`` in its ImageNet file's format and name under ``root``, with what
-    real ImageNet files have and the default initialisation lacks: gammas of both signs (N(0, 1)),
-    nonzero running means, running variances other than 1, nonzero betas (as
-    tests/test_imagenet_init.py fabricates them). Returns the file's path."""
-    import torchvision
-
-    from spgnet.models.weights import weights_file_name
-
-    torch.manual_seed(seed)
-    state = torchvision.models.get_model(backbone, weights=None).state_dict()
-    for key, value in state.items():
-        if value.dim() != 1 or not value.is_floating_point():
-            continue
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif key.endswith("running_mean"):
-            value.normal_(0.0, 0.5)
-        elif key.endswith(".weight"):
-            value.normal_(0.0, 1.0)  # gamma: about half negative
-        elif key.endswith(".bias") and not key.startswith(("fc.", "classifier.")):
-            value.normal_(0.0, 0.5)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / weights_file_name(backbone)
-    torch.save(state, path)
-    return path
-
-
 def _relative_difference(outputs, references) -> float:
     """max over the encoder's outputs of max|a - b| / max|b| (in float64; NaN when not finite)."""
     worst = 0.0
@@ -432,6 +404,7 @@ def _relative_difference(outputs, references) -> float:
 def section_imagenet_init(device: torch.device, sizes: Sizes) -> dict:
     from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights
     from spgnet.models.norm import norm_act
+    from spgnet.models.weights import fabricate_weights_file
 
     backbone, side = sizes.init_backbone, sizes.init_input
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -439,7 +412,7 @@ def section_imagenet_init(device: torch.device, sizes: Sizes) -> dict:
     result = {"backbone": backbone, "input": [2, 3, side, side]}
     try:
         with tempfile.TemporaryDirectory(prefix="spgnet-gpu-check-imagenet-") as tmp:
-            fabricate_imagenet(Path(tmp), backbone, seed=0)
+            fabricate_weights_file(Path(tmp), backbone, seed=0)
             encoders = {}
             for norm in ("batchnorm", "inplace_abn"):
                 encoder = ResNetEncoder(backbone, norm_act(norm)).to(device)
@@ -667,6 +640,7 @@ def section_train_run(device: torch.device, sizes: Sizes, budget: Budget, second
     from spgnet.config import load_profile, resolve
     from spgnet.data.synthetic.make import generate
     from spgnet.engine.precision import resolve_precision
+    from spgnet.models.weights import fabricate_weights_file
 
     seconds = sizes.train_run_s if seconds is None else seconds
     name, batch, crop = TRAIN_RUN_EXPERIMENT, sizes.batches[0], sizes.crop
@@ -687,7 +661,7 @@ def section_train_run(device: torch.device, sizes: Sizes, budget: Budget, second
         cfg = resolve(name, profile, **overrides)
         backbones = tuple(dict.fromkeys(cfg.model.backbones))
         for seed, backbone in enumerate(backbones):
-            fabricate_imagenet(tmp / "imagenet", backbone, seed)
+            fabricate_weights_file(tmp / "imagenet", backbone, seed)
         prepared = time.perf_counter() - started
         say(f"  {name}, poly schedule of {cfg.train.iterations} iterations, batch {batch} in one process: norm "
             f"{norm}, not synchronised (the paper: inplace_abn_sync over 8 GPUs x 1 crop); crop {crop}, OHEM "

@@ -6,8 +6,8 @@ what real ImageNet files have and a default initialisation lacks: norm gammas of
 (N(0, 1), about half negative), nonzero running means, running variances other than 1, nonzero
 betas. So loading them under Inplace-ABN converts channels as loading the published files does
 (``norm_conversion`` in ``train_metrics.json``), and ``spgnet weights check`` finds them present
-(with the note that they are not the published files). The same recipe as
-``tests/test_imagenet_init.py``'s ``fabricate``.
+(with the note that they are not the published files):
+:func:`spgnet.models.weights.fabricate_weights_file`, which the tests and the device check use too.
 
     python scripts/fabricate_imagenet.py --out data/rehearsal/imagenet resnet50
     python scripts/fabricate_imagenet.py --profile rehearsal --data-root data/rehearsal   # the profile's backbones, into its weights_root
@@ -22,34 +22,6 @@ import sys
 from pathlib import Path
 
 
-def fabricate(out: Path, backbone: str, seed: int) -> Path:
-    """Write ``backbone``'s fabricated file into ``out``; returns its path."""
-    import torch
-    import torchvision
-
-    from spgnet.atomic import atomic_path
-    from spgnet.models.weights import weights_file_name
-
-    torch.manual_seed(seed)
-    state = torchvision.models.get_model(backbone, weights=None).state_dict()
-    for key, value in state.items():
-        if value.dim() != 1 or not value.is_floating_point():
-            continue
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif key.endswith("running_mean"):
-            value.normal_(0.0, 0.5)
-        elif key.endswith(".weight"):
-            value.normal_(0.0, 1.0)  # gamma: about half negative
-        elif key.endswith(".bias") and not key.startswith(("fc.", "classifier.")):
-            value.normal_(0.0, 0.5)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / weights_file_name(backbone)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbones", nargs="*", help="torchvision backbones (resnet18, resnet50, ...)")
@@ -62,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from spgnet.config import project_path
     from spgnet.errors import SpgnetError
-    from spgnet.models.weights import plan_backbones, weights_file_name
+    from spgnet.models.weights import fabricate_weights_file, plan_backbones, weights_file_name
 
     backbones = list(args.backbones)
     out = args.out
@@ -81,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.is_file() and not args.force:
                 print(f"fabricate_imagenet: {path} exists, kept", file=sys.stderr)
                 continue
-            fabricate(folder, backbone, args.seed + index)
+            fabricate_weights_file(folder, backbone, args.seed + index)
             print(f"fabricate_imagenet: {backbone} -> {path}", file=sys.stderr)
     except SpgnetError as err:
         print(f"fabricate_imagenet: {err}", file=sys.stderr)

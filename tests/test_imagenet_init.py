@@ -24,29 +24,15 @@ from spgnet.models.backbone import ResNetEncoder, load_imagenet_weights
 from spgnet.models.norm import norm_act
 from spgnet.models.peers.backbones import DenseNetBackbone
 from spgnet.models.pretrained import NormConversion, fit_to_abs_weight_norms
-from spgnet.models.weights import weights_file_name
+from spgnet.models.weights import fabricate_weights_file, weights_file_name
 
 TOLERANCE = 1e-5  # max|a - b| / max|b|
 
 
 def fabricate(root: Path, backbone: str, seed: int) -> dict:
-    """torchvision's ``backbone`` with ImageNet-like norm tensors, saved under its file name."""
-    torch.manual_seed(seed)
-    state = torchvision.models.get_model(backbone, weights=None).state_dict()
-    for key, value in state.items():
-        if value.dim() != 1 or not value.is_floating_point():
-            continue
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif key.endswith("running_mean"):
-            value.normal_(0.0, 0.5)
-        elif key.endswith(".weight"):
-            value.normal_(0.0, 1.0)  # gamma: about half negative
-        elif key.endswith(".bias") and not key.startswith(("fc.", "classifier.")):
-            value.normal_(0.0, 0.5)
-    root.mkdir(parents=True, exist_ok=True)
-    torch.save(state, root / weights_file_name(backbone))
-    return state
+    """torchvision's ``backbone`` with ImageNet-like norm tensors, saved under its file name
+    (:func:`spgnet.models.weights.fabricate_weights_file`); returns the saved state."""
+    return torch.load(fabricate_weights_file(root, backbone, seed), weights_only=True)
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -161,6 +161,42 @@ def describe_weights(model_cfg: ModelConfig) -> dict:
     return {"source": "imagenet", "path": str(root), "files": files}
 
 
+def fabricate_weights_file(folder: str | Path, backbone: str, seed: int = 0) -> Path:
+    """Write a stand-in for ``backbone``'s ImageNet file into ``folder`` under torchvision's name:
+    torchvision's architecture in its format, randomly initialised (seeded by ``seed``), with what
+    real ImageNet files have and a default initialisation lacks: norm gammas of both signs (N(0, 1),
+    about half negative), nonzero running means (N(0, 0.5)), running variances other than 1
+    (U(0.5, 2)) and nonzero betas (N(0, 0.5)). Loading it under Inplace-ABN converts channels as the
+    published files do (:func:`spgnet.models.pretrained.fit_to_abs_weight_norms`); ``spgnet weights
+    check`` finds it present (not the published file). For the CPU rehearsal
+    (``scripts/fabricate_imagenet.py``), the device check and the tests; never a substitute for
+    ImageNet weights in a real run. Written atomically; returns its path."""
+    import torch
+    import torchvision
+
+    from spgnet.atomic import atomic_path
+
+    torch.manual_seed(seed)
+    state = torchvision.models.get_model(backbone, weights=None).state_dict()
+    for key, value in state.items():
+        if value.dim() != 1 or not value.is_floating_point():
+            continue
+        if key.endswith("running_var"):
+            value.uniform_(0.5, 2.0)
+        elif key.endswith("running_mean"):
+            value.normal_(0.0, 0.5)
+        elif key.endswith(".weight"):
+            value.normal_(0.0, 1.0)  # gamma: about half negative
+        elif key.endswith(".bias") and not key.startswith(("fc.", "classifier.")):
+            value.normal_(0.0, 0.5)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / weights_file_name(backbone)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
 def with_norm_conversions(record: dict, model) -> dict:
     """``record`` (:func:`describe_weights`) with, per file, what loading it into ``model`` changed to
     fit Inplace-ABN (:func:`spgnet.models.pretrained.fit_to_abs_weight_norms`), summed over the
