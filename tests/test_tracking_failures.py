@@ -237,3 +237,23 @@ def test_import_that_fails_keeps_the_file(store, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     assert len(tracking.import_spool(spool)) == 1
     assert _runs(store).iloc[0]["metrics.miou"] == 50.0
+
+
+def test_import_into_a_corrupt_store_is_one_line_and_keeps_every_file(tmp_path, monkeypatch, capsys):
+    """Issue 22, point 7: `import-spool` on a store that is not a database printed a 60-line traceback."""
+    from spgnet.engine.tracking.spool import main
+
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("SPGNET_TRACKING_SPOOL", str(spool))
+    with tracking.start_run("evaluate", resolve("t3-plain", "mini"), "eval") as tracker:
+        tracker.log_metrics({"miou": 50.0})
+    corrupt = tmp_path / "mlflow.db"
+    corrupt.write_bytes(os.urandom(4096))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{corrupt}")
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", f"sqlite:///{corrupt}", raising=False)
+    assert main(["import-spool", str(spool)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"spgnet: cannot open the tracking store sqlite:///{corrupt} (") and err.endswith(
+        f"the 1 spooled run stays in {spool}")
+    assert len(list(spool.glob("*.json"))) == 1

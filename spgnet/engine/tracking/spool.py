@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from spgnet.engine.tracking.run import _open_run
+from spgnet.errors import SpgnetError
 from spgnet.engine.tracking.store import _connect, _now_ms, _warn, tracking_uri
 
 
@@ -18,7 +19,9 @@ def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
     :func:`tracking_uri`); returns the MLflow run ids. Each imported file moves to
     ``directory/imported/`` with its ``run_id``; one that fails stays for the next import (a
     warning names it). A record still ``RUNNING`` (its job was killed) is imported as KILLED:
-    run this when no job of the spool is running (the workflow's last step)."""
+    run this when no job of the spool is running (the workflow's last step). A store that cannot be
+    opened (a corrupt SQLite file, an unreachable server) is a one-line :class:`SpgnetError` naming
+    it, and every spooled file stays."""
     directory = Path(directory)
     files = sorted(directory.glob("*.json"))
     if not files:
@@ -31,7 +34,13 @@ def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
             _warn(f"import of {file}", err)
     records.sort(key=lambda item: (item[0].get("start_time") or 0, item[1].name))
     uri = uri or tracking_uri()
-    client, lock, db = _connect(uri)
+    try:
+        client, lock, db = _connect(uri)
+    except Exception as err:  # noqa: BLE001 - a corrupt or unreachable store, of any kind
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        runs = f"{len(files)} spooled run{'s stay' if len(files) != 1 else ' stays'}"
+        raise SpgnetError(f"cannot open the tracking store {uri} ({type(err).__name__}: {first}); "
+                          f"the {runs} in {directory}") from None
     done = []
     for record, file in records:
         try:
@@ -73,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spgnet: {args.directory}: no such spool folder", file=sys.stderr)
         return 2
     left = len(list(Path(args.directory).glob("*.json")))
-    runs = import_spool(args.directory)
+    try:
+        runs = import_spool(args.directory)
+    except SpgnetError as err:
+        print(f"spgnet: {err}", file=sys.stderr)
+        return 1
     print(f"imported {len(runs)} of {left} spooled runs into {tracking_uri()}", file=sys.stderr)
     return 0 if len(runs) == left else 1
