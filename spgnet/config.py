@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from spgnet.config_schema import (
-    FORBID_EXTRA, Amp, Architecture, Backbones, ConfigError, DatasetName, DatasetOverrides, Decoder,
+    FORBID_EXTRA, Amp, Architecture, Backbones, ConfigError, DatasetName, DatasetOverrides, Decoder, ImageSide,
     Device, Float, Fraction, Link, NonNegativeFloat, NonNegativeInt, NormName, OhemRule, OhemScope, PositiveFloat,
     PositiveInt, Probability, ResourceSpec, RuleKind, Scales, Seeds, Split, Strategy, SyntheticSpec, validate,
     validate_partial,
@@ -87,7 +87,7 @@ class TrainConfig:
     __pydantic_config__ = FORBID_EXTRA
     dataset: DatasetName = "cityscapes"
     split: Split = "train"  # "train" for ablations, "trainval" for the test-set model (Sec. 4.2)
-    crop: PositiveInt = 769
+    crop: ImageSide = 769
     batch_size: PositiveInt = 8
     iterations: PositiveInt = 80000
     lr: PositiveFloat = 0.01
@@ -140,7 +140,7 @@ class EvalConfig:
     # pad every image at its bottom and right with the mean colour to at least pad_to x pad_to before
     # the test-time passes, and crop the prediction back (TF DeepLab's 513 x 513 eval canvas on
     # PASCAL); None: the image as it is
-    pad_to: PositiveInt | None = None
+    pad_to: ImageSide | None = None
     submission: bool = False  # write labelIds PNGs for the Cityscapes test server
     # a profile's cost cap: the experiments' multi-scale sets drop their scales above it (None: every
     # scale; the mini profile keeps 0.75-1.25 of Sec. 4.4's 0.75-2.0, a quarter of the pixels);

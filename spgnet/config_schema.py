@@ -106,6 +106,14 @@ Float = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_number)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False), BeforeValidator(_number)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_number)]
 Fraction = Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)]  # [0, 1)
+#: The largest image side a setting may ask for (a crop, a padding canvas): 4 x Cityscapes' 2048.
+#: Beyond it one crop's float32 logits alone outgrow a machine (``--set train.crop=1e9`` once ran
+#: into NumPy's "array is too big"); no data set here comes near it.
+MAX_SIDE = 8192
+#: The largest test scale: twice the paper's largest (2.0, Sec. 4.3); a 1024 x 2048 image at 4 is
+#: already 4096 x 8192.
+MAX_SCALE = 4.0
+ImageSide = Annotated[int, Field(ge=1, le=MAX_SIDE), BeforeValidator(_number)]
 Probability = Annotated[float, Field(gt=0, le=1), BeforeValidator(_number)]  # (0, 1]
 
 NormName = Literal[NORM_LAYERS]
@@ -118,7 +126,8 @@ OhemRule = Literal[OHEM_RULES]
 OhemScope = Literal[OHEM_SCOPES]
 DatasetName = Literal[DATASETS]
 Split = Literal[SPLITS]
-Scales = Annotated[tuple[PositiveFloat, ...], Field(min_length=1)]
+Scale = Annotated[float, Field(gt=0, le=MAX_SCALE, allow_inf_nan=False), BeforeValidator(_number)]
+Scales = Annotated[tuple[Scale, ...], Field(min_length=1)]
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$"), _message("expected 'cpu', 'cuda' or 'cuda:N'")]
 #: ``train.amp``: "auto" (mixed precision only where the device runs it natively), true or false.
 Amp = Annotated[Literal["auto"] | bool, _message("expected 'auto', true or false")]

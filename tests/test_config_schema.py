@@ -149,6 +149,10 @@ BAD_PROFILE_VALUES = [
     ("train", "ohem_scope: gpu", "key 'train.ohem_scope': input should be 'batch' or 'process', got 'gpu'"),
     ("train", "ohem_top_k: 20", "key 'train.ohem_top_k': input should be less than or equal to 1, got 20"),
     ("train", "ohem_top_k: 0", "key 'train.ohem_top_k': input should be greater than 0, got 0"),
+    # issue 22, point 8: bounds that the settings' use needs (a crop of 1e9 reached NumPy)
+    ("train", "crop: 1e9", "key 'train.crop': input should be less than or equal to 8192, got 1000000000.0"),
+    ("eval", "pad_to: 100000", "key 'eval.pad_to': input should be less than or equal to 8192, got 100000"),
+    ("eval", "scales: [1.0, 50]", "key 'eval.scales' (item 1): input should be less than or equal to 4, got 50"),
     ("train", "weight_decay_norm: -1e-4", "key 'train.weight_decay_norm': input should be greater than or equal to 0, got -0.0001"),
     ("train", "weight_decay_bias: none", "key 'train.weight_decay_bias': input should be a valid number, unable to parse string as a number, got 'none'"),
     ("train", "lr_mult_new_layers: 0", "key 'train.lr_mult_new_layers': input should be greater than 0, got 0"),
