@@ -35,3 +35,16 @@ def tiny_project(tmp_path_factory):
     model = build_model_from_config(dataclasses.replace(cfg.model, pretrained=None), device="cpu")
     save_checkpoint(root / "checkpoint.pt", {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 0})
     return root
+
+
+@pytest.fixture
+def profiles(tmp_path, monkeypatch):
+    """A copy of params/profiles/ that tests may edit, read instead of the real one."""
+    from spgnet import config
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    for path in config.PROFILES_DIR.glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    monkeypatch.setattr(config, "PROFILES_DIR", folder)
+    return folder

@@ -79,17 +79,6 @@ def test_every_shipped_value_has_its_declared_type():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def profiles(tmp_path, monkeypatch):
-    """A copy of params/profiles/ that tests may edit, read instead of the real one."""
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    for path in config.PROFILES_DIR.glob("*.yaml"):
-        (folder / path.name).write_text(path.read_text())
-    monkeypatch.setattr(config, "PROFILES_DIR", folder)
-    return folder
-
-
 def _edit(folder: Path, section: str, text: str, profile: str = "mini") -> Path:
     """Set ``text`` (``key: value``, as a user would write it) in the profile's ``section``."""
     path = folder / f"{profile}.yaml"

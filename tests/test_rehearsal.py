@@ -109,16 +109,6 @@ def test_one_crop_per_process():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def profiles(tmp_path, monkeypatch):
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    for path in config.PROFILES_DIR.glob("*.yaml"):
-        (folder / path.name).write_text(path.read_text())
-    monkeypatch.setattr(config, "PROFILES_DIR", folder)
-    return folder
-
-
 def test_base_merges_the_named_profile_under_the_file_mapping_by_mapping(profiles):
     (profiles / "child.yaml").write_text("base: smoke\ntrain: {iterations: 7}\nresources: {train: {threads: 2}}\n"
                                          "weights_root: null\n")
