@@ -118,7 +118,6 @@ def describe_pretrained(model_cfg) -> dict:
     return describe_weights(model_cfg)
 
 
-
 def _norm_layer_name(model: nn.Module) -> str:
     names = sorted({type(m).__name__ for m in model.modules()
                     if type(m).__name__ in ("InPlaceABNSync", "InPlaceABN", "ABN", "BatchNormAct2d",
@@ -470,10 +469,10 @@ def _schedule_record(cfg: RunConfig) -> dict:
 def _data_record(cfg: RunConfig) -> dict:
     """Where the training data came from: its root, and whether ``spgnet make-synthetic`` wrote it
     (its manifest is there), whatever the profile calls it."""
-    from spgnet.data.synthetic import MANIFEST
+    from spgnet.data.synthetic import is_generated
 
     root = cfg.data.path()
-    return {"root": str(root), "synthetic": (root / MANIFEST).is_file()}
+    return {"root": str(root), "synthetic": is_generated(root)}
 
 
 def _write_results(run: _Run, metrics: dict, tracker, *, log_model: bool = True) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from spgnet.analysis.report.files import _show
 from spgnet.analysis.report.markdown import to_markdown
-from spgnet.analysis.report.provenance import MARK, data_is_synthetic
+from spgnet.analysis.report.provenance import MARK
 from spgnet.analysis.report.tables import PAPER, THIS_RUN, TableReport
+from spgnet.data.synthetic import is_generated
 
 
 #: Figures linked from the report: (file under the figures folder, caption).
@@ -47,7 +48,7 @@ class Report(TableReport):
                 s = source.synthetic
                 kind = (f"synthetic ({s.get('kind', name)} layout, {s.get('height')}x{s.get('width')}, "
                         f"{s.get('num_train')} train / {s.get('num_val')} val / {s.get('num_test')} test images)")
-            elif data_is_synthetic(source.path()):
+            elif is_generated(source.path()):
                 kind = ("synthetic: `spgnet make-synthetic` wrote this tree (its manifest is there), though "
                         "the profile reads it as real data")
             else:

@@ -12,8 +12,6 @@ profile's. A record that predates these keys is compared on what it holds.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 #: what the report writes before a cell's deviations (and alone in the per-class cells)
 MARK = "≠"
 
@@ -44,13 +42,6 @@ def run_deviations(recorded: dict, cfg, profile_synthetic: bool) -> list[str]:
     if synthetic is not None and bool(synthetic) != profile_synthetic:
         found.append("synthetic data" if synthetic else "real data, not the profile's synthetic set")
     return found
-
-
-def data_is_synthetic(root: str | Path) -> bool:
-    """Whether ``spgnet make-synthetic`` wrote the tree at ``root`` (its manifest is there)."""
-    from spgnet.data.synthetic import MANIFEST
-
-    return (Path(root) / MANIFEST).is_file()
 
 
 def marked(cell: str, deviations: list[str]) -> str:

@@ -16,6 +16,6 @@ One job a module:
 ``generate(out, kind=..., seed=..., ...)`` is :func:`spgnet.data.synthetic.make.generate`.
 """
 
-from spgnet.data.synthetic.make import KINDS, MANIFEST, generate
+from spgnet.data.synthetic.make import KINDS, MANIFEST, generate, is_generated
 
-__all__ = ["KINDS", "MANIFEST", "generate"]
+__all__ = ["KINDS", "MANIFEST", "generate", "is_generated"]

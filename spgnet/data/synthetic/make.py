@@ -56,6 +56,12 @@ AUG_LABEL_DIR = "SegmentationClassAug"
 AUG_LIST = "train_aug.txt"
 
 
+def is_generated(root: str | Path) -> bool:
+    """Whether ``spgnet make-synthetic`` wrote the tree at ``root`` (its :data:`MANIFEST` is there),
+    whatever a profile calls it."""
+    return (Path(root) / MANIFEST).is_file()
+
+
 def _progress(total: int, desc: str):
     if sys.stderr.isatty():
         from tqdm import tqdm
