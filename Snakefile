@@ -6,7 +6,7 @@
 #   snakemake --cores all reproduce_all --config profile=paper data_root=/data
 #   snakemake --workflow-profile workflow/profiles/slurm reproduce_all --config profile=paper data_root=/data
 #
-# Wiring only: every job is one `spgnet <verb>` call; spgnet.pipeline decides what runs.
+# Wiring only: every job is one `spgnet <verb>` call; spgnet.workflow.plan decides what runs.
 import os
 
 from snakemake.utils import min_version
@@ -29,7 +29,7 @@ def import_tracking_spool():
     """Write the runs the jobs spooled (common.smk) into MLflow; a failure is a warning."""
     spool = os.environ.get("SPGNET_TRACKING_SPOOL")
     if spool and os.path.isdir(spool):
-        shell("python -m spgnet.engine.tracking import-spool {spool} || true")
+        shell("python -m spgnet.tracking import-spool {spool} || true")
 
 
 onsuccess:

@@ -14,6 +14,6 @@ def spgnet(experiment: str, checkpoint: str, profile: str | None = None, device:
     """The trained network of registered ``experiment`` with the weights of the spgnet checkpoint
     file ``checkpoint`` (``profile``: the ``params/profiles`` entry, default the checkpoint's).
     No pretrained weights are downloaded: SPGNet has no published checkpoint."""
-    from spgnet.engine.predictor import load_model
+    from spgnet.serving.predictor import load_model
 
     return load_model(experiment, checkpoint, profile=profile, device=device, **kwargs)

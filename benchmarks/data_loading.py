@@ -19,9 +19,9 @@ and times ``dataset[(index, (seed, epoch, index))]``, what one DataLoader worker
   reading and decoding (legacy: ``SegmentationDataset.load``; crop-first: ``dataset.open(i)
   .read(rows)`` with the rows its draws need, timed on the same keys) and its share, the share of
   the image rows crop-first decodes, the transforms alone, and the machine
-  (:func:`spgnet.engine.hardware.describe_line`).
+  (:func:`spgnet.runtime.hardware.describe_line`).
 - ``--workers N [N ...]``: a DataLoader as ``spgnet train`` builds it (TrainSampler batches,
-  ``spgnet.engine.train_data.collate_batch``, persistent workers, prefetching, pinned memory on CUDA) with N
+  ``spgnet.engine.train.data.collate_batch``, persistent workers, prefetching, pinned memory on CUDA) with N
   worker processes; prints samples per wall-second after the first batches (the device check,
   ``benchmarks/gpu_check.py``, runs it at 8 and 16 workers).
 
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spgnet.engine.hardware import describe_line
+from spgnet.runtime.hardware import describe_line
 
 CROP = 769  # Cityscapes' training crop (Sec. 4.2)
 SIZE = (1024, 2048)  # Cityscapes' images, height x width
@@ -165,7 +165,7 @@ def loader_throughput(root: Path, workers: int, batch_size: int, batches: int, c
 
     from spgnet.data.sampler import TrainSampler
     from spgnet.data.transforms import LegacyTrainTransform, TrainTransform
-    from spgnet.engine.train_data import collate_batch
+    from spgnet.engine.train.data import collate_batch
 
     dataset = build(root, (LegacyTrainTransform if legacy else TrainTransform)(crop))
     sampler = TrainSampler(len(dataset), batch_size, seed=0, iterations=warmup + batches)

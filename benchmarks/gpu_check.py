@@ -34,7 +34,7 @@ design questions and tuning last, so that a run cut short still answers the firs
 4. ``ddp``: two ranks on one GPU (gloo, ``torch.multiprocessing.spawn``), one crop each, with
    InPlaceABNSync, against one process with both crops: max weight difference after one SGD step
    of ``t3-1stage`` (TF32 off), beside the largest weight update of that step.
-5. ``train_run``: a short real training, :func:`spgnet.engine.train.train` itself: ``t9-r50-d256``
+5. ``train_run``: a short real training, :func:`spgnet.engine.train.loop.train` itself: ``t9-r50-d256``
    at the paper profile's settings (crop 769, batch 8, OHEM, poly schedule of 80000 iterations,
    ``train.amp: auto`` = float16 autocast + GradScaler on CUDA, ``cudnn.benchmark``, 8 loader
    workers) from fabricated ``resnet50`` ImageNet files on 8 synthetic 1024x2048 Cityscapes-format
@@ -55,7 +55,7 @@ design questions and tuning last, so that a run cut short still answers the firs
    the multiply-adds of :func:`spgnet.analysis.profile.count` at 769x769 (forward + backward
    taken as 3 forwards; 2 FLOPs per multiply-add) / step time, % of the GPU's dense float16 peak
    (:data:`PEAK_TFLOPS`), peak GiB (``torch.cuda.max_memory_allocated``), finite losses.
-7. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.inference.predict` on a 1024x2048
+7. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.evaluation.inference.predict` on a 1024x2048
    image with ``t9-r50-d256`` (random weights): AP and TILED at one scale, and the six scales +
    flip of Sec. 4.4: s/image and peak GiB (one timed pass after a warm-up; two before issue 21).
 8. ``norm_cost``: the step of section 6 for ``t9-r50-d256`` at batch 8, 769x769: with
@@ -323,7 +323,7 @@ def section_environment(device: torch.device, args) -> dict:
         info.update(gpu=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)),
                     memory_gib=round(props.total_memory / GIB, 1), multiprocessors=props.multi_processor_count,
                     peak_fp16_tflops=peak_tflops(torch.cuda.get_device_name(device)))
-    from spgnet.engine.hardware import describe_line
+    from spgnet.runtime.hardware import describe_line
 
     info["cpu"] = describe_line()
     say(f"  GPU: {info.get('gpu', 'none')} capability {info.get('capability')} "
@@ -475,7 +475,7 @@ def _ddp_batch(crop: int, num_classes: int):
 
 def _ddp_model(name: str, norm: str, device: torch.device, distributed: bool):
     from spgnet.config import get_experiment
-    from spgnet.engine import distributed as dist_tools
+    from spgnet.engine.train import distributed as dist_tools
     from spgnet.models import build_model_from_config
 
     experiment = get_experiment(name)
@@ -496,8 +496,8 @@ def _ddp_model(name: str, norm: str, device: torch.device, distributed: bool):
 
 
 def _ddp_step(model, experiment, images, labels) -> float:
-    from spgnet.engine.losses import segmentation_loss
-    from spgnet.engine.schedule import build_optimizer
+    from spgnet.engine.train.losses import segmentation_loss
+    from spgnet.engine.train.schedule import build_optimizer
 
     optimizer = build_optimizer(model, experiment.train)
     loss, _ = segmentation_loss(model(images), labels, experiment.train, supervise=experiment.model.supervise)
@@ -560,7 +560,7 @@ def section_ddp(device: torch.device, sizes: Sizes) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 5. a short real training (spgnet.engine.train.train)
+# 5. a short real training (spgnet.engine.train.loop.train)
 # --------------------------------------------------------------------------------------------
 
 
@@ -573,7 +573,7 @@ def _plain_ce(outputs, labels: torch.Tensor) -> torch.Tensor | None:
     time in float32 (the extra memory of one crop's logits)."""
     import torch.nn.functional as F
 
-    from spgnet.engine.losses import IGNORE_INDEX
+    from spgnet.engine.train.losses import IGNORE_INDEX
 
     logits = outputs.get("out") if isinstance(outputs, dict) else outputs
     if not isinstance(logits, torch.Tensor) or logits.shape[-2:] != labels.shape[-2:]:
@@ -585,7 +585,7 @@ def _plain_ce(outputs, labels: torch.Tensor) -> torch.Tensor | None:
 
 
 class _Instrumented:
-    """``spgnet.engine.train``'s ``train_step``, unchanged, plus: the plain cross-entropy of the
+    """``spgnet.engine.train.loop``'s ``train_step``, unchanged, plus: the plain cross-entropy of the
     step's own forward pass (a forward hook), the step's duration, whether it was skipped, and the
     ImageNet conversion counts of the network it trains."""
 
@@ -636,10 +636,10 @@ def _mean(values) -> float | None:
 
 
 def section_train_run(device: torch.device, sizes: Sizes, budget: Budget, seconds: float | None = None) -> dict:
-    import spgnet.engine.train as train_module
+    import spgnet.engine.train.loop as train_module
     from spgnet.config import load_profile, resolve
     from spgnet.data.synthetic.make import generate
-    from spgnet.engine.precision import resolve_precision
+    from spgnet.engine.train.precision import resolve_precision
     from spgnet.models.weights import fabricate_weights_file
 
     seconds = sizes.train_run_s if seconds is None else seconds
@@ -668,7 +668,7 @@ def section_train_run(device: torch.device, sizes: Sizes, budget: Budget, second
             f"{cfg.train.ohem_rule} min_kept {cfg.train.ohem_min_kept}, train.amp {cfg.train.amp}, "
             f"{cfg.train.workers} loader workers; {sizes.train_run_images} synthetic {sizes.image[0]}x{sizes.image[1]} "
             f"images and fabricated ImageNet {', '.join(backbones)} file(s) ({prepared:.1f} s to write)")
-        # the loop calls spgnet.engine.train.train_step by that name: wrapped while this runs
+        # the loop calls spgnet.engine.train.loop.train_step by that name: wrapped while this runs
         step = _Instrumented(getattr(train_module, "train_step", None))
         losses, times = [], []
 
@@ -725,7 +725,7 @@ def _train_run_summary(name, batch, crop, norm, precision, cfg, losses, times, s
     seen = len(step.step_s) == n  # the wrapped train_step saw every step
     if not seen:
         result["skipped_steps"] = result["skipped_at"] = None
-        say("  plain cross-entropy, skipped steps and data wait: n/a (spgnet.engine.train's loop no longer calls "
+        say("  plain cross-entropy, skipped steps and data wait: n/a (spgnet.engine.train.loop's loop no longer calls "
             "its train_step by that name; benchmarks/gpu_check.py's _Instrumented needs the new place)")
     first_started = step.first_started if seen else called
     result["setup_s"] = first_started - called if seen else None
@@ -785,8 +785,8 @@ def train_step(name: str, batch: int, device: torch.device, sizes: Sizes, peak: 
     :func:`single_process_norm`), in channels-last layout when ``channels_last``."""
     from spgnet.analysis.profile import count
     from spgnet.config import get_experiment
-    from spgnet.engine.losses import segmentation_loss
-    from spgnet.engine.schedule import build_optimizer
+    from spgnet.engine.train.losses import segmentation_loss
+    from spgnet.engine.train.schedule import build_optimizer
     from spgnet.models import build_model_from_config
     from spgnet.models.norm import single_value_norms_use_running_stats
 
@@ -927,7 +927,7 @@ def section_norm_cost(device: torch.device, sizes: Sizes, budget: Budget, name: 
 
 def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: str = "t9-r50-d256") -> list:
     from spgnet.config import get_experiment
-    from spgnet.engine.inference import MULTI_SCALES, predict
+    from spgnet.engine.evaluation.inference import MULTI_SCALES, predict
     from spgnet.models import build_model_from_config
 
     experiment = get_experiment(name)

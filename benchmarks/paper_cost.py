@@ -11,7 +11,7 @@ multiply-accumulates of convolutions, linear layers and matrix products from PyT
   forward) x forward MACs of one ``train.crop`` x ``train.crop`` crop, in training mode (BiSeNet's
   auxiliary heads run only there) x ``train.batch_size`` x ``train.iterations``, per seed;
 * evaluation FLOPs = 2 x the forward MACs ``spgnet evaluate`` runs per image (every scale, flip,
-  and TILED window: :func:`spgnet.engine.inference.passes_per_image`'s passes, each counted at its
+  and TILED window: :func:`spgnet.engine.evaluation.inference.passes_per_image`'s passes, each counted at its
   own size) x the images of the evaluated split (:data:`EVAL_IMAGES`); Cityscapes images are
   1024 x 2048, VOC and Person-Part images (at most 500 px a side) are counted at the training crop
   (513 x 513), an upper bound.
@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spgnet.analysis.profile import CITYSCAPES_IMAGE, count  # noqa: E402
 from spgnet.config import ModelConfig, load_registry  # noqa: E402
-from spgnet.engine.inference import ap_kernel, tile_windows  # noqa: E402
-from spgnet.pipeline import Plan, make_plan  # noqa: E402
+from spgnet.engine.evaluation.inference import ap_kernel, tile_windows  # noqa: E402
+from spgnet.workflow.plan import Plan, make_plan  # noqa: E402
 
 #: dense (no sparsity) fp16/bf16 tensor-core peak, FLOP/s, from NVIDIA's data sheets
 GPU_PEAK_FLOPS = {

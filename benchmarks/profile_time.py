@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from spgnet.analysis.profile import count, profile_all
-from spgnet.engine.hardware import describe_line
+from spgnet.runtime.hardware import describe_line
 
 
 def main() -> None:

@@ -68,9 +68,9 @@ def train_and_score(profile, root: Path, iterations: int, out: Path) -> tuple[fl
     from spgnet.config import resolve
     from spgnet.data import build_dataset
     from spgnet.data.labels import class_names
-    from spgnet.engine.checkpoint import load_trained_model
-    from spgnet.engine.evaluate import evaluate_model
-    from spgnet.engine.train import train
+    from spgnet.engine.train.checkpoint import load_trained_model
+    from spgnet.engine.evaluation.evaluate import evaluate_model
+    from spgnet.engine.train.loop import train
 
     cfg = resolve(EXPERIMENT, profile, train={"iterations": iterations})
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
@@ -92,9 +92,9 @@ def main() -> int:
     os.environ["SPGNET_TRACKING"] = "0"
     torch.set_num_threads(1)
     from spgnet.config import load_profile
-    from spgnet.engine.allocator import keep_freed_memory
+    from spgnet.runtime.allocator import keep_freed_memory
 
-    from spgnet.engine.hardware import describe_line
+    from spgnet.runtime.hardware import describe_line
 
     keep_freed_memory()
     print(f"on {describe_line()}", flush=True)

@@ -13,7 +13,7 @@ Each model runs in two forms (``--fuse both``, the default):
 
 * as built, in eval mode (rows named after the model): every ``BatchNorm2d`` a pass of its own,
   default (contiguous) layout;
-* ``+fused``: what ``spgnet evaluate`` runs (:func:`spgnet.engine.inference.inference_model`):
+* ``+fused``: what ``spgnet evaluate`` runs (:func:`spgnet.engine.evaluation.inference.inference_model`):
   every eval-mode normalisation folded into the convolution before it
   (:func:`spgnet.models.fuse.fuse_for_inference`, activations kept as separate in-place ops), and
   on CPU the network and its input in ``torch.channels_last`` layout. It is applied to every
@@ -29,7 +29,7 @@ for every input size (each scale of multi-scale testing, every image size of VOC
 compilation costs more than all of the mini profile's inference of that job.
 
 The process runs with glibc's malloc keeping freed memory for reuse, as ``spgnet train`` and
-``evaluate`` do (:mod:`spgnet.engine.allocator`); ``--malloc system`` leaves glibc's defaults, so
+``evaluate`` do (:mod:`spgnet.runtime.allocator`); ``--malloc system`` leaves glibc's defaults, so
 that the two can be compared. It applies to every model in the process alike.
 
 For each: seconds per image (``--height x --width``, default 1024x2048; eval mode,
@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spgnet.engine.allocator import keep_freed_memory
+from spgnet.runtime.allocator import keep_freed_memory
 
 MODELS = ("spgnet-r18x2-d256", "spgnet-r50x2-d256", "deeplabv3_resnet101", "resnet50")
 TARGET_SPEEDUP = 2.5
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    from spgnet.engine.hardware import describe_line
+    from spgnet.runtime.hardware import describe_line
 
     print(f"# torch {torch.__version__}, {describe_line()}, device {device}, input 1x3x{args.height}x{args.width}, "
           f"{args.repeats} repeats after {args.warmup} warm-up; training: batch {args.train_batch} "
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     rows: dict[str, dict] = {}
     header = f"{'model':<36}{'params(M)':>10}{'GMACs':>10}{'s/img best':>12}{'s/img mean':>12}{'GMAC/s':>9}{'train it/s':>12}"
     print(header)
-    from spgnet.engine.inference import inference_model
+    from spgnet.engine.evaluation.inference import inference_model
 
     built = {name: build(name).to(device) for name in args.models}
     macs = {name: count_macs(model, args.height, args.width) for name, model in built.items()}

@@ -3,7 +3,7 @@
     python benchmarks/step_cost.py [--profile mini] [--amp auto|true|false]
 
 Builds each run's model from its resolved config, then times a full step (forward in the precision
-:func:`spgnet.engine.precision.resolve_precision` picks for the profile's ``train.amp`` on this CPU,
+:func:`spgnet.engine.train.precision.resolve_precision` picks for the profile's ``train.amp`` on this CPU,
 the training loss on every stage, backward, SGD) on random data of the run's batch and crop;
 prints the CPU it ran on, the best of two timed steps after one warm-up, and the sum over all
 runs, each counted once per seed it trains under: the cost of one iteration of the whole profile,
@@ -19,12 +19,12 @@ import time
 
 import torch
 
-from spgnet.engine.allocator import keep_freed_memory
-from spgnet.engine.losses import segmentation_loss
-from spgnet.engine.hardware import describe_line
-from spgnet.engine.precision import resolve_precision
+from spgnet.runtime.allocator import keep_freed_memory
+from spgnet.engine.train.losses import segmentation_loss
+from spgnet.runtime.hardware import describe_line
+from spgnet.engine.train.precision import resolve_precision
 from spgnet.models import build_model_from_config
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 
 def step_seconds(cfg) -> float:

@@ -114,7 +114,7 @@ def _median(values: list[float]) -> str:
 
 def job_overhead(profile: str, repeat: int) -> None:
     """``--overhead``: median wall-minus-loop of train and evaluate jobs per tracking mode."""
-    from spgnet.pipeline import make_plan
+    from spgnet.workflow.plan import make_plan
 
     plan = make_plan(profile)
     source = plan.runs[R18_ROW].data
@@ -150,7 +150,7 @@ def job_overhead(profile: str, repeat: int) -> None:
                 for kind, seconds in job(mode, f"{mode}-{rep}").items():
                     results[mode][kind].append(seconds)
             print(f"  round {rep + 1}/{repeat} done", file=sys.stderr, flush=True)
-        import_wall, _ = timed([sys.executable, "-m", "spgnet.engine.tracking", "import-spool", str(spool)], env)
+        import_wall, _ = timed([sys.executable, "-m", "spgnet.tracking", "import-spool", str(spool)], env)
 
     spooled = 2 * repeat
     base = statistics.median(results["direct"]["train"] + results["direct"]["evaluate"])
@@ -175,9 +175,9 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from spgnet.engine.hardware import describe_line
-    from spgnet.engine.precision import native_bf16
-    from spgnet.pipeline import make_plan
+    from spgnet.runtime.hardware import describe_line
+    from spgnet.engine.train.precision import native_bf16
+    from spgnet.workflow.plan import make_plan
 
     print(f"on {describe_line(threads=1)} per job, {os.cpu_count()} cores", flush=True)
     if args.overhead:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     try:
         if args.profile:
-            from spgnet.pipeline import make_plan
+            from spgnet.workflow.plan import make_plan
 
             plan = make_plan(args.profile, data_root=args.data_root)
             backbones += [b for b in plan_backbones(plan) if b not in backbones]

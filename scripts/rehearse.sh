@@ -63,7 +63,7 @@ if [ "$mode" = full ]; then
   # report reads besides them: the reference scores and the training curves
   read -r -a targets < <(python - "$data_root" <<'PY'
 import sys
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 plan = make_plan("rehearsal", data_root=sys.argv[1])
 print(" ".join(["reproduce_spgnet", *plan.reference_files(), plan.curves_figure]))
 PY
@@ -141,7 +141,7 @@ python - "$results" "$baseline_mb" "$(cat "$peak_file" 2>/dev/null || echo 0)" "
   <<'PY' | tee "$results/rehearse-summary-$mode.txt"
 import csv, sys
 from pathlib import Path
-from spgnet.engine.hardware import cpu_model
+from spgnet.runtime.hardware import cpu_model
 results, baseline, peak, wall, mode = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 print(f"{mode} rehearsal: {wall / 60:.1f} min wall; machine memory in use at most {peak / 1024:.1f} GiB "
       f"({(peak - baseline) / 1024:.1f} GiB above the {baseline / 1024:.1f} GiB at start); CPU: {cpu_model()}")

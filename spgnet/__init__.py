@@ -1,6 +1,6 @@
 """spgnet-repro: reference implementation and reproduction pipeline of SPGNet (Cheng et al., ICCV 2019).
 
-Inference in three lines (see :mod:`spgnet.engine.predictor`)::
+Inference in three lines (see :mod:`spgnet.serving.predictor`)::
 
     import spgnet
     model = spgnet.load_model("t3-spg-sigmoid", "checkpoint.pt")   # eval mode, norms folded
@@ -24,16 +24,16 @@ def build_model(name: str, **overrides):
 
 
 def load_model(experiment: str, checkpoint, **kwargs):
-    """:func:`spgnet.engine.predictor.load_model`: the trained network, ready for :func:`predict`."""
-    from spgnet.engine.predictor import load_model as _load
+    """:func:`spgnet.serving.predictor.load_model`: the trained network, ready for :func:`predict`."""
+    from spgnet.serving.predictor import load_model as _load
 
     return _load(experiment, checkpoint, **kwargs)
 
 
 def predict(model, image, **kwargs):
-    """:func:`spgnet.engine.predictor.predict`: ``numpy.uint8 [H, W]`` train ids of one picture
+    """:func:`spgnet.serving.predictor.predict`: ``numpy.uint8 [H, W]`` train ids of one picture
     (with ``probabilities=True`` also ``numpy.float32 [C, H, W]`` softmax probabilities)."""
-    from spgnet.engine.predictor import predict as _predict
+    from spgnet.serving.predictor import predict as _predict
 
     return _predict(model, image, **kwargs)
 

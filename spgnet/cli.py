@@ -29,7 +29,7 @@ def _profile_args(parser: argparse.ArgumentParser, overrides: bool = False) -> N
 
 def _trained_network_args(parser: argparse.ArgumentParser) -> None:
     """EXPERIMENT, --checkpoint, --profile (default: the checkpoint's) and --set: which trained network
-    (``predict``, ``export``; read as :func:`spgnet.engine.predictor.load_model` reads it)."""
+    (``predict``, ``export``; read as :func:`spgnet.serving.predictor.load_model` reads it)."""
     parser.add_argument("experiment")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
@@ -81,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="the data set's root folder")
     p.add_argument("--out", required=True, help="folder for the split lists")
 
-    p = verb("train", "spgnet.engine.train:main", "train one experiment")
+    p = verb("train", "spgnet.engine.train.loop:main", "train one experiment")
     p.add_argument("experiment")
     _profile_args(p, overrides=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics)")
@@ -105,7 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.add_argument("--weights-root", default=None, help="folder to check (default: the profile's weights_root)")
 
-    p = verb("evaluate", "spgnet.engine.evaluate:main", "evaluate a trained experiment (single/multi-scale, flip, GAP/AP/TILED)")
+    p = verb("evaluate", "spgnet.engine.evaluation.evaluate:main", "evaluate a trained experiment (single/multi-scale, flip, GAP/AP/TILED)")
     p.add_argument("experiment")
     _profile_args(p, overrides=True)
     p.add_argument("--checkpoint", required=True)
@@ -113,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=None, choices=["GAP", "AP", "TILED"])
     p.add_argument("--predictions", default=None, help="folder for prediction PNGs (labelIds)")
 
-    p = verb("predict", "spgnet.engine.predict:main", "segment your own pictures with a trained experiment (labelIds, colour, overlay PNGs)")
+    p = verb("predict", "spgnet.serving.predict_files:main", "segment your own pictures with a trained experiment (labelIds, colour, overlay PNGs)")
     _trained_network_args(p)
     p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="pictures, folders (recursive) or globs")
@@ -125,7 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.5, help="weight of the colours in the overlay (default 0.5)")
     p.add_argument("--device", default=None, help="default: the experiment's device if present, else cpu")
 
-    p = verb("export", "spgnet.engine.export:main", "export a trained experiment to ONNX or a torch.export program, checked against PyTorch")
+    p = verb("export", "spgnet.serving.export:main", "export a trained experiment to ONNX or a torch.export program, checked against PyTorch")
     _trained_network_args(p)
     p.add_argument("--format", required=True, choices=["onnx", "exported-program"])
     p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
@@ -133,7 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="example input size (default: the training crop)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |logit difference| (default 1e-3)")
 
-    p = verb("baseline", "spgnet.engine.reference:main",
+    p = verb("baseline", "spgnet.engine.evaluation.reference:main",
              "reference mIoU on val: the most frequent train class, or an experiment's untrained network")
     p.add_argument("kind", choices=["majority", "untrained"])
     p.add_argument("experiment", nargs="?", default=None, help="untrained: the experiment whose network is scored")
@@ -142,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="untrained: the training seed whose initial weights are scored")
     p.add_argument("--out", required=True, help="reference JSON file")
 
-    p = verb("score", "spgnet.engine.score:main", "score prediction PNGs against Cityscapes ground truth")
+    p = verb("score", "spgnet.engine.evaluation.score:main", "score prediction PNGs against Cityscapes ground truth")
     p.add_argument("pred_dir")
     p.add_argument("gt_dir")
     p.add_argument("--json", action="store_true")
@@ -155,7 +155,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder for the figures")
 
-    p = verb("dvc-plan", "spgnet.dvc_plan:main", "write workflow/dvc-plan.yaml, the stages dvc.yaml iterates over")
+    p = verb("dvc-plan", "spgnet.workflow.dvc:main", "write workflow/dvc-plan.yaml, the stages dvc.yaml iterates over")
     p.add_argument("--profile", default="mini")
     p.add_argument("--out", default=None, help="default: workflow/dvc-plan.yaml")
     p.add_argument("--check", action="store_true", help="fail if the file is stale instead of writing it")

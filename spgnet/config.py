@@ -93,7 +93,7 @@ class TrainConfig:
     lr: PositiveFloat = 0.01
     momentum: Fraction = 0.9
     weight_decay: NonNegativeFloat = 1e-4
-    # the optimiser's parameter groups (spgnet.engine.schedule, docs/recipe.md): the decay of every
+    # the optimiser's parameter groups (spgnet.engine.train.schedule, docs/recipe.md): the decay of every
     # normalisation layer's weight and bias, and of the other layers' biases (None: weight_decay) ...
     weight_decay_norm: NonNegativeFloat | None = None
     weight_decay_bias: NonNegativeFloat | None = None
@@ -104,7 +104,7 @@ class TrainConfig:
     scale_max: PositiveFloat = 2.0
     scale_step: PositiveFloat = 0.25
     ohem: bool = False  # Table 8
-    # which pixels OHEM keeps (spgnet.engine.losses): "threshold": those whose true-class probability
+    # which pixels OHEM keeps (spgnet.engine.train.losses): "threshold": those whose true-class probability
     # is at most ohem_threshold, never fewer than ohem_min_kept; "top_k": the ohem_top_k fraction of
     # the pixels with the largest loss ...
     ohem_rule: OhemRule = "threshold"
@@ -343,7 +343,7 @@ class Profile:
     description: str
     datasets: dict[DatasetName, DatasetSource]
     seeds: Seeds = (0,)
-    table_seeds: dict = field(default_factory=dict)  # {table: seeds} for that table's runs (spgnet.pipeline)
+    table_seeds: dict = field(default_factory=dict)  # {table: seeds} for that table's runs (spgnet.workflow.plan)
     experiments: tuple[str, ...] | None = None  # None: every reproducible experiment
     model: dict = field(default_factory=dict)  # overrides of every experiment's model section
     train: dict = field(default_factory=dict)  # ... of the train section
@@ -351,10 +351,10 @@ class Profile:
     dataset_overrides: dict[DatasetName, DatasetOverrides] = field(default_factory=dict)  # {dataset: {train: {...}}}
     resources: dict[RuleKind, ResourceSpec] = field(default_factory=dict)  # Snakemake threads / mem_mb / gpus / processes
     report_dir: str = "reports"  # where tables.md and figures/ are written
-    tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.engine.model_registry)
+    tracking: dict = field(default_factory=dict)  # MLflow options, e.g. {log_model: true} (spgnet.serving.mlflow_model)
     weights_root: str | None = None  # folder of torchvision's ImageNet files; None: random init
     # each training job also evaluates its run's own row from the checkpoint it wrote (CPU profiles:
-    # one process start fewer per run; the row's eval settings then rerun its training; spgnet.pipeline)
+    # one process start fewer per run; the row's eval settings then rerun its training; spgnet.workflow.plan)
     evaluate_in_train_job: bool = False
 
 
@@ -433,7 +433,7 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
 
 def _check_processes(resources: dict, path: Path) -> None:
     """``resources.<kind>.processes`` is the process count of a CPU training job (``gpus: 0``;
-    ``torchrun`` on the CPU, :func:`spgnet.gpu_slots.launcher`): with GPUs a job runs one process
+    ``torchrun`` on the CPU, :func:`spgnet.workflow.gpu_slots.launcher`): with GPUs a job runs one process
     per GPU, and only training runs several."""
     for kind, spec in resources.items():
         processes = spec.get("processes")

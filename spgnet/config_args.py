@@ -8,13 +8,13 @@ The order, last wins:
 2. the profile (``params/profiles/<profile>.yaml``: its ``model``/``train``/``eval`` sections, then
    its ``dataset_overrides`` for the experiment's data set);
 3. ``--settings FILE:KEY`` (sections read from a YAML file: what the DVC stages pass, see
-   :mod:`spgnet.dvc_plan`), then ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
+   :mod:`spgnet.workflow.dvc`), then ``--set SECTION.KEY=VALUE`` (repeatable; the value is read as YAML, so ``--set
    eval.scales=[1.0,1.5]`` is a list and ``--set train.lr=2e-2`` a number), then the verb's own
    flags (``--iterations``, ``--strategy``, ``--weights-root``).
 
 The result is validated like the files (:func:`spgnet.config.resolve`); an override changes the
 run's config hash, so ``spgnet train --resume`` refuses a checkpoint trained otherwise (only a
-larger ``train.iterations`` extends a run, see :mod:`spgnet.engine.train`).
+larger ``train.iterations`` extends a run, see :mod:`spgnet.engine.train.loop`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict]:
 def read_settings(spec: str) -> dict[str, dict]:
     """``FILE:KEY`` (``--settings params.yaml:runs.t3-1stage``) -> the ``model``/``train``/``eval``
     mapping at the dotted ``KEY`` of the YAML file ``FILE`` (what the DVC stages run with, see
-    :mod:`spgnet.dvc_plan`). A missing file or key, or another section, is a one-line ConfigError."""
+    :mod:`spgnet.workflow.dvc`). A missing file or key, or another section, is a one-line ConfigError."""
     file, sep, key = spec.rpartition(":")
     if not sep or not file or not key:
         raise ConfigError(f"--settings {spec!r}: expected FILE:KEY (e.g. params.yaml:runs.t3-1stage)")

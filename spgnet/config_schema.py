@@ -1,5 +1,5 @@
 """Declared types of every setting under ``params/`` and of the workflow's ``--config``, checked
-with pydantic where the files are read (:mod:`spgnet.config`, :mod:`spgnet.workflow_support`).
+with pydantic where the files are read (:mod:`spgnet.config`, :mod:`spgnet.workflow.support`).
 
 A value is accepted when pydantic's lax mode turns it into the declared type: numbers written as
 ``1e-2`` (which PyYAML reads as the *string* ``'1e-2'``) become floats, ``8e4`` or ``80000.0``
@@ -12,7 +12,7 @@ iteration count, an unknown norm layer, a batch of 0, a boolean where a number b
 
 The known names (norm layers, architectures, links, ...) are listed here so that loading a
 configuration does not import torch; ``tests/test_config_schema.py`` checks that they agree with
-the registries of :mod:`spgnet.models`, :mod:`spgnet.engine.inference` and :mod:`spgnet.data`.
+the registries of :mod:`spgnet.models`, :mod:`spgnet.engine.evaluation.inference` and :mod:`spgnet.data`.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ ARCHITECTURES = ("spgnet", "pspnet", "danet", "denseaspp", "duc_hdc", "bisenet",
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet161")
 LINKS = ("none", "spg_sum", "spg_softmax", "spg_sigmoid", "se", "ge")  # spgnet.models.guidance
 DECODERS = ("upsample", "fpn")  # spgnet.models.spgnet
-STRATEGIES = ("GAP", "AP", "TILED")  # spgnet.engine.inference (Table 12)
+STRATEGIES = ("GAP", "AP", "TILED")  # spgnet.engine.evaluation.inference (Table 12)
 DATASETS = ("cityscapes", "voc", "person_part")  # spgnet.data.labels
 SPLITS = ("train", "val", "test", "trainval", "trainaug")  # spgnet.data.labels
 #: The splits each data set has (spgnet.data.labels.DATASET_SPLITS): trainaug is VOC's alone.
 DATASET_SPLITS = {"cityscapes": SPLITS[:4], "voc": SPLITS, "person_part": SPLITS[:4]}
-RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow_support.resources_for
-OHEM_RULES = ("threshold", "top_k")  # spgnet.engine.losses
-OHEM_SCOPES = ("batch", "process")  # spgnet.engine.losses
+RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow.support.resources_for
+OHEM_RULES = ("threshold", "top_k")  # spgnet.engine.train.losses
+OHEM_SCOPES = ("batch", "process")  # spgnet.engine.train.losses
 
 #: Given to each typed section: a key the section does not declare is an error.
 FORBID_EXTRA = ConfigDict(extra="forbid")

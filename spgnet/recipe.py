@@ -91,7 +91,7 @@ RECIPE: tuple[RecipeEntry, ...] = (
       f"GPUs share it: {NOT_STATED}.",
       "The paper's. The paper profile trains on {gpus} GPUs (`resources.train.gpus`); every loss is the mean over "
       "the global batch and the synchronized Inplace-ABN merges statistics over the processes, so the split of "
-      "crops over GPUs does not change the training (`spgnet/engine/losses.py`, `spgnet/engine/train.py`).",
+      "crops over GPUs does not change the training (`spgnet/engine/train/losses.py`, `spgnet/engine/train/loop.py`).",
       "None needed (`train.batch_size` sets another)."),
     T("Training", "Iterations", ("train.iterations",),
       '"We train the model for 80,000 iterations on "train" set for ablation study" (Sec. 4.2); "for 30,000 '
@@ -134,7 +134,7 @@ RECIPE: tuple[RecipeEntry, ...] = (
       "kept by its poly schedule) and mmsegmentation's SegFormer configs (`paramwise_cfg=dict(custom_keys={'head': "
       "dict(lr_mult=10.)})`; its CNN baselines keep one rate, as does TensorFlow DeepLab, whose "
       "`last_layer_gradient_multiplier` defaults to 1) do: `train.lr_mult_new_layers=10`. The poly schedule scales "
-      "every group alike (`spgnet/engine/schedule.py`)."),
+      "every group alike (`spgnet/engine/train/schedule.py`)."),
     T("Training", "Learning-rate schedule", ("train.poly_power",),
       '"Following prior works [39], we use the "poly" learning rate schedule where the learning rate is scaled by '
       '(1 - iter/iter_max)^0.9" (Sec. 4.2).',
@@ -183,7 +183,7 @@ RECIPE: tuple[RecipeEntry, ...] = (
       "Used only with `train.ohem_rule=top_k`: the value detectron2's DeepLab heads give `DeepLabCE` "
       "(`top_k_percent_pixels=0.2`). Counted as TensorFlow DeepLab counts it: k = floor(fraction x all pixels, "
       "ignored ones included), the loss averaged over the kept pixels with a non-zero loss "
-      "(`spgnet/engine/losses.py`); per clone there, over `train.ohem_scope` here.",
+      "(`spgnet/engine/train/losses.py`); per clone there, over `train.ohem_scope` here.",
       "Another fraction: `train.ohem_top_k` takes any in (0, 1]. (TensorFlow DeepLab's "
       "`hard_example_mining_step`, which lowers the fraction from 1 to k over the first steps, is not a setting.)"),
     T("Training", "OHEM over the global batch or per GPU", ("train.ohem_scope",),
@@ -209,7 +209,7 @@ RECIPE: tuple[RecipeEntry, ...] = (
     # ------------------------------------------------------------------------------- how it runs
     T("Training", "Device and precision", ("train.device", "train.amp"),
       NOT_STATED + ".",
-      "GPUs; `auto`: float16 autocast with a gradient scaler on CUDA (`spgnet/engine/precision.py`), for speed. "
+      "GPUs; `auto`: float16 autocast with a gradient scaler on CUDA (`spgnet/engine/train/precision.py`), for speed. "
       "Not neutral under Inplace-ABN: it keeps float16 outputs and recovers x_hat in the backward pass by dividing "
       "by |weight| + eps (and, under the leaky ReLU, multiplying negative outputs by 100), which magnifies float16 "
       "rounding; `benchmarks/gpu_check.py`'s `inplace_abn` section measures that error against float64 on the GPU.",
@@ -218,7 +218,7 @@ RECIPE: tuple[RecipeEntry, ...] = (
     T("Training", "Bookkeeping", ("train.checkpoint_every", "train.log_every", "train.workers", "train.val_every"),
       NOT_STATED + ".",
       "They do not change the trained network: every random draw derives from (seed, iteration) "
-      "(`spgnet/engine/train.py`), and the final weights are evaluated (`train.val_every` only logs a "
+      "(`spgnet/engine/train/loop.py`), and the final weights are evaluated (`train.val_every` only logs a "
       "validation mIoU and keeps `best.pt` beside them).",
       "Validation every 5000 iterations while training: `train.val_every=5000`."),
     # ------------------------------------------------------------------------------- evaluation

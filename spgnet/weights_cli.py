@@ -1,6 +1,6 @@
 """``spgnet weights check``: which ImageNet files a profile's runs need, and whether each is there.
 
-The verb sits above the plan (it asks :func:`spgnet.pipeline.make_plan` which backbones the runs
+The verb sits above the plan (it asks :func:`spgnet.workflow.plan.make_plan` which backbones the runs
 use); the files themselves are :mod:`spgnet.models.weights`'s business.
 """
 
@@ -13,7 +13,7 @@ from spgnet.models.weights import plan_backbones, weights_root_path, weights_sta
 def main(args) -> int:
     """``spgnet weights check``: print one line per backbone; exit 1 when a file is missing or wrong."""
     from spgnet.config import load_profile
-    from spgnet.pipeline import make_plan
+    from spgnet.workflow.plan import make_plan
 
     # the data roots play no part here: fill the paper profile's placeholder when none is given
     profile = load_profile(args.profile, data_root=args.data_root or "${data_root}")

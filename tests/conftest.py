@@ -24,7 +24,7 @@ def tiny_project(tmp_path_factory):
 
     from spgnet.config import resolve
     from spgnet.data.synthetic import generate
-    from spgnet.engine.checkpoint import save_checkpoint
+    from spgnet.engine.train.checkpoint import save_checkpoint
     from spgnet.models import build_model_from_config
 
     root = tmp_path_factory.mktemp("tiny-project")

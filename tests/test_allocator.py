@@ -1,4 +1,4 @@
-"""spgnet.engine.allocator: with glibc told to keep freed memory, the big activations of repeated
+"""spgnet.runtime.allocator: with glibc told to keep freed memory, the big activations of repeated
 forward passes are served from the heap without faulting their pages in again."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from spgnet.engine.allocator import ENV, keep_freed_memory
+from spgnet.runtime.allocator import ENV, keep_freed_memory
 from spgnet.errors import SpgnetError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 #: 5 passes x 4 layers x 16384 pages if every activation is a fresh mmap.
 SCRIPT = """
 import resource, torch
-from spgnet.engine.allocator import keep_freed_memory
+from spgnet.runtime.allocator import keep_freed_memory
 applied = keep_freed_memory()
 net = torch.nn.Sequential(*[torch.nn.Conv2d(16, 16, 1) for _ in range(4)]).eval()
 x = torch.randn(1, 16, 1024, 1024)

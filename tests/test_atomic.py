@@ -100,7 +100,7 @@ def test_every_writer_gives_0644_less_the_umask(tmp_path, umask):
     import torch
 
     from spgnet.atomic import file_mode, write_json, write_text
-    from spgnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from spgnet.engine.train.checkpoint import load_checkpoint, save_checkpoint
 
     def modes(folder):
         return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
@@ -143,7 +143,7 @@ def test_atomic_path_flushes_the_file_before_the_rename_and_the_folder_after(tmp
 def test_a_failed_checkpoint_leaves_the_previous_one(tmp_path):
     import torch
 
-    from spgnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from spgnet.engine.train.checkpoint import load_checkpoint, save_checkpoint
 
     path = save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 1})
     with pytest.raises(Exception):

@@ -7,7 +7,7 @@ import json
 import statistics
 
 from spgnet.config import PROJECT_ROOT
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 
 def _workflow_time(monkeypatch, root):
@@ -51,7 +51,7 @@ def test_evaluation_reports_its_loop_time(monkeypatch):
 
     import torch
 
-    from spgnet.engine import evaluate
+    from spgnet.engine.evaluation import evaluate
 
     class SlowData(list):
         def __getitem__(self, index):

@@ -1,4 +1,4 @@
-"""DFN's border supervision (spgnet.engine.losses): boundary target, focal loss, the total loss."""
+"""DFN's border supervision (spgnet.engine.train.losses): boundary target, focal loss, the total loss."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spgnet.config import TrainConfig
-from spgnet.engine.losses import (BORDER_WEIGHT, IGNORE_INDEX, border_target, cross_entropy,
+from spgnet.engine.train.losses import (BORDER_WEIGHT, IGNORE_INDEX, border_target, cross_entropy,
                                   segmentation_loss, sigmoid_focal_loss)
 
 I = IGNORE_INDEX

@@ -15,7 +15,7 @@ from spgnet.analysis import report
 from spgnet.analysis.report.statistics import bootstrap_p, compare_seeds
 from spgnet.claims_config import CLAIMS_FILE, load_claims
 from spgnet.config import EXPERIMENTS_FILE, ConfigError, load_registry
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 
 def _write(path: Path, obj) -> None:
@@ -212,8 +212,8 @@ def test_statistics_welch_and_bootstrap():
 def test_majority_reference_equals_the_confusion_matrix_of_a_constant_prediction():
     """The majority reference from prepare-data's pixel counts equals cityscapesscripts' mIoU of
     predicting the most frequent train class on every val pixel."""
-    from spgnet.engine.metrics import ConfusionMatrix
-    from spgnet.engine.reference import majority_scores
+    from spgnet.engine.evaluation.metrics import ConfusionMatrix
+    from spgnet.engine.evaluation.reference import majority_scores
 
     rng = np.random.default_rng(0)
     names = ["road", "car", "sky", "pole"]

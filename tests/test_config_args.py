@@ -45,7 +45,7 @@ def test_every_verb_gets_the_same_config_with_overrides_applied_last():
         0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     assert resolve("t9-r50-d256-msflip", load_profile("paper", data_root="/data")).eval.scales[-1] == 2.0
     # the cap itself is not hashed, the scales it leaves are: lifting it reruns only multi-scale rows
-    from spgnet.pipeline import make_plan
+    from spgnet.workflow.plan import make_plan
 
     plan, lifted = make_plan("mini"), make_plan("mini", overrides={"all": ["eval.max_scale=2.0"]})
     assert lifted.evaluation_settings("t3-1stage") == plan.evaluation_settings("t3-1stage")
@@ -95,7 +95,7 @@ def test_the_cli_accepts_set_on_train_evaluate_and_attention():
 def test_predict_and_export_build_their_config_the_same_way(tmp_path):
     """spgnet predict/export/load_model read a checkpoint with the config every verb builds
     (config_from_args), --set included: a network trained with an override is rebuilt with it."""
-    from spgnet.engine.predictor import run_config
+    from spgnet.serving.predictor import run_config
 
     cfg = run_config("t3-1stage", tmp_path / "unused.pt", profile="mini", overrides=["model.channels=64"])
     assert cfg == config_from_args(_args(set=["model.channels=64"]))

@@ -67,7 +67,7 @@ def test_where_files_lie_and_which_gpu_do_not_count():
 def test_a_requeued_job_with_other_machine_settings_resumes(tmp_path):
     """The rehearsal's fault: `--set train.workers=...` on resume refused the checkpoint."""
     from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train import train
+    from spgnet.engine.train.loop import train
 
     train(toy_cfg(iterations=4), tmp_path, model=toy_model(), dataset=ToySet(), stop_after=2)
     moved = toy_cfg(iterations=4, workers=1, log_every=2, checkpoint_every=1)

@@ -20,7 +20,7 @@ from spgnet import config_schema
 from spgnet.cli import main as cli
 from spgnet.config import (PROJECT_ROOT, ConfigError, EvalConfig, ModelConfig, TrainConfig, available_profiles,
                            load_profile, load_registry, resolve)
-from spgnet.workflow_support import check_config
+from spgnet.workflow.support import check_config
 
 SCHEMA = PROJECT_ROOT / config_schema.WORKFLOW_SCHEMA_FILE
 
@@ -32,8 +32,8 @@ SCHEMA = PROJECT_ROOT / config_schema.WORKFLOW_SCHEMA_FILE
 
 def test_known_names_agree_with_the_code_that_uses_them():
     from spgnet.data import labels
-    from spgnet.engine import losses
-    from spgnet.engine.inference import STRATEGIES
+    from spgnet.engine.train import losses
+    from spgnet.engine.evaluation.inference import STRATEGIES
     from spgnet.models import architectures, backbone, guidance, norm
     from spgnet.models import spgnet as spgnet_model
     from spgnet.models.peers import backbones as peer_backbones

@@ -29,7 +29,7 @@ def test_evaluated_label_ids_are_cityscapesscripts_ignore_in_eval():
     """One table: the ids spgnet score counts are exactly those cityscapesscripts evaluates, and
     score's class names and label-id table are spgnet.data.labels'."""
     from spgnet.data.labels import CITYSCAPES_EVAL_LABEL_IDS, LABELID_TO_TRAINID
-    from spgnet.engine import score
+    from spgnet.engine.evaluation import score
 
     assert CITYSCAPES_EVAL_LABEL_IDS == {l.id for l in labels if not l.ignoreInEval}
     assert len(CITYSCAPES_EVAL_LABEL_IDS) == 19

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from spgnet.data import IGNORE_INDEX, TrainSampler, TrainTransform
-from spgnet.engine.train_data import collate_batch
+from spgnet.engine.train.data import collate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import torch
 
-from spgnet.engine import checkpoint as ckpt
-from spgnet.engine import distributed
+from spgnet.engine.train import checkpoint as ckpt
+from spgnet.engine.train import distributed
 from spgnet.errors import SpgnetError
 
 
@@ -71,7 +71,7 @@ import torch
 from torch import nn
 from inplace_abn import InPlaceABN
 from spgnet.config import resolve
-from spgnet.engine.train import train
+from spgnet.engine.train.loop import train
 
 
 class Toy(torch.utils.data.Dataset):
@@ -270,7 +270,7 @@ _SCOPE_SCRIPT = textwrap.dedent(
     import torch
     import torch.distributed as dist
     from spgnet.config import resolve
-    from spgnet.engine.losses import stage_loss
+    from spgnet.engine.train.losses import stage_loss
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -280,7 +280,7 @@ _SCOPE_SCRIPT = textwrap.dedent(
     target = torch.randint(0, 3, (4, 6, 6), generator=g)
     target[0, :2] = 255  # crops with different numbers of labelled pixels
     target[3, :, :1] = 255
-    mine = slice(rank, None, world)  # batch[rank::world], as spgnet.engine.distributed.shard deals it
+    mine = slice(rank, None, world)  # batch[rank::world], as spgnet.engine.train.distributed.shard deals it
     base = resolve("t8-r50-ohem", "mini").train
     results = {}
     for rule, extra in (("threshold", dict(ohem_threshold=0.2, ohem_min_kept=50)), ("top_k", dict(ohem_top_k=0.1))):

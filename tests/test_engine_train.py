@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.config import resolve
-from spgnet.engine import checkpoint as ckpt
-from spgnet.engine.losses import (ohem_cross_entropy, ohem_mask, segmentation_loss, stage_loss, top_k_cross_entropy,
+from spgnet.engine.train import checkpoint as ckpt
+from spgnet.engine.train.losses import (ohem_cross_entropy, ohem_mask, segmentation_loss, stage_loss, top_k_cross_entropy,
                                   top_k_mask)
-from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
-from spgnet.engine.train import NonFiniteLossError, train
+from spgnet.engine.train.schedule import build_optimizer, poly_lr, set_lr
+from spgnet.engine.train.loop import NonFiniteLossError, train
 from spgnet.errors import SpgnetError
 
 NUM_CLASSES = 3
@@ -525,7 +525,7 @@ def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
 
 def test_pretrained_file_is_recorded_or_rejected(tmp_path):
     from spgnet.config import ModelConfig
-    from spgnet.engine.train import describe_pretrained
+    from spgnet.engine.train.loop import describe_pretrained
 
     model_cfg = ModelConfig(backbones=("resnet18",), pretrained=str(tmp_path))
     with pytest.raises(SpgnetError, match="resnet18-f37072fd.pth: ImageNet weights of resnet18 not found"):
@@ -686,7 +686,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(tmp_
 
 
 def test_the_untrained_reference_is_written_before_training_and_changes_nothing(tmp_path, monkeypatch):
-    from spgnet.engine import reference
+    from spgnet.engine.evaluation import reference
 
     calls = []
 
@@ -720,7 +720,7 @@ def test_the_untrained_reference_is_written_before_training_and_changes_nothing(
 def test_predictions_without_evaluate_out_is_an_error():
     import argparse
 
-    from spgnet.engine.train import main
+    from spgnet.engine.train.loop import main
 
     with pytest.raises(SpgnetError, match="--predictions needs --evaluate-out"):
         main(argparse.Namespace(predictions="preds", evaluate_out=None))
@@ -740,7 +740,7 @@ def test_a_run_that_fails_after_a_checkpoint_keeps_it(tmp_path):
 
 
 def test_validation_while_training_logs_val_miou_and_keeps_the_best(tmp_path, monkeypatch):
-    from spgnet.engine import evaluate
+    from spgnet.engine.evaluation import evaluate
 
     scores = {2: 10.0, 4: 30.0, 6: 20.0}
     seen = []
@@ -763,7 +763,7 @@ def test_validation_while_training_logs_val_miou_and_keeps_the_best(tmp_path, mo
 
 def test_validation_miou_scores_the_val_split(monkeypatch):
     from spgnet import data
-    from spgnet.engine.evaluate import evaluate_model, validation_miou
+    from spgnet.engine.evaluation.evaluate import evaluate_model, validation_miou
 
     class Items(torch.utils.data.Dataset):
         def __len__(self):
@@ -779,7 +779,7 @@ def test_validation_miou_scores_the_val_split(monkeypatch):
     model = toy_model().eval()
     expected = evaluate_model(model, Items(), class_names=["a", "b", "c"], strategy=cfg.eval.strategy,
                               crop=cfg.train.crop)["miou"]
-    monkeypatch.setattr("spgnet.engine.evaluate._class_names", lambda cfg: ["a", "b", "c"])
+    monkeypatch.setattr("spgnet.engine.evaluation.evaluate._class_names", lambda cfg: ["a", "b", "c"])
     assert validation_miou(model, cfg, torch.device("cpu")) == pytest.approx(expected)
     assert splits == ["val"]
 
@@ -787,8 +787,8 @@ def test_validation_miou_scores_the_val_split(monkeypatch):
 def test_with_a_gradient_scaler_non_finite_steps_are_skipped(tmp_path, monkeypatch):
     """fp16's gradient scaler (imitated on CPU): a step whose loss is NaN is skipped, training goes
     on; only NONFINITE_PATIENCE of them in a row stop the run."""
-    from spgnet.engine import precision as precision_module
-    from spgnet.engine import train as train_module
+    from spgnet.engine.train import precision as precision_module
+    from spgnet.engine.train import loop as train_module
 
     monkeypatch.setattr(train_module, "resolve_precision",
                         lambda amp, device, **_: precision_module.Precision(None, True, "test: scaler on CPU"))
@@ -813,8 +813,8 @@ def test_with_a_gradient_scaler_non_finite_steps_are_skipped(tmp_path, monkeypat
 def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monkeypatch):
     """fp16's usual overflow is in the gradients, not the loss: the scaler skips those steps and
     lowers its scale, the run trains on (gradients made infinite at iterations 3 and 4)."""
-    from spgnet.engine import precision as precision_module
-    from spgnet.engine import train as train_module
+    from spgnet.engine.train import precision as precision_module
+    from spgnet.engine.train import loop as train_module
 
     monkeypatch.setattr(train_module, "resolve_precision",
                         lambda amp, device, **_: precision_module.Precision(None, True, "test: scaler on CPU"))
@@ -833,7 +833,7 @@ def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monke
 
 
 def test_log_model_registers_the_trained_network_and_a_failure_is_a_warning(tmp_path, monkeypatch, capsys):
-    from spgnet.engine import model_registry
+    from spgnet.serving import mlflow_model as model_registry
 
     monkeypatch.setenv("SPGNET_TRACKING", "1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -7,7 +7,7 @@ import torch
 
 import spgnet
 from spgnet import cli
-from spgnet.engine.export import check_sizes, export, min_side
+from spgnet.serving.export import check_sizes, export, min_side
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def test_exported_graphs_match_pytorch_below_1e_3(tiny_project, tmp_path, one_th
     import numpy as np
     import onnxruntime
 
-    from spgnet.engine.export import LogitsModel
+    from spgnet.serving.export import LogitsModel
 
     x = torch.randn(1, 3, side + 32, side + 3)
     with torch.inference_mode():
@@ -53,7 +53,7 @@ def test_exported_graphs_match_pytorch_below_1e_3(tiny_project, tmp_path, one_th
 
 
 def test_export_refuses_a_graph_that_disagrees(tmp_path, monkeypatch):
-    from spgnet.engine import export as export_module
+    from spgnet.serving import export as export_module
     from spgnet.errors import SpgnetError
 
     model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()  # any network giving logits

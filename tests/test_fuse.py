@@ -1,5 +1,5 @@
 """Folding normalisations into convolutions for inference (spgnet.models.fuse) and its use by
-spgnet.engine.inference.predict: same outputs as the eval-mode model, every foldable pair found,
+spgnet.engine.evaluation.inference.predict: same outputs as the eval-mode model, every foldable pair found,
 nothing folded that must not be."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.config import ModelConfig
-from spgnet.engine.inference import inference_model, predict
+from spgnet.engine.evaluation.inference import inference_model, predict
 from spgnet.models import build_model_from_config
 from spgnet.models.fuse import Activation, conv_norm_pairs, fold_conv_norm, fuse_for_inference, norm_folding
 from spgnet.models.norm import norm_act

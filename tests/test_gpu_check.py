@@ -107,8 +107,8 @@ def test_imagenet_init_fails_on_a_plain_copy_of_the_gammas(gpu_check, capsys, mo
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU form of the script")
 def test_cpu_standins_of_the_training_run_and_the_norm_cost(gpu_check, tmp_path, capsys, one_thread):
-    import spgnet.engine.train as train_module
-    from spgnet.engine.train_step import train_step
+    import spgnet.engine.train.loop as train_module
+    from spgnet.engine.train.step import train_step
 
     out = tmp_path / "check.json"
     assert gpu_check.main(["--device", "cpu", "--tiny", "--cpu-standins", "--only", "train_run", "norm_cost",

@@ -1,4 +1,4 @@
-"""spgnet.gpu_slots: concurrent jobs get disjoint GPUs, a killed holder frees its slots, SLURM's
+"""spgnet.workflow.gpu_slots: concurrent jobs get disjoint GPUs, a killed holder frees its slots, SLURM's
 GPUs pass through. The GPUs are faked with CUDA_VISIBLE_DEVICES (the wrapper shares out its ids)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spgnet.gpu_slots import launcher, machine_gpus, parse_visible_devices
+from spgnet.workflow.gpu_slots import launcher, machine_gpus, parse_visible_devices
 
 # The command each wrapped job runs: write the GPUs it was given, then hold them until `go` exists.
 HOLD = ("import os, sys, time, pathlib\n"
@@ -29,7 +29,7 @@ def _env(tmp_path: Path, gpus: str, **extra) -> dict:
 
 def _wrapped(count: int, env: dict, *command: str, timeout: float | None = None) -> list[str]:
     limit = [] if timeout is None else ["--timeout", str(timeout)]
-    return [sys.executable, "-m", "spgnet.gpu_slots", "--gpus", str(count), *limit, "--", *command]
+    return [sys.executable, "-m", "spgnet.workflow.gpu_slots", "--gpus", str(count), *limit, "--", *command]
 
 
 def _start_holders(tmp_path: Path, env: dict, counts: list[int]) -> tuple[list[subprocess.Popen], list[Path], Path]:
@@ -155,6 +155,6 @@ def test_machine_gpus_sources(tmp_path, monkeypatch):
 
 def test_launcher_words():
     assert launcher(0) == "spgnet"
-    assert launcher(1) == "python -m spgnet.gpu_slots --gpus {resources.gpu} -- spgnet"
+    assert launcher(1) == "python -m spgnet.workflow.gpu_slots --gpus {resources.gpu} -- spgnet"
     assert launcher(8, gpus_field="8") == (
-        "python -m spgnet.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet")
+        "python -m spgnet.workflow.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet")

@@ -172,7 +172,7 @@ def test_a_negative_gamma_with_nowhere_to_go_is_named():
 
 
 def test_the_sync_conversion_keeps_the_input_sign(weights_root):
-    from spgnet.engine.distributed import convert_inplace_abn_sync
+    from spgnet.engine.train.distributed import convert_inplace_abn_sync
 
     model = DenseNetBackbone("densenet161", norm_act("inplace_abn"), pretrained=str(weights_root)).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -186,7 +186,7 @@ def test_the_sync_conversion_keeps_the_input_sign(weights_root):
 
 
 def test_the_run_records_per_file_how_many_channels_were_converted(tmp_path, monkeypatch):
-    from spgnet.engine.train import train
+    from spgnet.engine.train.loop import train
 
     monkeypatch.setenv("SPGNET_TRACKING", "0")
     root = tmp_path / "imagenet"

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from spgnet.engine import evaluate as ev
-from spgnet.engine.inference import (
+from spgnet.engine.evaluation import evaluate as ev
+from spgnet.engine.evaluation.inference import (
     MULTI_SCALES,
     ap_kernel,
     configure_pooling,

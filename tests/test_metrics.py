@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spgnet.engine.metrics import ConfusionMatrix, as_percent, iou_from_matrix, mean_iou, summary
+from spgnet.engine.evaluation.metrics import ConfusionMatrix, as_percent, iou_from_matrix, mean_iou, summary
 from cityscapes_reference import run_cityscapesscripts
 
 NAN = float("nan")

@@ -11,7 +11,7 @@ import spgnet
 from spgnet import cli
 from spgnet.config import ConfigError, load_profile
 from spgnet.data.labels import trainid_to_labelid
-from spgnet.engine.model_registry import log_model_enabled, log_trained_model
+from spgnet.serving.mlflow_model import log_model_enabled, log_trained_model
 
 
 def test_log_model_is_a_profile_setting():
@@ -29,8 +29,8 @@ def test_pyfunc_model_gives_spgnet_predict_ids(tiny_project, tmp_path, monkeypat
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-    from spgnet.engine.checkpoint import load_trained_model
-    from spgnet.engine.predictor import run_config
+    from spgnet.engine.train.checkpoint import load_trained_model
+    from spgnet.serving.predictor import run_config
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

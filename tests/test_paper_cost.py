@@ -16,7 +16,7 @@ from torch import nn
 
 from spgnet.config import PROJECT_ROOT
 from spgnet.models import build_model_from_config
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 
 @pytest.fixture(scope="module")

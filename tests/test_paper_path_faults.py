@@ -30,8 +30,8 @@ def one_process_group(tmp_path):
 
 def test_a_network_trained_under_torchrun_is_copied_for_mlflow_without_its_process_group(one_process_group):
     from spgnet.config import resolve
-    from spgnet.engine.distributed import convert_inplace_abn_sync, detached_copy
-    from spgnet.engine.model_registry import inference_pipeline
+    from spgnet.engine.train.distributed import convert_inplace_abn_sync, detached_copy
+    from spgnet.serving.mlflow_model import inference_pipeline
     from spgnet.models import build_model_from_config
 
     cfg = resolve("t3-1stage", "smoke", model={"norm": "inplace_abn"})
@@ -50,7 +50,7 @@ def test_a_network_trained_under_torchrun_is_copied_for_mlflow_without_its_proce
 
 
 def test_the_mlflow_model_is_logged_once_per_finished_training(tmp_path, monkeypatch):
-    from spgnet.engine import train as train_module
+    from spgnet.engine.train import loop as train_module
 
     logged = []
     monkeypatch.setattr(train_module, "_log_model", lambda run, tracker: logged.append(run.state.iteration))
@@ -65,8 +65,8 @@ def test_the_mlflow_model_is_logged_once_per_finished_training(tmp_path, monkeyp
 
 
 def test_the_log_names_the_norm_layers_the_network_has(one_process_group):
-    from spgnet.engine.distributed import convert_inplace_abn_sync
-    from spgnet.engine.train import _norm_description
+    from spgnet.engine.train.distributed import convert_inplace_abn_sync
+    from spgnet.engine.train.loop import _norm_description
     from spgnet.models.norm import norm_act
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), norm_act("inplace_abn")(4))
@@ -83,8 +83,8 @@ def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tm
     restarted job writes the copy its checkpoint kept instead of scoring the network again."""
     import json
 
-    from spgnet.engine import reference
-    from spgnet.engine.train import train
+    from spgnet.engine.evaluation import reference
+    from spgnet.engine.train.loop import train
 
     calls = []
 
@@ -103,7 +103,7 @@ def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tm
 
 RANK_THAT_WAITS = '''
 import os, sys, time
-from spgnet.engine import distributed
+from spgnet.engine.train import distributed
 info = distributed.setup("cpu")
 with open(os.path.join(sys.argv[1], f"rank{info.rank}.pid"), "w") as handle:
     handle.write(str(os.getpid()))

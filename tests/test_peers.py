@@ -162,7 +162,7 @@ def test_dfn_border_loss_reaches_every_trainable_parameter(tmp_path):
     import torch.distributed as dist
 
     from spgnet.config import TrainConfig
-    from spgnet.engine.losses import segmentation_loss
+    from spgnet.engine.train.losses import segmentation_loss
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="dfn", backbones=("resnet50",), norm="batchnorm", num_classes=5)

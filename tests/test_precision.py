@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from spgnet.config import ConfigError, resolve
-from spgnet.engine import hardware, precision
-from spgnet.engine.precision import native_bf16, parse_amp, resolve_precision
+from spgnet.engine.train import precision
+from spgnet.runtime import hardware
+from spgnet.engine.train.precision import native_bf16, parse_amp, resolve_precision
 
 
 @pytest.fixture
@@ -68,8 +69,8 @@ def test_inplace_abn_trains_in_float32_on_a_bfloat16_cpu_and_in_float16_on_cuda(
 
 def test_a_training_of_an_inplace_abn_network_on_a_bfloat16_cpu_runs_in_float32(tmp_path, bf16, capsys):
     from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.precision import uses_inplace_abn
-    from spgnet.engine.train import train
+    from spgnet.engine.train.precision import uses_inplace_abn
+    from spgnet.engine.train.loop import train
     from spgnet.models.norm import norm_act
 
     bf16(True)
@@ -141,7 +142,7 @@ def test_every_profile_defaults_to_auto():
 @pytest.mark.parametrize("native", [True, False])
 def test_training_uses_and_records_the_resolved_precision(tmp_path, bf16, native, capsys):
     from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train import train
+    from spgnet.engine.train.loop import train
 
     bf16(native)
     model = toy_model()
@@ -159,8 +160,8 @@ def test_training_uses_and_records_the_resolved_precision(tmp_path, bf16, native
 
 def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
     from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train import train
-    from spgnet.engine.tracking import search_runs
+    from spgnet.engine.train.loop import train
+    from spgnet.tracking import search_runs
 
     bf16(False)
     monkeypatch.setenv("SPGNET_TRACKING", "1")
@@ -175,7 +176,7 @@ def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
 
 def test_evaluation_runs_in_float32_on_a_bfloat16_cpu(bf16):
     """predict() never enables autocast: the network's convolutions see float32 on every CPU."""
-    from spgnet.engine.inference import predict
+    from spgnet.engine.evaluation.inference import predict
 
     bf16(True)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 1)).eval()

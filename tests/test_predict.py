@@ -16,8 +16,8 @@ from PIL import Image
 import spgnet
 from spgnet import cli
 from spgnet.data.labels import trainid_to_labelid
-from spgnet.engine.metrics import class_accuracy, pixel_accuracy
-from spgnet.engine.predict import palette
+from spgnet.engine.evaluation.metrics import class_accuracy, pixel_accuracy
+from spgnet.serving.predict_files import palette
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def test_metrics_accuracies_by_hand():
     mat = np.array([[3, 1, 0], [2, 2, 4]])
     assert class_accuracy(mat).tolist() == [0.75, 0.25]
     assert pixel_accuracy(mat) == pytest.approx(5 / 12)
-    from spgnet.engine.metrics import ConfusionMatrix
+    from spgnet.engine.evaluation.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(3)
     cm.update(torch.tensor([0, 0, 255, 1]), torch.tensor([0, 1, 2, 1]))

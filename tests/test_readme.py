@@ -95,7 +95,7 @@ def _scratch(command: str, tmp: Path) -> str:
     """The command with its placeholders filled; a data tree and, in ``HOME``, the ImageNet file
     names the paper profile needs (empty files: the workflow's start check only looks for them)."""
     from spgnet.models.weights import plan_backbones, weights_file_name
-    from spgnet.pipeline import make_plan
+    from spgnet.workflow.plan import make_plan
 
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value.format(tmp=tmp))
@@ -229,7 +229,7 @@ def _check_weights_step(command: str, way: str) -> None:
 
 def test_inline_config_overrides_are_accepted():
     """``--config dvc_lock=false`` and the like, as the README's prose shows them."""
-    from spgnet.workflow_support import check_config
+    from spgnet.workflow.support import check_config
 
     spans = re.findall(r"`--config ([^`]+)`", README.read_text(encoding="utf-8"))
     assert spans, "the README shows no inline --config span"

@@ -22,9 +22,9 @@ import yaml
 
 from spgnet import config
 from spgnet.config import PROJECT_ROOT, ConfigError, load_profile, resolve
-from spgnet.gpu_slots import launcher
-from spgnet.pipeline import make_plan
-from spgnet.workflow_support import resources_for
+from spgnet.workflow.gpu_slots import launcher
+from spgnet.workflow.plan import make_plan
+from spgnet.workflow.support import resources_for
 
 BIN = Path(sys.executable).parent
 REHEARSAL_FILE = config.PROFILES_DIR / "rehearsal.yaml"
@@ -149,7 +149,7 @@ def test_processes_is_for_cpu_training_jobs(profiles, resources, message):
 def test_the_launcher_of_a_cpu_job_of_several_processes_is_torchrun_without_gpu_slots():
     assert launcher(0, processes=2) == "torchrun --standalone --nproc_per_node 2 -m spgnet"
     assert launcher(0, processes=1) == launcher(0) == "spgnet"
-    assert launcher(8, processes=8).startswith("python -m spgnet.gpu_slots --gpus {resources.gpu} -- torchrun ")
+    assert launcher(8, processes=8).startswith("python -m spgnet.workflow.gpu_slots --gpus {resources.gpu} -- torchrun ")
     assert resources_for({"train": {"gpus": 0, "processes": 2, "threads": 2}}, "train")["processes"] == 2
     assert resources_for({"train": {"gpus": 4}}, "train")["processes"] == 4
     assert resources_for({}, "train")["processes"] == 1

@@ -14,7 +14,7 @@ from spgnet.analysis import report
 from spgnet.config import PROJECT_ROOT, load_profile, load_registry
 from spgnet.errors import SpgnetError
 from spgnet.models.inferred import INFERRED
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 PROFILE = "smoke"
 SEEDS = [0, 1]
@@ -335,7 +335,7 @@ def test_evaluate_records_where_it_timed(tmp_path):
     seconds_per_image was measured (the caption of the table above)."""
     import torch
 
-    from spgnet.engine import evaluate
+    from spgnet.engine.evaluation import evaluate
 
     class Pixel(torch.nn.Module):
         def __init__(self):
@@ -355,7 +355,7 @@ def test_evaluate_records_where_it_timed(tmp_path):
 
 
 def test_report_links_each_evaluations_confusion_matrix(tree):
-    from spgnet.engine.confusion import confusion_paths
+    from spgnet.engine.evaluation.confusion import confusion_paths
 
     figure = confusion_paths(tree.at(tree.plan.eval_json("t3-1stage", 1)))[1]
     figure.write_bytes(b"\x89PNG fabricated")

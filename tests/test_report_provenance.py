@@ -10,7 +10,7 @@ from pathlib import Path
 from spgnet.analysis import report
 from spgnet.analysis.report.provenance import run_deviations
 from spgnet.config import load_profile, load_registry, resolve
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 from tests.test_report import _eval, _row, _section
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from spgnet.cli import main as cli
-from spgnet.engine.score import class_names, detect_format, score_directories
+from spgnet.engine.evaluation.score import class_names, detect_format, score_directories
 from spgnet.errors import SpgnetError
 from cityscapes_reference import run_cityscapesscripts
 
@@ -153,7 +153,7 @@ def test_evaluate_predictions_score_like_evaluate(tmp_path, monkeypatch):
     import torch
 
     from spgnet.data.labels import trainid_to_labelid
-    from spgnet.engine import evaluate as ev
+    from spgnet.engine.evaluation import evaluate as ev
 
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Conv2d(3, 19, 1).eval()

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from spgnet.config import PROJECT_ROOT, resolve
-from spgnet.engine import tracking
+from spgnet import tracking
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -106,7 +106,7 @@ _WORKER = textwrap.dedent(
     """
     import sys
     from spgnet.config import resolve
-    from spgnet.engine.tracking import start_run
+    from spgnet.tracking import start_run
     cfg = resolve("t3-plain", "mini")
     worker = sys.argv[1]
     for k in range(3):

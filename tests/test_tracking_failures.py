@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from spgnet.config import PROJECT_ROOT, resolve
-from spgnet.engine import tracking
+from spgnet import tracking
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -43,7 +43,7 @@ def _moved(cfg, root: str):
 
 def _toy_train(tmp_path, **kwargs):
     from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train import train
+    from spgnet.engine.train.loop import train
 
     cfg = kwargs.pop("cfg", None) or toy_cfg(iterations=2, checkpoint_every=1)
     return train(cfg, tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet(), **kwargs)
@@ -159,7 +159,7 @@ _SPOOL_JOB = textwrap.dedent(
     """
     import sys
     from spgnet.config import resolve
-    from spgnet.engine.tracking import start_run
+    from spgnet.tracking import start_run
     with start_run("train", resolve("t3-plain", "mini"), "t3-plain/train/seed0", tags={"spgnet.seed": 0}) as t:
         t.log_metrics({"loss": 1.5, "lr": 0.01}, step=5)
         t.log_artifact(sys.argv[1])
@@ -241,7 +241,7 @@ def test_import_that_fails_keeps_the_file(store, tmp_path, monkeypatch, capsys):
 
 def test_import_into_a_corrupt_store_is_one_line_and_keeps_every_file(tmp_path, monkeypatch, capsys):
     """Issue 22, point 7: `import-spool` on a store that is not a database printed a 60-line traceback."""
-    from spgnet.engine.tracking.spool import main
+    from spgnet.tracking.spool import main
 
     spool = tmp_path / "spool"
     monkeypatch.setenv("SPGNET_TRACKING_SPOOL", str(spool))

@@ -22,7 +22,7 @@ from spgnet.config import PROJECT_ROOT, ModelConfig, config_hash, load_profile, 
 from spgnet.errors import SpgnetError
 from spgnet.models import build_model_from_config
 from spgnet.models.weights import model_backbones, plan_backbones, weights_file_name, weights_url
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 #: torchvision's published IMAGENET1K_V1 files (the names the issue and README give)
 TORCHVISION_FILES = {
@@ -173,7 +173,7 @@ def test_weights_root_reaches_the_model_but_not_the_config_hash(tmp_path):
 
 
 def test_spgnet_train_weights_root_replaces_the_profiles(tmp_path, monkeypatch):
-    import spgnet.engine.train as train_module
+    import spgnet.engine.train.loop as train_module
     from spgnet.cli import main
 
     seen = []
@@ -211,7 +211,7 @@ class _Crops(torch.utils.data.Dataset):
 
 
 def test_train_metrics_record_each_backbones_file_and_sha256(tmp_path, monkeypatch):
-    from spgnet.engine.train import train
+    from spgnet.engine.train.loop import train
 
     monkeypatch.setenv("SPGNET_TRACKING", "0")
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from spgnet.config import PROJECT_ROOT
-from spgnet.dvc_plan import DVC_PARAMS, DVC_PLAN, dvc_variables, render, render_params
-from spgnet.pipeline import make_plan
+from spgnet.workflow.dvc import DVC_PARAMS, DVC_PLAN, dvc_variables, render, render_params
+from spgnet.workflow.plan import make_plan
 
 BIN = Path(sys.executable).parent
 

@@ -16,7 +16,7 @@ import pytest
 
 
 from spgnet.config import PROJECT_ROOT, load_profile, load_registry
-from spgnet.pipeline import make_plan
+from spgnet.workflow.plan import make_plan
 
 #: CPUs a paper-profile training job asks for (params/profiles/paper.yaml), shared by its 8 ranks
 TRAIN_RESOURCES = load_profile("paper", data_root="/data").resources["train"]
@@ -73,15 +73,15 @@ def test_paper_dry_run_launches_one_process_per_gpu_in_gpu_slots(tmp_path, gpus)
                             "--config", "profile=paper", f"data_root={data}", home=_weights_home(tmp_path))
     train = [line for line in lines if " spgnet train " in line]
     # the 8 threads --cores gives the job, shared by its processes (not the profile's threads / 8)
-    launch = (f"OMP_NUM_THREADS={min(TRAIN_THREADS, 8) // gpus} python -m spgnet.gpu_slots --gpus {gpus} -- "
+    launch = (f"OMP_NUM_THREADS={min(TRAIN_THREADS, 8) // gpus} python -m spgnet.workflow.gpu_slots --gpus {gpus} -- "
               f"torchrun --standalone --nproc_per_node {gpus} -m spgnet train ")
     assert train and all(line.startswith(launch) for line in train), train[:2]
     assert {line[len(launch):].split()[0] for line in train} == _trained_for_table3_and_attention(data)
     evaluate = [line for line in lines if " evaluate " in line]
-    assert evaluate and all(re.match(r"OMP_NUM_THREADS=\d+ python -m spgnet.gpu_slots --gpus 1 -- spgnet evaluate ", line)
+    assert evaluate and all(re.match(r"OMP_NUM_THREADS=\d+ python -m spgnet.workflow.gpu_slots --gpus 1 -- spgnet evaluate ", line)
                             for line in evaluate), evaluate[:2]
     attention = [line for line in lines if " attention " in line]
-    assert len(attention) == 1 and attention[0].startswith("python -m spgnet.gpu_slots --gpus 1 -- spgnet attention ")
+    assert len(attention) == 1 and attention[0].startswith("python -m spgnet.workflow.gpu_slots --gpus 1 -- spgnet attention ")
 
 
 def test_readme_paper_command_counts_gpus_and_launches_them(tmp_path):
@@ -92,7 +92,7 @@ def test_readme_paper_command_counts_gpus_and_launches_them(tmp_path):
     lines = _shell_commands(*words[1:], home=_weights_home(tmp_path))
     train = [line for line in lines if " spgnet train " in line]
     assert len(train) == len(make_plan("paper", data_root=str(tmp_path / "data")).runs)
-    assert all("python -m spgnet.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet train " in line
+    assert all("python -m spgnet.workflow.gpu_slots --gpus 8 -- torchrun --standalone --nproc_per_node 8 -m spgnet train " in line
                for line in train)
 
 

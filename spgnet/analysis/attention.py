@@ -29,13 +29,13 @@ from pathlib import Path
 
 from spgnet.atomic import atomic_path, write_json
 from spgnet.errors import SpgnetError
-from spgnet.pipeline import ATTENTION_FIGURES
+from spgnet.workflow.plan import ATTENTION_FIGURES
 
 #: Channels per class, as in Sec. 4.5 ("the indexes of the top 15 largest weights").
 TOP_K = 15
 #: Val images per figure (rows of the grid).
 NUM_IMAGES = 3
-#: Figure file -> (title, classes), Figs. 5-7, as the plan names them (spgnet.pipeline).
+#: Figure file -> (title, classes), Figs. 5-7, as the plan names them (spgnet.workflow.plan).
 FIGURES = ATTENTION_FIGURES
 SIDECAR = "attention.json"
 OVERLAY_ALPHA = 0.5
@@ -201,7 +201,7 @@ def _build_dataset(cfg):
 
 
 def _load_model(cfg, checkpoint: str | Path, device):
-    from spgnet.engine.checkpoint import load_trained_model
+    from spgnet.engine.train.checkpoint import load_trained_model
 
     return load_trained_model(checkpoint, cfg, device)
 
@@ -211,7 +211,7 @@ def main(args) -> int:
 
     from spgnet.config_args import config_from_args
     from spgnet.data import class_names as dataset_classes
-    from spgnet.engine.allocator import keep_freed_memory
+    from spgnet.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()
 
@@ -230,7 +230,7 @@ def main(args) -> int:
     device = torch.device("cuda" if cfg.train.device == "cuda" and torch.cuda.is_available() else "cpu")
     model = _load_model(cfg, args.checkpoint, device)
     attention_conv(model, cfg.experiment)
-    from spgnet.engine.inference import configure_pooling
+    from spgnet.engine.evaluation.inference import configure_pooling
 
     # the experiment's test-time pooling (TILED runs whole images with GAP here)
     configure_pooling(model, "AP" if cfg.eval.strategy == "AP" else "GAP", cfg.train.crop)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from spgnet.atomic import atomic_path
 from spgnet.errors import SpgnetError
-from spgnet.pipeline import CURVES_FIGURE, make_plan
+from spgnet.workflow.plan import CURVES_FIGURE, make_plan
 
-#: The figure's file name, as the plan names it (spgnet.pipeline).
+#: The figure's file name, as the plan names it (spgnet.workflow.plan).
 FIGURE_NAME = CURVES_FIGURE
 
 

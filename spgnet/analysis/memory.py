@@ -71,8 +71,8 @@ def measure_step(name: str, crop: int, batch_size: int = 1, norm: str | None = N
     import torch
 
     from spgnet.config import get_experiment
-    from spgnet.engine.losses import segmentation_loss
-    from spgnet.engine.schedule import build_optimizer
+    from spgnet.engine.train.losses import segmentation_loss
+    from spgnet.engine.train.schedule import build_optimizer
     from spgnet.models import build_model_from_config
     from spgnet.models.norm import usable_norm
 

@@ -8,7 +8,7 @@ four choices differ only in how they compute, never in what they compute.
 ==================== =================================================================
 ``inplace_abn_sync`` :class:`InPlaceABNSync` (``inplace_abn.InPlaceABNSync``, see below): the
                      paper's layer; needs CUDA and an initialised process group (its
-                     statistics reduction is CUDA-only; ``spgnet.engine.distributed`` adds
+                     statistics reduction is CUDA-only; ``spgnet.engine.train.distributed`` adds
                      a CPU one for gloo).
 ``inplace_abn``      ``inplace_abn.InPlaceABN``: in-place, memory-saving, one device.
 ``abn``              ``inplace_abn.ABN``: the same maths out of place (works on ``meta``).
@@ -153,7 +153,7 @@ def usable_norm(name: str, device: str | torch.device = "cpu") -> str:
     * ``inplace_abn_sync`` in one process: ``InPlaceABN``, nothing to synchronise.
     * ``inplace_abn_sync`` on CPU under ``torchrun``: ``InPlaceABN``, which ``spgnet train`` then
       turns into ``InPlaceABNSync`` with a CPU statistics reduction over gloo
-      (:func:`spgnet.engine.distributed.convert_inplace_abn_sync`; inplace-abn's own reduction is
+      (:func:`spgnet.engine.train.distributed.convert_inplace_abn_sync`; inplace-abn's own reduction is
       CUDA-only), and says so in its log.
     * otherwise ``name``.
     """

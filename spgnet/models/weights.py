@@ -94,7 +94,7 @@ def model_backbones(model_cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def plan_backbones(plan) -> dict[str, list[str]]:
-    """backbone -> the training runs of ``plan`` (a :class:`spgnet.pipeline.Plan`) that need it."""
+    """backbone -> the training runs of ``plan`` (a :class:`spgnet.workflow.plan.Plan`) that need it."""
     needs: dict[str, list[str]] = {}
     for run, cfg in plan.runs.items():
         for backbone in model_backbones(cfg.model):

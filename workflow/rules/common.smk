@@ -1,12 +1,12 @@
-# Shared set-up: validate the config, build the plan (spgnet.pipeline) that every rule reads.
+# Shared set-up: validate the config, build the plan (spgnet.workflow.plan) that every rule reads.
 import os
 import sys
 import time
 
 from spgnet.errors import SpgnetError
-from spgnet.gpu_slots import launcher
-from spgnet.pipeline import make_plan
-from spgnet.workflow_support import check_config, check_data_roots, resources_for
+from spgnet.workflow.gpu_slots import launcher
+from spgnet.workflow.plan import make_plan
+from spgnet.workflow.support import check_config, check_data_roots, resources_for
 
 
 try:
@@ -31,7 +31,7 @@ SEEDS = list(PLAN.seeds)
 RESOURCES_LIGHT = resources_for(PLAN.profile.resources, "light")
 RESOURCES_TRAIN = resources_for(PLAN.profile.resources, "train")
 RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
-# the command prefix that places a job on its own GPUs (spgnet.gpu_slots; "spgnet" without GPUs, or
+# the command prefix that places a job on its own GPUs (spgnet.workflow.gpu_slots; "spgnet" without GPUs, or
 # torchrun with resources.train.processes on the CPU: the paper path rehearsed, params/profiles/rehearsal.yaml)
 TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"], processes=RESOURCES_TRAIN["processes"])
 EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
@@ -45,7 +45,7 @@ DATA_ROOT_ARG = f"--data-root {config['data_root']}" if config.get("data_root") 
 TRACKING_SPOOL = os.path.abspath(f"results/{PROFILE}/mlflow-spool")
 if RESOURCES_TRAIN["gpu"] == 0 and RESOURCES_TRAIN["processes"] == 1 and "SPGNET_TRACKING_SPOOL" not in os.environ:
     os.environ["SPGNET_TRACKING_SPOOL"] = TRACKING_SPOOL
-# Runs of one invocation are grouped in MLflow by this tag (spgnet.engine.tracking).
+# Runs of one invocation are grouped in MLflow by this tag (spgnet.tracking).
 os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}")
 
 

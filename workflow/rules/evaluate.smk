@@ -8,7 +8,7 @@ rule evaluate:
         checkpoint=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/checkpoint.pt",
     output:
         metrics=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.json",
-        # spgnet.engine.confusion: the matrix and its row-normalised figure, beside the metrics
+        # spgnet.engine.evaluation.confusion: the matrix and its row-normalised figure, beside the metrics
         confusion=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.confusion.json",
         confusion_figure=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.confusion.png",
     params:
@@ -30,7 +30,7 @@ rule evaluate:
         "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
 
 
-# Reference scores every mIoU cell is read against (spgnet.engine.reference): the most frequent
+# Reference scores every mIoU cell is read against (spgnet.engine.evaluation.reference): the most frequent
 # training class of each data set (here), and each run's network before training (its training
 # job writes untrained.json: train.smk).
 rule reference_majority:

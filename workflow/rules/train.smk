@@ -1,9 +1,9 @@
-# Training: one job per distinct (model, train) setting and seed (spgnet.pipeline.make_plan).
+# Training: one job per distinct (model, train) setting and seed (spgnet.workflow.plan.make_plan).
 # Before its first step the job also scores the network it starts from on val (untrained.json,
 # the report's untrained reference): a validation pass, not a process of its own.
 #
 # Launch: one process per GPU. A profile with `gpus: N > 1` runs `torchrun --standalone
-# --nproc_per_node N` inside the GPU slot wrapper (spgnet.gpu_slots: the job's own
+# --nproc_per_node N` inside the GPU slot wrapper (spgnet.workflow.gpu_slots: the job's own
 # CUDA_VISIBLE_DEVICES; under SLURM the job's allocation), each rank with threads / N OpenMP
 # threads of the threads Snakemake gave the job (torchrun would give every rank one, OpenMP all of
 # the machine's). CPU profiles keep the plain `spgnet train` line, unless they ask for several

@@ -8,7 +8,7 @@ GitHub-flavoured Markdown. Every row of every table comes from the registry
 * a row the paper cites from another work shows the paper's values and "cited, not reproduced";
 * a reproducible row the profile does not select says "not run in profile <name>";
 * a selected row reads ``runs/<run>/seed<k>/eval/<evaluation>.json`` for every seed of the plan
-  (mIoU in percent, as :mod:`spgnet.engine.evaluate` writes it) and shows the value, or
+  (mIoU in percent, as :mod:`spgnet.engine.evaluation.evaluate` writes it) and shows the value, or
   ``mean ± std (n=K)`` (sample standard deviation) when several seeds ran; an absent file says
   "missing: <path>"; ``miou: null`` (the unlabelled Cityscapes test split) says the test server is
   needed;
@@ -20,7 +20,7 @@ that table this pipeline trains (the registry's non-cited rows: SPGNet and its p
 ``spgnet.models.peers``), side by side on the profile's data and schedule: the measured mIoU with
 the split it is from, #Params and #FLOPs without the paper's values, and the inference time per
 image from the same eval JSONs (``seconds_per_image``, with the ``device``, ``threads`` and image
-size :mod:`spgnet.engine.evaluate` records), in ``mean ± std (n=K)`` form like the other cells.
+size :mod:`spgnet.engine.evaluation.evaluate` records), in ``mean ± std (n=K)`` form like the other cells.
 
 The page opens with the claims of the paper's text checked three ways (:mod:`.claims`, from
 ``params/claims.yaml``) and the reference scores every mIoU cell is read against (:mod:`.references`;
@@ -60,7 +60,7 @@ def build(profile: str, data_root: str | None = None, results: str | Path | None
     for the paper's numbers and the claims (the plan itself always comes from ``params/``)."""
     from spgnet.claims_config import CLAIMS_FILE, load_claims
     from spgnet.config import EXPERIMENTS_FILE, load_registry
-    from spgnet.pipeline import make_plan
+    from spgnet.workflow.plan import make_plan
 
     plan = make_plan(profile, data_root=data_root, seeds=seeds)
     results = Path(results) if results else PROJECT_ROOT / plan.results

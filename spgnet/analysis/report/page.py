@@ -106,9 +106,9 @@ class Report(TableReport):
 
     def confusions(self) -> list[dict]:
         """``[{"experiments", "seed", "link"}]``: every evaluation's row-normalised confusion matrix
-        (``<evaluation>.confusion.png`` beside its metrics, :mod:`spgnet.engine.confusion`), linked
+        (``<evaluation>.confusion.png`` beside its metrics, :mod:`spgnet.engine.evaluation.confusion`), linked
         relative to the report; evaluations shared by several rows are listed once."""
-        from spgnet.engine.confusion import confusion_paths
+        from spgnet.engine.evaluation.confusion import confusion_paths
 
         found: dict[Path, dict] = {}
         for experiment in self.plan.experiments:

@@ -1,4 +1,4 @@
-"""What an mIoU cell is read against: the reference scores of :mod:`spgnet.engine.reference`.
+"""What an mIoU cell is read against: the reference scores of :mod:`spgnet.engine.evaluation.reference`.
 
 For each data set, ``references/majority/<dataset>.json`` (always the most frequent train class)
 and, for each training run and seed, ``runs/<run>/seed<k>/untrained.json`` (the network before its

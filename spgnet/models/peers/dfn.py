@@ -18,14 +18,14 @@ Definition from the authors' public code, TorchSeg (ycszen/TorchSeg, now yu-chan
 
 ``out`` is the last (stride-4) smooth head; ``aux`` holds the three earlier smooth heads, which
 TorchSeg supervises like the output; ``border`` holds the four one-channel border logits (at the
-input size). :func:`spgnet.engine.losses.segmentation_loss` supervises each of them as DFN does
+input size). :func:`spgnet.engine.train.losses.segmentation_loss` supervises each of them as DFN does
 (Sec. 3.3, "l = l_s + lambda l_b"): a sigmoid focal loss against the semantic boundaries of the
 label map, weight lambda = 0.1 (TorchSeg's ``aux_loss_alpha``). TorchSeg also builds an RRB for
 the first border stage (``border_aft_rrbs[0]``, 8.4K parameters) that its forward never uses; it
 is kept so that the parameter count is that of TorchSeg's definition, and frozen
 (``requires_grad=False``), so that every trainable parameter gets a gradient and
 DistributedDataParallel needs no ``find_unused_parameters`` (the optimiser,
-:func:`spgnet.engine.schedule.build_optimizer`, takes trainable parameters only).
+:func:`spgnet.engine.train.schedule.build_optimizer`, takes trainable parameters only).
 
 Counted with the project's convention (all heads and the border network included) this gives
 90.22M parameters and 2240.33 GMACs at 1025 x 2049. The paper prints 112.0M and 2239.6B: the

@@ -12,11 +12,11 @@ Person-Part these are the data set's own label values; for Cityscapes
 :func:`spgnet.data.labels.trainid_to_labelid` turns them into the label ids the benchmark (and
 ``spgnet predict``'s ``*_labelIds.png``) uses.
 
-:func:`load_model` builds the experiment's network (:func:`spgnet.engine.checkpoint.load_trained_model`),
+:func:`load_model` builds the experiment's network (:func:`spgnet.engine.train.checkpoint.load_trained_model`),
 sets its global pooling for the experiment's test strategy (Table 12) and returns its
 normalisation-folded eval-mode copy, the network ``spgnet evaluate`` runs
-(:func:`spgnet.engine.inference.inference_model`). :func:`predict` runs
-:func:`spgnet.engine.inference.predict` (scales, flip, GAP/AP/TILED) on one picture read as
+(:func:`spgnet.engine.evaluation.inference.inference_model`). :func:`predict` runs
+:func:`spgnet.engine.evaluation.inference.predict` (scales, flip, GAP/AP/TILED) on one picture read as
 ``spgnet evaluate`` reads its data (RGB, ImageNet normalisation), so its ids equal ``spgnet
 evaluate --predictions``'s, pixel for pixel.
 """
@@ -76,7 +76,7 @@ class PredictSettings:
     def replace(self, *, strategy: str | None = None, scales: Sequence[float] | None = None,
                 flip: bool | None = None) -> "PredictSettings":
         """These settings with the given test-time options changed (None keeps one)."""
-        from spgnet.engine.inference import STRATEGIES
+        from spgnet.engine.evaluation.inference import STRATEGIES
 
         if strategy is not None and strategy not in STRATEGIES:
             raise SpgnetError(f"unknown test strategy '{strategy}' (valid: {', '.join(STRATEGIES)})")
@@ -135,7 +135,7 @@ def inference_device(requested: str | torch.device | None, cfg) -> torch.device:
 def prepare_for_inference(model: nn.Module, settings: PredictSettings) -> nn.Module:
     """``model`` (eval mode) as :func:`load_model` returns it: global pooling set for
     ``settings.strategy``, norms folded (the copy ``spgnet evaluate`` runs), settings attached."""
-    from spgnet.engine.inference import configure_pooling, inference_model
+    from spgnet.engine.evaluation.inference import configure_pooling, inference_model
 
     model = model.eval()
     pooling = "GAP" if settings.strategy == "TILED" else settings.strategy
@@ -164,7 +164,7 @@ def load_model(experiment: str, checkpoint: str | Path, *, profile: str | None =
     Errors (unknown experiment, missing or mismatched checkpoint) are one-line
     :class:`spgnet.errors.SpgnetError`.
     """
-    from spgnet.engine.checkpoint import load_trained_model
+    from spgnet.engine.train.checkpoint import load_trained_model
 
     cfg = run_config(experiment, checkpoint, profile, data_root, overrides)
     settings = PredictSettings.from_config(cfg)
@@ -209,7 +209,7 @@ def predict(model: nn.Module, image, *, probabilities: bool = False, strategy: s
     arg-max over ``C``).
     """
     from spgnet.data.transforms import normalize
-    from spgnet.engine.inference import predict as predict_probs
+    from spgnet.engine.evaluation.inference import predict as predict_probs
 
     settings = settings_of(model).replace(strategy=strategy, scales=scales, flip=flip)
     x = normalize(as_rgb_array(image)).to(next(model.parameters()).device)

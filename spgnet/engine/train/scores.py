@@ -4,15 +4,15 @@ Both exist so that the workflows need no process of their own for them (each pro
 about 3 s importing torch and torchvision on a CPU; README, "The pipeline"):
 
 * :func:`write_untrained_reference` (``spgnet train --untrained-out``): the report's untrained
-  reference of the run and seed (:func:`spgnet.engine.reference.untrained_scores`: the network
+  reference of the run and seed (:func:`spgnet.engine.evaluation.reference.untrained_scores`: the network
   built afresh with ``torch.manual_seed(seed)``, as training builds it, on ``val`` with one scale);
 * :func:`evaluate_finished_run` (``spgnet train --evaluate-out``, CPU profiles'
   ``evaluate_in_train_job``): the experiment's own evaluation of ``checkpoint.pt``, exactly as
-  ``spgnet evaluate`` runs it (:func:`spgnet.engine.evaluate.evaluate_checkpoint`: a fresh network
+  ``spgnet evaluate`` runs it (:func:`spgnet.engine.evaluation.evaluate.evaluate_checkpoint`: a fresh network
   loaded from the file, norms folded), so the two write the same files, timings aside.
 
 Under ``torchrun`` rank 0 scores and the others wait. Every training step reseeds
-(:mod:`spgnet.engine.train`), so scoring before the first step changes nothing in the run.
+(:mod:`spgnet.engine.train.loop`), so scoring before the first step changes nothing in the run.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from pathlib import Path
 
 from spgnet.atomic import write_json
 from spgnet.config import RunConfig
-from spgnet.engine import distributed
+from spgnet.engine.train import distributed
 
 
 def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path, scored: dict | None = None) -> dict | None:
     """Write the untrained reference JSON of ``cfg`` under ``seed`` to ``path`` (keys of
-    :func:`spgnet.engine.reference.untrained_scores`; mIoU in percent) and return it (None on
+    :func:`spgnet.engine.evaluation.reference.untrained_scores`; mIoU in percent) and return it (None on
     the processes other than the main one). ``scored``: the scores a resumed run kept in its
     checkpoint, written again instead of scoring the untrained network a second time (Snakemake
     deletes the job's outputs, ``path`` among them, before it restarts an interrupted job)."""
-    from spgnet.engine.reference import EVAL_SPLIT, untrained_config, untrained_scores
+    from spgnet.engine.evaluation.reference import EVAL_SPLIT, untrained_config, untrained_scores
 
     scores = None
     if info.is_main:
@@ -47,8 +47,8 @@ def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path, score
 def evaluate_finished_run(cfg: RunConfig, checkpoint: Path, info, path: Path,
                           predictions: str | Path | None = None) -> None:
     """Evaluate ``checkpoint`` with ``cfg``'s eval section into ``path`` (the metrics JSON of
-    :mod:`spgnet.engine.evaluate`, its confusion matrix and figure beside it)."""
-    from spgnet.engine.evaluate import evaluate_checkpoint, result_line
+    :mod:`spgnet.engine.evaluation.evaluate`, its confusion matrix and figure beside it)."""
+    from spgnet.engine.evaluation.evaluate import evaluate_checkpoint, result_line
 
     if info.is_main:
         metrics = evaluate_checkpoint(cfg, checkpoint, path, predictions)

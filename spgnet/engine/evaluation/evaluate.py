@@ -1,8 +1,8 @@
 """``spgnet evaluate EXPERIMENT --checkpoint FILE --out METRICS.json``: score a trained network.
 
 Runs the experiment's ``eval`` section (split, scales, flip, GAP/AP/TILED strategy, padding, see
-:mod:`spgnet.engine.inference`) over the evaluation split, accumulates a confusion matrix over the
-dataset's classes (255 ignored; :mod:`spgnet.engine.metrics`, equal to cityscapesscripts) and
+:mod:`spgnet.engine.evaluation.inference`) over the evaluation split, accumulates a confusion matrix over the
+dataset's classes (255 ignored; :mod:`spgnet.engine.evaluation.metrics`, equal to cityscapesscripts) and
 writes, atomically, a metrics JSON that DVC and the report read::
 
     {"experiment", "profile", "strategy", "scales", "flip", "split",
@@ -11,9 +11,9 @@ writes, atomically, a metrics JSON that DVC and the report read::
 
 IoUs are in percent (the paper's unit); undefined IoUs are ``null``. ``macc`` (mean class
 accuracy) and ``aacc`` (pixel accuracy) are mmsegmentation's ``mAcc``/``aAcc``, in percent
-(:mod:`spgnet.engine.metrics`). The confusion matrix is written beside the metrics as
+(:mod:`spgnet.engine.evaluation.metrics`). The confusion matrix is written beside the metrics as
 ``<name>.confusion.json`` and drawn, row-normalised, as ``<name>.confusion.png``
-(:mod:`spgnet.engine.confusion`). ``seconds_per_image`` is the
+(:mod:`spgnet.engine.evaluation.confusion`). ``seconds_per_image`` is the
 mean time of one image's test-time forward passes (every scale and flip of the strategy) and its
 argmax, without data loading or writing predictions (CUDA synchronised around it); ``seconds`` is
 the wall time of the whole loop over the split (loading, inference, scoring, writing predictions:
@@ -43,11 +43,11 @@ import torch
 from spgnet.config import RunConfig
 from spgnet.config_args import config_from_args
 from spgnet.atomic import write_json
-from spgnet.engine.allocator import keep_freed_memory
-from spgnet.engine.checkpoint import load_trained_model
-from spgnet.engine.confusion import confusion_paths, draw_confusion, write_confusion_json
-from spgnet.engine.inference import STRATEGIES, predict
-from spgnet.engine.metrics import ConfusionMatrix, as_percent
+from spgnet.runtime.allocator import keep_freed_memory
+from spgnet.engine.train.checkpoint import load_trained_model
+from spgnet.engine.evaluation.confusion import confusion_paths, draw_confusion, write_confusion_json
+from spgnet.engine.evaluation.inference import STRATEGIES, predict
+from spgnet.engine.evaluation.metrics import ConfusionMatrix, as_percent
 from spgnet.errors import SpgnetError
 
 
@@ -260,7 +260,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
     metrics JSON of the module docstring), its confusion matrix and figure beside it, and with
     ``predictions`` one PNG per image there; one MLflow ``evaluate`` run. Returns the metrics.
     What ``spgnet evaluate`` runs, and what a training job with ``--evaluate-out`` runs on the
-    checkpoint it has just written (:mod:`spgnet.engine.train`): the same files, timings aside.
+    checkpoint it has just written (:mod:`spgnet.engine.train.loop`): the same files, timings aside.
     Raises :class:`SpgnetError` for a submission without ``predictions`` or an empty split."""
     ev = cfg.eval
     if ev.submission and not predictions:
@@ -272,7 +272,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
     if len(dataset) == 0:
         raise SpgnetError(f"{cfg.data.path()}: split '{ev.split}' of {cfg.train.dataset} has no images")
 
-    from spgnet.engine.tracking import start_run
+    from spgnet.tracking import start_run
 
     with start_run("evaluate", cfg, run_name=f"{cfg.experiment}/evaluate/{ev.strategy}") as tracker:
         result = evaluate_model(

@@ -19,7 +19,7 @@ Prediction format (``--format``, default ``auto``; without the flag ``auto`` is 
               only 7, 8, 11, 12, 13, 17 (valid both ways) is read as labelIds, with a note on
               stderr.
 
-Scores are exactly cityscapesscripts' class IoUs and their mean (see :mod:`spgnet.engine.metrics`),
+Scores are exactly cityscapesscripts' class IoUs and their mean (see :mod:`spgnet.engine.evaluation.metrics`),
 printed in percent; ``--json`` prints ``{"miou": ..., "per_class": {name: ...}}`` (NaN as null).
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from spgnet.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_EVAL_LABEL_IDS, IGNORE_INDEX, LABELID_TO_TRAINID
-from spgnet.engine.metrics import summary
+from spgnet.engine.evaluation.metrics import summary
 from spgnet.errors import SpgnetError
 
 GT_SUFFIX = "_gtFine_labelIds.png"

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from spgnet.engine.tracking.store import (
+from spgnet.tracking.store import (
     INVOCATION_ENV,
     PARENT_RUN_ENV,
     SPOOL_ENV,
@@ -22,7 +22,7 @@ from spgnet.engine.tracking.store import (
     tracking_enabled,
     tracking_uri,
 )
-from spgnet.engine.tracking.trackers import NullTracker, SpoolTracker, Tracker
+from spgnet.tracking.trackers import NullTracker, SpoolTracker, Tracker
 
 
 def _experiment_id(client, name: str, db: Path | None) -> str:

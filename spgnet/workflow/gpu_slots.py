@@ -1,4 +1,4 @@
-"""Each local GPU job gets GPUs of its own: ``python -m spgnet.gpu_slots --gpus N -- CMD ...``.
+"""Each local GPU job gets GPUs of its own: ``python -m spgnet.workflow.gpu_slots --gpus N -- CMD ...``.
 
 Snakemake counts a ``gpu`` resource (``--resources gpu=8``) so that the GPUs its running jobs ask
 for never add up to more than the machine has, but it does not say *which* GPUs a job may use:
@@ -29,7 +29,7 @@ the wrapper only checks that there are at least ``N`` when the variable is set.
 :func:`launcher` writes the command prefix the Snakemake rules put in front of a ``spgnet`` verb:
 plain ``spgnet`` without GPUs (``torchrun`` without the wrapper for a CPU job of several processes),
 the wrapper for one GPU, the wrapper and ``torchrun --standalone --nproc_per_node N`` (one process
-per GPU, DDP; ``spgnet.engine.distributed``) for several.
+per GPU, DDP; ``spgnet.engine.train.distributed``) for several.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def launcher(gpus: int, gpus_field: str = "{resources.gpu}", processes: int = 1)
         if processes > 1:
             return f"torchrun --standalone --nproc_per_node {processes} -m spgnet"
         return "spgnet"
-    wrap = f"python -m spgnet.gpu_slots --gpus {gpus_field} --"
+    wrap = f"python -m spgnet.workflow.gpu_slots --gpus {gpus_field} --"
     if gpus == 1:
         return f"{wrap} spgnet"
     return f"{wrap} torchrun --standalone --nproc_per_node {gpus_field} -m spgnet"
@@ -274,7 +274,7 @@ def _say(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spgnet.gpu_slots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m spgnet.workflow.gpu_slots", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, required=True, help="GPU slots the command needs")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (default: wait)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")

@@ -1,6 +1,6 @@
 """One training step (Sec. 4.2): forward under autocast, the loss of the global batch, backward, update.
 
-:func:`train_step` is what :mod:`spgnet.engine.train`'s loop calls once per iteration; it is a
+:func:`train_step` is what :mod:`spgnet.engine.train.loop`'s loop calls once per iteration; it is a
 plain function of the network, a batch, the optimiser and the run's settings, so it can be tested
 and benchmarked alone (``benchmarks/gpu_check.py``). Every random draw inside the step comes from
 ``torch.manual_seed(step_seed(seed, iteration, rank))``, set by the loop before it.
@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from spgnet.config import RunConfig
-from spgnet.engine import distributed
-from spgnet.engine.losses import segmentation_loss
-from spgnet.engine.precision import Precision
+from spgnet.engine.train import distributed
+from spgnet.engine.train.losses import segmentation_loss
+from spgnet.engine.train.precision import Precision
 from spgnet.errors import SpgnetError
 
 

@@ -31,7 +31,7 @@ Reopened runs: a training resumed with settings outside its checkpoint's config 
 
 Spool (``SPGNET_TRACKING_SPOOL=DIR``): a job writes its run as JSON into ``DIR`` (no MLflow import:
 ``benchmarks/workflow_time.py --overhead`` measures the start-up it saves) and
-:func:`import_spool` (``python -m spgnet.engine.tracking import-spool DIR``) writes all of them
+:func:`import_spool` (``python -m spgnet.tracking import-spool DIR``) writes all of them
 into the store at once, with their original timestamps (docs/mlflow.md).
 
 Modules: :mod:`.store` (the URI, the lock, retries, warnings), :mod:`.trackers` (``Tracker``,
@@ -39,9 +39,9 @@ Modules: :mod:`.store` (the URI, the lock, retries, warnings), :mod:`.trackers` 
 and the ``import-spool`` command, run by ``__main__``). Everything a caller needs is imported here.
 """
 
-from spgnet.engine.tracking.run import start_run
-from spgnet.engine.tracking.spool import import_spool, main
-from spgnet.engine.tracking.store import (
+from spgnet.tracking.run import start_run
+from spgnet.tracking.spool import import_spool, main
+from spgnet.tracking.store import (
     _RETRIES,
     CHANGED_TAG,
     INVOCATION_ENV,
@@ -55,7 +55,7 @@ from spgnet.engine.tracking.store import (
     tracking_enabled,
     tracking_uri,
 )
-from spgnet.engine.tracking.trackers import NullTracker, SpoolTracker, Tracker
+from spgnet.tracking.trackers import NullTracker, SpoolTracker, Tracker
 
 __all__ = [
     "CHANGED_TAG", "INVOCATION_ENV", "PARENT_RUN_ENV", "SPOOL_ENV", "SPOOL_PREFIX", "TRACKING_ENV",

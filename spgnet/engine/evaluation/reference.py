@@ -1,6 +1,6 @@
 """``spgnet baseline``: the reference scores that an mIoU cell of the report is read against.
 
-Two references, both scored by :mod:`spgnet.engine.metrics` (cityscapesscripts' mIoU) on the
+Two references, both scored by :mod:`spgnet.engine.evaluation.metrics` (cityscapesscripts' mIoU) on the
 ``val`` split the experiments are scored on, written atomically as JSON in percent:
 
 * ``spgnet baseline majority --summary DATA/summary.json --out JSON``: always predict the most
@@ -12,8 +12,8 @@ Two references, both scored by :mod:`spgnet.engine.metrics` (cityscapesscripts' 
   Keys: ``kind, dataset, split, class, train_share, miou, per_class, summary``.
 * ``spgnet baseline untrained EXPERIMENT --profile P --seed K --out JSON``: the experiment's
   network as its training starts (``torch.manual_seed(K)`` then the model builder, as
-  :mod:`spgnet.engine.train` does: random weights, or ImageNet weights where the profile gives a
-  ``pretrained`` file), evaluated like :mod:`spgnet.engine.evaluate` on ``val`` with one scale, no
+  :mod:`spgnet.engine.train.loop` does: random weights, or ImageNet weights where the profile gives a
+  ``pretrained`` file), evaluated like :mod:`spgnet.engine.evaluation.evaluate` on ``val`` with one scale, no
   flip and the experiment's GAP/AP/TILED strategy. Keys: those of the eval JSON plus
   ``kind: "untrained"`` and ``seed``. The workflows have each training job write it for its own
   run and seed before the first step (``spgnet train --untrained-out``); this verb scores one alone.
@@ -55,7 +55,7 @@ def majority_scores(summary: dict) -> dict:
     """The majority-class reference of a ``prepare-data`` summary (see the module docstring)."""
     import numpy as np
 
-    from spgnet.engine.metrics import ConfusionMatrix, as_percent
+    from spgnet.engine.evaluation.metrics import ConfusionMatrix, as_percent
 
     names = list(summary["classes"])
     train = summary["splits"][TRAIN_SPLIT]["pixels_per_class"]
@@ -91,7 +91,7 @@ def untrained_scores(cfg, seed: int) -> dict:
     """Evaluate ``cfg``'s network as training with ``seed`` starts it (see the module docstring)."""
     import torch
 
-    from spgnet.engine import evaluate
+    from spgnet.engine.evaluation import evaluate
     from spgnet.models import build_model_from_config
     from spgnet.models.norm import usable_norm
 
@@ -145,7 +145,7 @@ def main(args) -> int:
         if not args.experiment:
             raise SpgnetError("baseline untrained needs an EXPERIMENT")
         from spgnet.config_args import config_from_args
-        from spgnet.engine.allocator import keep_freed_memory
+        from spgnet.runtime.allocator import keep_freed_memory
 
         keep_freed_memory()
         scores = untrained_scores(untrained_config(config_from_args(args)), int(args.seed))

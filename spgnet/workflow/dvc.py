@@ -2,7 +2,7 @@
 
 ``dvc.yaml`` holds the stage templates; its ``foreach`` loops run over ``datasets``, ``runs`` and
 ``evaluations`` of ``workflow/dvc-plan.yaml``, which this module writes from the same
-:func:`spgnet.pipeline.make_plan` that Snakemake reads. The file is generated, never edited:
+:func:`spgnet.workflow.plan.make_plan` that Snakemake reads. The file is generated, never edited:
 ``tests/test_workflow.py`` fails when it is stale.
 
 It also writes ``params.yaml`` (DVC's default params file): each training run's resolved ``model``
@@ -25,7 +25,7 @@ import yaml
 
 from spgnet.atomic import write_text
 from spgnet.config import PROJECT_ROOT
-from spgnet.pipeline import Plan, make_plan
+from spgnet.workflow.plan import Plan, make_plan
 
 DVC_PLAN = "workflow/dvc-plan.yaml"
 DVC_PARAMS = "params.yaml"

@@ -2,12 +2,12 @@
 
 SGD (momentum 0.9, weight decay 1e-4, lr 0.01, poly 0.9) for ``train.iterations`` iterations of
 ``train.batch_size`` random ``train.crop`` crops; cross-entropy on the final prediction plus each
-earlier stage's per-class logits (:mod:`spgnet.engine.losses`), with OHEM where the experiment
+earlier stage's per-class logits (:mod:`spgnet.engine.train.losses`), with OHEM where the experiment
 enables it. Outputs in ``--out DIR`` (only rank 0 writes; nothing is left behind by a run that
 fails before its first checkpoint):
 
 ``latest.pt``           the state to resume from, written atomically every
-                        ``train.checkpoint_every`` iterations (:mod:`spgnet.engine.checkpoint`)
+                        ``train.checkpoint_every`` iterations (:mod:`spgnet.engine.train.checkpoint`)
 ``checkpoint.pt``       the finished run's state (same content), written at the end; ``latest.pt``
                         is then removed. Workflows declare only this one as an output, so a crash
                         or a pre-emption (which makes Snakemake delete a job's outputs) never
@@ -19,7 +19,7 @@ fails before its first checkpoint):
                         precision, the ImageNet files used (SHA-256 per backbone) or "random",
                         config hash
 ``--untrained-out`` / ``--evaluate-out``: the run's untrained reference (before the first
-step) and the evaluation of its finished checkpoint (:mod:`spgnet.engine.train_scores`)
+step) and the evaluation of its finished checkpoint (:mod:`spgnet.engine.train.scores`)
 
 Reproducibility: every random draw derives from (seed, iteration): the sample order and each
 sample's augmentation through :class:`spgnet.data.sampler.TrainSampler`, anything random inside
@@ -35,9 +35,9 @@ iteration's global batch of ``train.batch_size`` crops is dealt out to the proce
 is the mean over the global batch and InPlaceABNSync merges batch statistics over the processes,
 so ``8x1``, ``4x2`` and ``1x8`` train the same network, but for OHEM, which mines each process's
 crops (``train.ohem_scope: process``, the default; ``batch`` mines the global batch; see
-:mod:`spgnet.engine.losses`). Two CPU processes with gloo work as well (CI).
+:mod:`spgnet.engine.train.losses`). Two CPU processes with gloo work as well (CI).
 
-Precision (``train.amp``, :mod:`spgnet.engine.precision`): float16 autocast with a gradient scaler
+Precision (``train.amp``, :mod:`spgnet.engine.train.precision`): float16 autocast with a gradient scaler
 on CUDA (a step whose loss or gradients overflow is skipped and the scale lowered; only
 :data:`NONFINITE_PATIENCE` non-finite steps in a row stop the run), bfloat16 on CPUs that run it
 natively, float32 otherwise. On CUDA ``cudnn.benchmark`` is on and networks without InPlaceABN
@@ -62,17 +62,17 @@ from torch.utils.data import Dataset
 from spgnet.atomic import write_json
 from spgnet.config import RunConfig, config_hash
 from spgnet.config_args import config_from_args
-from spgnet.engine import distributed
-from spgnet.engine.allocator import keep_freed_memory
-from spgnet.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
-from spgnet.engine.precision import Precision, resolve_precision, uses_inplace_abn
-from spgnet.engine.progress import Progress
-from spgnet.engine.schedule import build_optimizer, poly_lr, set_lr
-from spgnet.engine.tracking import start_run
-from spgnet.engine.train_data import build_train_dataset, build_train_loader
-from spgnet.engine.train_scores import evaluate_finished_run, write_untrained_reference
-from spgnet.engine.train_state import LoopState, TrainLog
-from spgnet.engine.train_step import memory_format, step_seed, train_step
+from spgnet.engine.train import distributed
+from spgnet.runtime.allocator import keep_freed_memory
+from spgnet.engine.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
+from spgnet.engine.train.precision import Precision, resolve_precision, uses_inplace_abn
+from spgnet.engine.train.progress import Progress
+from spgnet.engine.train.schedule import build_optimizer, poly_lr, set_lr
+from spgnet.tracking import start_run
+from spgnet.engine.train.data import build_train_dataset, build_train_loader
+from spgnet.engine.train.scores import evaluate_finished_run, write_untrained_reference
+from spgnet.engine.train.state import LoopState, TrainLog
+from spgnet.engine.train.step import memory_format, step_seed, train_step
 from spgnet.errors import SpgnetError
 
 LOG_NAME = "train_log.csv"
@@ -369,7 +369,7 @@ def _validate(run: _Run, end: bool) -> dict | None:
         return None
     if not (run.state.iteration % every == 0 or end):
         return {"val_miou": ""}
-    from spgnet.engine.evaluate import validation_miou
+    from spgnet.engine.evaluation.evaluate import validation_miou
 
     miou = None
     if run.info.is_main:
@@ -490,9 +490,9 @@ def _write_results(run: _Run, metrics: dict, tracker, *, log_model: bool = True)
 
 def _log_model(run: _Run, tracker) -> None:
     """With the profile's ``tracking.log_model``: the trained network as an MLflow model, registered
-    under the experiment's name (:mod:`spgnet.engine.model_registry`). A failure is a warning."""
+    under the experiment's name (:mod:`spgnet.serving.mlflow_model`). A failure is a warning."""
     from spgnet.config import load_profile
-    from spgnet.engine.model_registry import log_model_enabled, log_trained_model
+    from spgnet.serving.mlflow_model import log_model_enabled, log_trained_model
 
     # only the profile's tracking section is read: any data root will do
     if not tracker.run_id or not log_model_enabled(load_profile(run.cfg.profile, data_root=run.cfg.data.root)):

@@ -1,6 +1,6 @@
 """``spgnet export EXPERIMENT --checkpoint CKPT --format onnx|exported-program --out FILE``.
 
-The exported graph is :class:`LogitsModel` around :func:`spgnet.engine.predictor.load_model`'s
+The exported graph is :class:`LogitsModel` around :func:`spgnet.serving.predictor.load_model`'s
 network (eval mode, norms folded): input ``image`` ``float32 [N, 3, H, W]`` normalised with
 ImageNet's mean and standard deviation (:func:`spgnet.data.transforms.normalize`), output
 ``logits`` ``float32 [N, C, H, W]`` at the input's resolution (softmax and arg-max are left to
@@ -45,7 +45,7 @@ class LogitsModel(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from spgnet.engine.inference import logits_of
+        from spgnet.engine.evaluation.inference import logits_of
 
         logits = logits_of(self.model(image))
         if logits.shape[-2:] != image.shape[-2:]:
@@ -58,7 +58,7 @@ def min_side(strategy: str, crop: int) -> int:
     for AP (the stride-32 features must exceed the AP kernel, else the pooled map has one row
     and the tracer specialises it), 65 otherwise (stride-32 features of at least 3 pixels).
     For crops of the form ``32 k + 1`` (97, 513, 769) the AP minimum is the crop itself."""
-    from spgnet.engine.inference import ap_kernel
+    from spgnet.engine.evaluation.inference import ap_kernel
 
     return 32 * ap_kernel(crop) + 1 if strategy == "AP" else 65
 
@@ -128,7 +128,7 @@ def max_difference(reference: nn.Module, runner, sizes: list[tuple[int, int]], s
 
 
 def export(model: nn.Module, fmt: str, out: str | Path, *, size: tuple[int, int], tolerance: float = 1e-3) -> list[float]:
-    """Export ``model`` (a network of :func:`spgnet.engine.predictor.load_model`, on the CPU) in
+    """Export ``model`` (a network of :func:`spgnet.serving.predictor.load_model`, on the CPU) in
     format ``fmt`` to ``out`` (written atomically), read it back and compare it with PyTorch on
     :func:`check_sizes` ``(size)``; returns the two largest absolute logit differences. A
     difference above ``tolerance`` raises :class:`SpgnetError` and leaves no file."""
@@ -155,7 +155,7 @@ def export(model: nn.Module, fmt: str, out: str | Path, *, size: tuple[int, int]
 
 
 def main(args) -> int:
-    from spgnet.engine.predictor import load_model, prepare_for_inference, settings_of
+    from spgnet.serving.predictor import load_model, prepare_for_inference, settings_of
 
     model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None), device="cpu")
     settings = settings_of(model)

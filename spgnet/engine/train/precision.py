@@ -20,9 +20,9 @@ with ``weight is not compatible with x``); on CUDA they take float16. oneDNN run
 EPYC: ``t3-1stage`` 4 iterations 24.2 s in bfloat16 against 7.7 s in float32, issue 12).
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone is not enough: it only asks for AVX-512
 (BW/VL/DQ), which Skylake-class CPUs have without bfloat16 arithmetic, so on x86 the CPU's flags
-(:mod:`spgnet.engine.hardware`) decide; elsewhere (ARM) torch's check does.
+(:mod:`spgnet.runtime.hardware`) decide; elsewhere (ARM) torch's check does.
 
-Evaluation (``spgnet evaluate``, :mod:`spgnet.engine.inference`, the attention figures) never
+Evaluation (``spgnet evaluate``, :mod:`spgnet.engine.evaluation.inference`, the attention figures) never
 uses autocast: it runs in float32 on every CPU.
 """
 
@@ -78,7 +78,7 @@ class Precision:
 def native_bf16() -> bool:
     """True when this CPU runs bfloat16 arithmetic in hardware (``avx512_bf16`` or ``amx_bf16`` on
     x86, torch's oneDNN check elsewhere)."""
-    from spgnet.engine import hardware
+    from spgnet.runtime import hardware
 
     if platform.machine().lower() in _X86:
         flags = hardware.cpu_flags()
@@ -124,7 +124,7 @@ def resolve_precision(amp, device: torch.device | str, *, inplace_abn: bool = Fa
                          "gradient scaler (inplace-abn's kernels refuse bfloat16)")
     if kind != "cpu":
         return Precision(None, False, f"train.amp is {amp} but {kind} has no autocast policy here: float32")
-    from spgnet.engine.hardware import cpu_model
+    from spgnet.runtime.hardware import cpu_model
 
     if native_bf16():
         return Precision(torch.bfloat16, False, f"train.amp is {amp} and {cpu_model()} runs bfloat16 "

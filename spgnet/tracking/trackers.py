@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from spgnet.engine.tracking.store import (
+from spgnet.tracking.store import (
     _MAX_PARAM_VALUE,
     _METRICS_PER_BATCH,
     _PARAMS_PER_BATCH,
@@ -121,8 +121,8 @@ class Tracker(NullTracker):
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
-            # The package's _RETRIES (spgnet.engine.tracking._RETRIES) is the setting a test lowers.
-            from spgnet.engine import tracking
+            # The package's _RETRIES (spgnet.tracking._RETRIES) is the setting a test lowers.
+            from spgnet import tracking
 
             result = _retry(fn, self._lock, what, attempts=1 if self._failures else tracking._RETRIES)
         except Exception as err:  # noqa: BLE001 - any store failure

@@ -1,6 +1,6 @@
-"""The spool: runs recorded by jobs (:class:`~spgnet.engine.tracking.trackers.SpoolTracker`),
+"""The spool: runs recorded by jobs (:class:`~spgnet.tracking.trackers.SpoolTracker`),
 written into MLflow by one process, :func:`import_spool`, also the command
-``python -m spgnet.engine.tracking import-spool DIR`` (:func:`main`; docs/mlflow.md).
+``python -m spgnet.tracking import-spool DIR`` (:func:`main`; docs/mlflow.md).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from spgnet.engine.tracking.run import _open_run
+from spgnet.tracking.run import _open_run
 from spgnet.errors import SpgnetError
-from spgnet.engine.tracking.store import _connect, _now_ms, _warn, tracking_uri
+from spgnet.tracking.store import _connect, _now_ms, _warn, tracking_uri
 
 
 def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
@@ -71,10 +71,10 @@ def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spgnet.engine.tracking import-spool DIR``: :func:`import_spool`."""
+    """``python -m spgnet.tracking import-spool DIR``: :func:`import_spool`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m spgnet.engine.tracking", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spgnet.tracking", description=main.__doc__)
     parser.add_argument("command", choices=["import-spool"])
     parser.add_argument("directory", help="the spool folder (SPGNET_TRACKING_SPOOL of the jobs)")
     args = parser.parse_args(argv)

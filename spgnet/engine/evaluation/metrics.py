@@ -61,7 +61,7 @@ class ConfusionMatrix:
         self.mat += counts.reshape(c, c + 1)
 
     def add_matrix(self, mat) -> None:
-        """Add another ``[C, C + 1]`` count matrix (e.g. one computed by :mod:`spgnet.engine.score`)."""
+        """Add another ``[C, C + 1]`` count matrix (e.g. one computed by :mod:`spgnet.engine.evaluation.score`)."""
         self.mat += torch.as_tensor(mat, dtype=torch.int64, device=self.mat.device)
 
     def reduce_from_all_processes(self) -> None:

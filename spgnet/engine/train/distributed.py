@@ -118,7 +118,7 @@ def cleanup() -> None:
 def shard(batch: list, rank: int, world_size: int) -> list:
     """This rank's part of a global batch: ``batch[rank::world_size]``. The parts may differ by one
     crop (28 on 8 processes: 4, 4, 4, 4, 3, 3, 3, 3); the losses weigh every pixel of the global
-    batch alike (:mod:`spgnet.engine.losses`). Every process needs at least one crop."""
+    batch alike (:mod:`spgnet.engine.train.losses`). Every process needs at least one crop."""
     if len(batch) < world_size:
         raise SpgnetError(f"train.batch_size {len(batch)} is smaller than the {world_size} processes "
                           "(each needs at least one crop)")

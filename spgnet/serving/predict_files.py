@@ -3,7 +3,7 @@
 ``PATH`` is a picture, a folder (searched recursively for ``.png``/``.jpg``/``.jpeg``) or a glob
 (``'photos/**/*.jpg'``). Every picture is read with :func:`spgnet.data.io.read_image` (any PNG or
 JPEG mode: RGB, RGBA, palette, grayscale, CMYK, 16-bit; EXIF orientation applied) and run as
-``spgnet evaluate`` runs its data (:func:`spgnet.engine.predictor.predict`: the experiment's test
+``spgnet evaluate`` runs its data (:func:`spgnet.serving.predictor.predict`: the experiment's test
 strategy, scales and flip unless ``--strategy``, ``--scales``, ``--flip/--no-flip`` say
 otherwise). For each picture ``<stem>.<ext>`` it writes, atomically, into ``DIR`` (keeping the
 sub-folders of a folder input):
@@ -105,7 +105,7 @@ def write_outputs(ids: np.ndarray, rgb: np.ndarray, stem: Path, out: Path, datas
     """
     from PIL import Image
 
-    from spgnet.engine.evaluate import write_prediction
+    from spgnet.engine.evaluation.evaluate import write_prediction
 
     target = out / stem.parent
     target.mkdir(parents=True, exist_ok=True)
@@ -139,8 +139,8 @@ def _progress(items: list, label: str):
 def main(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    from spgnet.engine.allocator import keep_freed_memory
-    from spgnet.engine.predictor import as_rgb_array, load_model, predict, settings_of
+    from spgnet.runtime.allocator import keep_freed_memory
+    from spgnet.serving.predictor import as_rgb_array, load_model, predict, settings_of
 
     if not 0.0 <= args.opacity <= 1.0:
         raise SpgnetError(f"--opacity must be between 0 and 1, got {args.opacity}")

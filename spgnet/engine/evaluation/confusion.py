@@ -4,7 +4,7 @@ For ``spgnet evaluate ... --out DIR/NAME.json`` (:func:`confusion_paths`):
 
 ``DIR/NAME.confusion.json``  ``{"rows": [C class names] (ground truth), "columns": [C class names,
                              "void"] (prediction; "void" = any value outside the classes),
-                             "matrix": [C][C + 1] pixel counts}`` (:mod:`spgnet.engine.metrics`
+                             "matrix": [C][C + 1] pixel counts}`` (:mod:`spgnet.engine.evaluation.metrics`
                              explains the void column); ignored ground-truth pixels are not counted.
 ``DIR/NAME.confusion.png``   the matrix with every row divided by its sum (the share of a class's
                              pixels predicted as each class, in percent; rows of classes absent

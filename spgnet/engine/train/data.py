@@ -2,7 +2,7 @@
 
 :class:`spgnet.data.sampler.TrainSampler` draws each iteration's global batch (sample order and
 augmentation seeds from (seed, iteration)); :class:`RankBatches` deals it out to the processes
-(:func:`spgnet.engine.distributed.shard`); the loader collates with uint8 labels, which the
+(:func:`spgnet.engine.train.distributed.shard`); the loader collates with uint8 labels, which the
 training step makes int64 on the device.
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from spgnet.config import RunConfig
-from spgnet.engine import distributed
+from spgnet.engine.train import distributed
 
 
 class RankBatches(Sampler):

@@ -2,7 +2,7 @@
 
 With ``tracking: {log_model: true}`` in the profile (:func:`log_model_enabled`; on for the paper
 profile, off for mini and smoke), the end of ``spgnet train`` calls :func:`log_trained_model`:
-``mlflow.pytorch.log_model`` logs a :class:`spgnet.engine.predictor.SegmentationPipeline` (the
+``mlflow.pytorch.log_model`` logs a :class:`spgnet.serving.predictor.SegmentationPipeline` (the
 network, norms folded, with its experiment's test-time options) with a signature and an input
 example, and registers it as a new version of the registered model named after the experiment.
 
@@ -80,10 +80,10 @@ def input_example(side: int = EXAMPLE_SIDE, seed: int = 0) -> np.ndarray:
 
 def inference_pipeline(model: torch.nn.Module, cfg):
     """A CPU copy of the trained ``model`` (DDP unwrapped, no process group:
-    :func:`spgnet.engine.distributed.detached_copy`) as a
-    :class:`spgnet.engine.predictor.SegmentationPipeline` for ``cfg``'s experiment."""
-    from spgnet.engine.distributed import detached_copy
-    from spgnet.engine.predictor import PredictSettings, SegmentationPipeline, prepare_for_inference
+    :func:`spgnet.engine.train.distributed.detached_copy`) as a
+    :class:`spgnet.serving.predictor.SegmentationPipeline` for ``cfg``'s experiment."""
+    from spgnet.engine.train.distributed import detached_copy
+    from spgnet.serving.predictor import PredictSettings, SegmentationPipeline, prepare_for_inference
 
     network = getattr(model, "module", model)  # DistributedDataParallel keeps the network in .module
     settings = PredictSettings.from_config(cfg)
@@ -97,7 +97,7 @@ def log_trained_model(model: torch.nn.Module, cfg, run_id: str, *, registered_mo
     ``mlflow.pytorch.log_model`` (signature :func:`signature`, example :func:`input_example`)
     and register it as a new version of ``registered_model_name`` (default ``cfg.experiment``).
 
-    ``tracking_uri``: default :func:`spgnet.engine.tracking.tracking_uri`. Returns MLflow's
+    ``tracking_uri``: default :func:`spgnet.tracking.tracking_uri`. Returns MLflow's
     ``ModelInfo`` (``.model_uri``, ``.registered_model_version``). Call it while the run is
     open (inside ``start_run``): the run is re-entered with ``mlflow.start_run(run_id=...)``,
     whose exit marks it FINISHED until the caller's tracker closes it with its own status.
@@ -105,8 +105,8 @@ def log_trained_model(model: torch.nn.Module, cfg, run_id: str, *, registered_mo
     import mlflow
     import mlflow.pytorch
 
-    from spgnet.engine.tracking.store import _StoreLock, sqlite_path
-    from spgnet.engine.tracking import tracking_uri as default_uri
+    from spgnet.tracking.store import _StoreLock, sqlite_path
+    from spgnet.tracking import tracking_uri as default_uri
 
     uri = tracking_uri or default_uri()
     name = registered_model_name or cfg.experiment
