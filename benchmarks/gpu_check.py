@@ -55,7 +55,7 @@ design questions and tuning last, so that a run cut short still answers the firs
    the multiply-adds of :func:`spgnet.analysis.profile.count` at 769x769 (forward + backward
    taken as 3 forwards; 2 FLOPs per multiply-add) / step time, % of the GPU's dense float16 peak
    (:data:`PEAK_TFLOPS`), peak GiB (``torch.cuda.max_memory_allocated``), finite losses.
-7. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.evaluation.inference.predict` on a 1024x2048
+7. ``inference``: ``spgnet evaluate``'s :func:`spgnet.engine.evaluation.inference.infer_probs` on a 1024x2048
    image with ``t9-r50-d256`` (random weights): AP and TILED at one scale, and the six scales +
    flip of Sec. 4.4: s/image and peak GiB (one timed pass after a warm-up; two before issue 21).
 8. ``norm_cost``: the step of section 6 for ``t9-r50-d256`` at batch 8, 769x769: with
@@ -927,7 +927,7 @@ def section_norm_cost(device: torch.device, sizes: Sizes, budget: Budget, name: 
 
 def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: str = "t9-r50-d256") -> list:
     from spgnet.config import get_experiment
-    from spgnet.engine.evaluation.inference import MULTI_SCALES, predict
+    from spgnet.engine.evaluation.inference import MULTI_SCALES, infer_probs
     from spgnet.models import build_model_from_config
 
     experiment = get_experiment(name)
@@ -945,11 +945,11 @@ def section_inference(device: torch.device, sizes: Sizes, budget: Budget, name: 
             say(f"  {label}: skipped: time budget ({budget.seconds:.0f} s) spent")
             continue
         try:
-            predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop).argmax(0)  # warm-up
+            infer_probs(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop).argmax(0)  # warm-up
             reset_peak(device)
             started = time.perf_counter()
             for _ in range(sizes.inference_repeats):
-                predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop).argmax(0)
+                infer_probs(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop).argmax(0)
             sync(device)
             seconds = (time.perf_counter() - started) / sizes.inference_repeats
         except Exception as err:

@@ -1,5 +1,5 @@
 """Folding normalisations into convolutions for inference (spgnet.models.fuse) and its use by
-spgnet.engine.evaluation.inference.predict: same outputs as the eval-mode model, every foldable pair found,
+spgnet.engine.evaluation.inference.infer_probs: same outputs as the eval-mode model, every foldable pair found,
 nothing folded that must not be."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgnet.config import ModelConfig
-from spgnet.engine.evaluation.inference import inference_model, predict
+from spgnet.engine.evaluation.inference import inference_model, infer_probs
 from spgnet.models import build_model_from_config
 from spgnet.models.fuse import Activation, conv_norm_pairs, fold_conv_norm, fuse_for_inference, norm_folding
 from spgnet.models.norm import norm_act
@@ -252,31 +252,31 @@ def test_frozen_batchnorm_and_conv1d_fold():
     _assert_same(model1d, fused, torch.randn(2, 3, 9))
 
 
-# ---------------------------------------------------------------- predict() uses it
+# ---------------------------------------------------------------- infer_probs() uses it
 
 
-def test_predict_runs_the_folded_copy_and_refreshes_it_when_the_weights_change():
+def test_infer_probs_runs_the_folded_copy_and_refreshes_it_when_the_weights_change():
     model = _spgnet("abn", backbones=("resnet18",), link="none")
     image = torch.randn(3, 64, 96)
     folded = inference_model(model, image[None])
     assert folded is not model and folded.spgnet_folded_norms == len(_norms(model))
     assert inference_model(model) is folded  # cached
-    # on CPU the copy (and predict's input to it) is channels-last, what oneDNN's convolutions use
+    # on CPU the copy (and infer_probs's input to it) is channels-last, what oneDNN's convolutions use
     assert folded.spgnet_memory_format == torch.channels_last
     conv = next(m for m in folded.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     for strategy in ("GAP", "AP", "TILED"):
         kwargs = dict(strategy=strategy, crop=65, scales=(1.0, 0.75), flip=True)
-        torch.testing.assert_close(predict(model, image, **kwargs), predict(model, image, fuse=False, **kwargs),
+        torch.testing.assert_close(infer_probs(model, image, **kwargs), infer_probs(model, image, fuse=False, **kwargs),
                                    atol=1e-5, rtol=1e-4)
     state = randomise_norms(_spgnet("abn", backbones=("resnet18",), link="none"), seed=5).state_dict()
     model.load_state_dict(state)  # e.g. a checkpoint
     refreshed = inference_model(model)
     assert refreshed is not folded
-    torch.testing.assert_close(predict(model, image), predict(model, image, fuse=False), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(infer_probs(model, image), infer_probs(model, image, fuse=False), atol=1e-5, rtol=1e-4)
 
 
-def test_predict_never_folds_a_training_model_nor_a_model_without_norms():
+def test_infer_probs_never_folds_a_training_model_nor_a_model_without_norms():
     model = _spgnet("batchnorm", backbones=("resnet18",), link="none").train()
     assert inference_model(model) is model
     plain = nn.Conv2d(3, 2, 1).eval()

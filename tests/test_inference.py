@@ -19,8 +19,8 @@ from spgnet.engine.evaluation.inference import (
     ap_kernel,
     configure_pooling,
     passes_per_image,
-    predict,
-    predict_labels,
+    infer_probs,
+    infer_labels,
     tile_windows,
     window_starts,
 )
@@ -115,9 +115,9 @@ def test_windows_cover_and_stay_inside(size, crop):
 def test_single_scale_is_softmax_of_logits():
     model = PixelModel().eval()
     x = torch.randn(3, 20, 30)
-    probs = predict(model, x)
+    probs = infer_probs(model, x)
     torch.testing.assert_close(probs, torch.softmax(model(x[None])["out"], 1)[0])
-    assert predict_labels(model, x).shape == (20, 30)
+    assert infer_labels(model, x).shape == (20, 30)
 
 
 @pytest.mark.parametrize("shape,crop", [((12, 24), 9), ((20, 30), 7), ((6, 10), 9)])
@@ -125,8 +125,8 @@ def test_tiled_per_pixel_model_equals_whole_image(shape, crop):
     """Every window lands where it belongs: a context-free model gives the same answer tiled."""
     model = PixelModel().eval()
     x = torch.randn(2, 3, *shape)
-    whole = predict(model, x, strategy="GAP")
-    tiled = predict(model, x, strategy="TILED", crop=crop)
+    whole = infer_probs(model, x, strategy="GAP")
+    tiled = infer_probs(model, x, strategy="TILED", crop=crop)
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_tiled_gap_model_known_answer():
     x = torch.randn(1, 3, 12, 24, generator=g)
     x[:, :, :, 12:] += 2.0
     model = PoolingModel().eval()
-    got = predict(model, x, strategy="TILED", crop=9)
+    got = infer_probs(model, x, strategy="TILED", crop=9)
     total, count = torch.zeros(1, 3, 12, 24), torch.zeros(12, 24)
     for top in (0, 3):
         for left in (0, 6, 12, 15):
@@ -149,7 +149,7 @@ def test_tiled_gap_model_known_answer():
     assert {s for _, s in model.seen} == {(9, 9)} and len(model.seen) == 8
     assert {m for m, _ in model.seen} == {"GAP"}
     # GAP on the whole image is one uniform prediction: the tiles do see local context
-    whole = predict(model, x, strategy="GAP")
+    whole = infer_probs(model, x, strategy="GAP")
     assert torch.allclose(whole, whole[:, :, :1, :1].expand_as(whole))
     assert not torch.allclose(got, whole)
 
@@ -157,7 +157,7 @@ def test_tiled_gap_model_known_answer():
 def test_tiled_pads_small_images_with_zeros():
     model = PoolingModel().eval()
     x = torch.ones(1, 3, 5, 7)
-    got = predict(model, x, strategy="TILED", crop=9)
+    got = infer_probs(model, x, strategy="TILED", crop=9)
     expected = torch.softmax(torch.full((1, 3), 5 * 7 / 81), 1)  # mean over the zero-padded 9x9
     torch.testing.assert_close(got, expected[:, :, None, None].expand(1, 3, 5, 7))
     assert model.seen == [("GAP", (9, 9))]
@@ -168,51 +168,51 @@ def test_pad_to_runs_on_a_mean_colour_canvas_and_crops_back():
     and right, every scale taken of the padded canvas, the probabilities cropped to the image."""
     model = PoolingModel().eval()
     x = torch.ones(1, 3, 5, 7)
-    got = predict(model, x, strategy="GAP", pad_to=9)
+    got = infer_probs(model, x, strategy="GAP", pad_to=9)
     expected = torch.softmax(torch.full((1, 3), 5 * 7 / 81), 1)  # GAP over the zero-padded 9x9
     torch.testing.assert_close(got, expected[:, :, None, None].expand(1, 3, 5, 7))
     assert model.seen == [("GAP", (9, 9))]
     model.seen.clear()
-    predict(model, x[0], scales=(1.0, 2.0), flip=True, pad_to=9)
+    infer_probs(model, x[0], scales=(1.0, 2.0), flip=True, pad_to=9)
     assert [size for _, size in model.seen] == [(9, 9), (9, 9), (18, 18), (18, 18)]
     # an image at least as large as pad_to is run as it is
     y = torch.randn(1, 3, 12, 10)
-    torch.testing.assert_close(predict(PoolingModel().eval(), y, pad_to=9), predict(PoolingModel().eval(), y))
+    torch.testing.assert_close(infer_probs(PoolingModel().eval(), y, pad_to=9), infer_probs(PoolingModel().eval(), y))
 
 
 def test_ap_and_gap_switch_the_model_pooling():
     model = PoolingModel().eval()
     x = torch.randn(1, 3, 16, 16)
-    ap = predict(model, x, strategy="AP", crop=160)  # kernel 160 // 32 = 5
+    ap = infer_probs(model, x, strategy="AP", crop=160)  # kernel 160 // 32 = 5
     assert model.calls == [("AP", 5)] and model.seen == [("AP", (16, 16))]
     expected = F.pad(F.avg_pool2d(x, 5, stride=1), (2, 2, 2, 2), mode="replicate")
     torch.testing.assert_close(ap, torch.softmax(expected, 1))
-    predict(model, x, strategy="GAP")
+    infer_probs(model, x, strategy="GAP")
     assert model.calls[-1] == ("GAP", None)
     # models without the method (no GAP branch, peers) are run as they are
     assert configure_pooling(PixelModel(), "AP", 769) is False
     with pytest.raises(ValueError):
-        predict(model, x, strategy="TILED")  # needs the crop
+        infer_probs(model, x, strategy="TILED")  # needs the crop
     with pytest.raises(ValueError):
-        predict(model, x, strategy="SLIDING", crop=9)
+        infer_probs(model, x, strategy="SLIDING", crop=9)
 
 
 def test_multi_scale_averages_probabilities_of_each_scale():
     x = torch.zeros(3, 40, 60)
-    got = predict(SizeModel(), x, scales=MULTI_SCALES)
+    got = infer_probs(SizeModel(), x, scales=MULTI_SCALES)
     heights = [round(40 * s) for s in MULTI_SCALES]  # 30, 40, 50, 60, 70, 80
     p0 = sum(h / (h + 1) for h in heights) / len(heights)
     torch.testing.assert_close(got[0], torch.full((40, 60), p0))
     torch.testing.assert_close(got.sum(0), torch.ones(40, 60))
     assert got.shape == (2, 40, 60)  # back at the original resolution
     # flip does not change a flip-invariant model's answer
-    torch.testing.assert_close(predict(SizeModel(), x, scales=MULTI_SCALES, flip=True), got)
+    torch.testing.assert_close(infer_probs(SizeModel(), x, scales=MULTI_SCALES, flip=True), got)
 
 
 def test_flip_mirrors_back():
     w = 6
     x = torch.zeros(1, 3, 4, w)
-    got = predict(RampModel(), x, flip=True)[0, 0, 0]
+    got = infer_probs(RampModel(), x, flip=True)[0, 0, 0]
     col = torch.arange(w, dtype=torch.float32)
     expected = (torch.sigmoid(col) + torch.sigmoid(w - 1 - col)) / 2
     torch.testing.assert_close(got, expected)
@@ -221,8 +221,8 @@ def test_flip_mirrors_back():
 def test_multi_scale_tiled_and_flip_on_a_constant_image_are_exact():
     model = PixelModel().eval()
     x = torch.ones(1, 3, 20, 28) * torch.tensor([0.3, -0.2, 0.5])[None, :, None, None]
-    ref = predict(model, x)
-    got = predict(model, x, scales=(0.75, 1.0, 1.5), flip=True, strategy="TILED", crop=9)
+    ref = infer_probs(model, x)
+    got = infer_probs(model, x, scales=(0.75, 1.0, 1.5), flip=True, strategy="TILED", crop=9)
     torch.testing.assert_close(got, ref)
     assert passes_per_image(1024, 2048, (1.0,), False, "TILED", 769) == 8
     assert passes_per_image(1024, 2048, MULTI_SCALES, True, "AP", 769) == 12
@@ -237,7 +237,7 @@ def test_real_spgnet_if_available():
     x = torch.randn(3, 64, 96)
     with torch.inference_mode():
         for strategy in ("GAP", "AP", "TILED"):
-            probs = predict(model, x, strategy=strategy, crop=65, scales=(1.0, 0.75))
+            probs = infer_probs(model, x, strategy=strategy, crop=65, scales=(1.0, 0.75))
             assert probs.shape == (19, 64, 96)
             torch.testing.assert_close(probs.sum(0), torch.ones(64, 96))
 
@@ -281,7 +281,7 @@ def test_evaluate_model_counts_and_writes_labelids(tmp_path):
     files = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert files == [f"aachen_{k:06d}_{19 + k:06d}_leftImg8bit.png" for k in range(3)]
     png = np.array(Image.open(tmp_path / "pred" / files[0]))
-    pred = predict_labels(model, data[0]["image"]).numpy()
+    pred = infer_labels(model, data[0]["image"]).numpy()
     assert np.array_equal(png, np.array([7, 8, 11])[pred])  # train ids 0, 1, 2 -> label ids
 
 
@@ -320,9 +320,9 @@ def test_evaluate_main_passes_eval_pad_to(tmp_path, toy_pipeline, monkeypatch):
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("pad_to"))
-        return predict(*args, **kwargs)
+        return infer_probs(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "predict", spy)
+    monkeypatch.setattr(ev, "infer_probs", spy)
     assert ev.main(_args(tmp_path, set=["eval.pad_to=64"])) == 0
     assert seen == [64, 64]
     seen.clear()

@@ -175,13 +175,13 @@ def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
 
 
 def test_evaluation_runs_in_float32_on_a_bfloat16_cpu(bf16):
-    """predict() never enables autocast: the network's convolutions see float32 on every CPU."""
-    from spgnet.engine.evaluation.inference import predict
+    """infer_probs() never enables autocast: the network's convolutions see float32 on every CPU."""
+    from spgnet.engine.evaluation.inference import infer_probs
 
     bf16(True)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 1)).eval()
     seen = []
     for module in net:
         module.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    probs = predict(net, torch.randn(1, 3, 16, 16), scales=(1.0, 0.75), flip=True, strategy="GAP")
+    probs = infer_probs(net, torch.randn(1, 3, 16, 16), scales=(1.0, 0.75), flip=True, strategy="GAP")
     assert seen and set(seen) == {torch.float32} and probs.dtype == torch.float32

@@ -16,7 +16,7 @@ Person-Part these are the data set's own label values; for Cityscapes
 sets its global pooling for the experiment's test strategy (Table 12) and returns its
 normalisation-folded eval-mode copy, the network ``spgnet evaluate`` runs
 (:func:`spgnet.engine.evaluation.inference.inference_model`). :func:`predict` runs
-:func:`spgnet.engine.evaluation.inference.predict` (scales, flip, GAP/AP/TILED) on one picture read as
+:func:`spgnet.engine.evaluation.inference.infer_probs` (scales, flip, GAP/AP/TILED) on one picture read as
 ``spgnet evaluate`` reads its data (RGB, ImageNet normalisation), so its ids equal ``spgnet
 evaluate --predictions``'s, pixel for pixel.
 """
@@ -209,12 +209,12 @@ def predict(model: nn.Module, image, *, probabilities: bool = False, strategy: s
     arg-max over ``C``).
     """
     from spgnet.data.transforms import normalize
-    from spgnet.engine.evaluation.inference import predict as predict_probs
+    from spgnet.engine.evaluation.inference import infer_probs
 
     settings = settings_of(model).replace(strategy=strategy, scales=scales, flip=flip)
     x = normalize(as_rgb_array(image)).to(next(model.parameters()).device)
-    probs = predict_probs(model, x, scales=settings.scales, flip=settings.flip, strategy=settings.strategy,
-                          crop=settings.crop, overlap=settings.overlap, pad_to=settings.pad_to)
+    probs = infer_probs(model, x, scales=settings.scales, flip=settings.flip, strategy=settings.strategy,
+                        crop=settings.crop, overlap=settings.overlap, pad_to=settings.pad_to)
     ids = probs.argmax(0).cpu().numpy().astype(np.uint8)
     if probabilities:
         return ids, probs.float().cpu().numpy()

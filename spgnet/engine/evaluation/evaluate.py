@@ -46,7 +46,7 @@ from spgnet.atomic import write_json
 from spgnet.runtime.allocator import keep_freed_memory
 from spgnet.engine.train.checkpoint import load_trained_model
 from spgnet.engine.evaluation.confusion import confusion_paths, draw_confusion, write_confusion_json
-from spgnet.engine.evaluation.inference import STRATEGIES, predict
+from spgnet.engine.evaluation.inference import STRATEGIES, infer_probs
 from spgnet.engine.evaluation.metrics import ConfusionMatrix, as_percent
 from spgnet.errors import SpgnetError
 
@@ -183,7 +183,7 @@ def evaluate_model(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        probs = predict(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop, overlap=overlap,
+        probs = infer_probs(model, image, scales=scales, flip=flip, strategy=strategy, crop=crop, overlap=overlap,
                         pad_to=pad_to)
         pred = probs.argmax(0)
         if device.type == "cuda":

@@ -1,6 +1,6 @@
 """Test-time inference: single / multi-scale, flip, and Table 12's GAP / AP / TILED strategies.
 
-:func:`predict` returns softmax probabilities at the input's resolution, averaged over every
+:func:`infer_probs` returns softmax probabilities at the input's resolution, averaged over every
 (scale, flip) pass -- Sec. 4.3 uses scales ``{0.75, 1.0, 1.25, 1.5, 1.75, 2.0}``
 (:data:`MULTI_SCALES`). At each scale the image is resized bilinearly, the network's
 probabilities are computed at that size and resized bilinearly back to the original size before
@@ -32,7 +32,7 @@ Speed: an eval-mode model runs with every normalisation folded into the convolut
 (:func:`spgnet.models.fuse.fuse_for_inference`; the same function to float rounding, one
 memory-bound pass fewer per layer). :func:`inference_model` makes the folded copy once per model
 and keeps it while the model's parameters and buffers stay as they are (a checkpoint loaded into
-the model, or a training step, makes a new one); ``predict(..., fuse=False)`` runs the model as
+the model, or a training step, makes a new one); ``infer_probs(..., fuse=False)`` runs the model as
 it is. A model with any module in training mode is never folded. The copy holds a second set of
 weights on the model's device (about 240 MB for SPGNet R50x2 D=256).
 
@@ -105,7 +105,7 @@ def inference_memory_format(device: torch.device) -> torch.memory_format:
 
 
 def inference_model(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
-    """What :func:`predict` runs for ``model``: its normalisation-folded copy when it is in eval
+    """What :func:`infer_probs` runs for ``model``: its normalisation-folded copy when it is in eval
     mode and something folds (cached, see the module docstring), else ``model`` itself.
 
     ``example`` is an input the network accepts (only a crop of at most :data:`TRACE_SIZE`
@@ -199,7 +199,7 @@ def tiled_probs(model: nn.Module, x: torch.Tensor, crop: int, overlap: float = 1
 
 
 @torch.inference_mode()
-def predict(
+def infer_probs(
     model: nn.Module,
     image: torch.Tensor,
     *,
@@ -251,15 +251,15 @@ def predict(
     return probs[0] if single else probs
 
 
-def predict_labels(model: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Arg-max class map of :func:`predict` (``[H, W]`` or ``[N, H, W]``, int64)."""
-    probs = predict(model, image, **kwargs)
+def infer_labels(model: nn.Module, image: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Arg-max class map of :func:`infer_probs` (``[H, W]`` or ``[N, H, W]``, int64)."""
+    probs = infer_probs(model, image, **kwargs)
     return probs.argmax(dim=-3)
 
 
 def passes_per_image(height: int, width: int, scales: Sequence[float], flip: bool, strategy: str,
                      crop: int | None, overlap: float = 1.0 / 3.0) -> int:
-    """Forward passes :func:`predict` runs per image (windows counted one by one)."""
+    """Forward passes :func:`infer_probs` runs per image (windows counted one by one)."""
     n = 0
     for s in scales:
         h, w = max(1, int(round(height * s))), max(1, int(round(width * s)))
