@@ -40,7 +40,7 @@ def tiny_project(tmp_path_factory):
 @pytest.fixture
 def profiles(tmp_path, monkeypatch):
     """A copy of params/profiles/ that tests may edit, read instead of the real one."""
-    from spgnet import config
+    from spgnet.config import paths as config
 
     folder = tmp_path / "profiles"
     folder.mkdir()
@@ -48,3 +48,10 @@ def profiles(tmp_path, monkeypatch):
         (folder / path.name).write_text(path.read_text())
     monkeypatch.setattr(config, "PROFILES_DIR", folder)
     return folder
+
+
+@pytest.fixture
+def no_tracking(monkeypatch):
+    """No MLflow and no progress bar (the training tests: ``pytestmark = pytest.mark.usefixtures("no_tracking")``)."""
+    monkeypatch.setenv("SPGNET_TRACKING", "0")
+    monkeypatch.setenv("SPGNET_PROGRESS", "off")

@@ -1,4 +1,4 @@
-"""One way in for settings: spgnet.config_args builds every verb's run config (--set overrides)."""
+"""One way in for settings: spgnet.config.build_config builds every verb's run config (--set overrides)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import argparse
 
 import pytest
 
-from spgnet.config import ConfigError, config_hash, load_profile, resolve
-from spgnet.config_args import config_from_args, parse_overrides
+from spgnet.config import ConfigError, config_from_args, config_hash, load_profile, parse_overrides, resolve
 
 
 def _args(**values):

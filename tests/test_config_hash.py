@@ -66,12 +66,11 @@ def test_where_files_lie_and_which_gpu_do_not_count():
 
 def test_a_requeued_job_with_other_machine_settings_resumes(tmp_path):
     """The rehearsal's fault: `--set train.workers=...` on resume refused the checkpoint."""
-    from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
 
-    train(toy_cfg(iterations=4), tmp_path, model=toy_model(), dataset=ToySet(), stop_after=2)
+    train_with(toy_cfg(iterations=4), tmp_path, model=toy_model(), dataset=ToySet(), stop_after=2)
     moved = toy_cfg(iterations=4, workers=1, log_every=2, checkpoint_every=1)
-    metrics = train(moved, tmp_path, resume=True, model=toy_model(), dataset=ToySet())
+    metrics = train_with(moved, tmp_path, resume=True, model=toy_model(), dataset=ToySet())
     assert metrics["iterations"] == 4 and metrics["segments"][-1] == 2
 
 

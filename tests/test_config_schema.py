@@ -16,13 +16,13 @@ import yaml
 from pydantic import TypeAdapter
 
 import spgnet.config as config
-from spgnet import config_schema
+from spgnet.config import types as config_types, workflow_config
 from spgnet.cli import main as cli
 from spgnet.config import (PROJECT_ROOT, ConfigError, EvalConfig, ModelConfig, TrainConfig, available_profiles,
                            load_profile, load_registry, resolve)
 from spgnet.workflow.support import check_config
 
-SCHEMA = PROJECT_ROOT / config_schema.WORKFLOW_SCHEMA_FILE
+SCHEMA = PROJECT_ROOT / workflow_config.WORKFLOW_SCHEMA_FILE
 
 
 # ------------------------------------------------------------------------------------------------
@@ -38,18 +38,18 @@ def test_known_names_agree_with_the_code_that_uses_them():
     from spgnet.models import spgnet as spgnet_model
     from spgnet.models.peers import backbones as peer_backbones
 
-    assert config_schema.NORM_LAYERS == norm.NORM_LAYERS
-    assert config_schema.ARCHITECTURES == tuple(architectures())
-    assert set(config_schema.BACKBONES) == set(backbone.RESNETS) | set(peer_backbones.RESNETS) | set(peer_backbones.DENSENETS)
-    assert config_schema.LINKS == guidance.LINKS
-    assert config_schema.DECODERS == spgnet_model.DECODERS
-    assert config_schema.STRATEGIES == STRATEGIES
-    assert (config_schema.OHEM_RULES, config_schema.OHEM_SCOPES) == (losses.OHEM_RULES, losses.OHEM_SCOPES)
-    assert (config_schema.DATASETS, config_schema.SPLITS) == (labels.DATASETS, labels.SPLITS)
+    assert config_types.NORM_LAYERS == norm.NORM_LAYERS
+    assert config_types.ARCHITECTURES == tuple(architectures())
+    assert set(config_types.BACKBONES) == set(backbone.RESNETS) | set(peer_backbones.RESNETS) | set(peer_backbones.DENSENETS)
+    assert config_types.LINKS == guidance.LINKS
+    assert config_types.DECODERS == spgnet_model.DECODERS
+    assert config_types.STRATEGIES == STRATEGIES
+    assert (config_types.OHEM_RULES, config_types.OHEM_SCOPES) == (losses.OHEM_RULES, losses.OHEM_SCOPES)
+    assert (config_types.DATASETS, config_types.SPLITS) == (labels.DATASETS, labels.SPLITS)
     kinds = set()
     for rules in (PROJECT_ROOT / "workflow" / "rules").glob("*.smk"):
         kinds |= set(re.findall(r'resources_for\([^,]+, "(\w+)"\)', rules.read_text()))
-    assert kinds == set(config_schema.RULE_KINDS)
+    assert kinds == set(config_types.RULE_KINDS)
 
 
 def test_loading_a_configuration_does_not_import_torch():
@@ -293,8 +293,9 @@ def test_workflow_config_errors_are_one_line(given, message):
 
 
 def test_the_schema_file_is_generated_from_the_model():
-    assert SCHEMA.read_text(encoding="utf-8") == config_schema.render_workflow_schema()
-    assert yaml.safe_load(SCHEMA.read_text())["properties"].keys() == config_schema.WorkflowConfig.model_fields.keys()
+    assert SCHEMA.read_text(encoding="utf-8") == workflow_config.render_workflow_schema()
+    assert list(yaml.safe_load(SCHEMA.read_text())["properties"]) == [
+        f.name for f in dataclasses.fields(workflow_config.WorkflowConfig)]
 
 
 def test_the_sections_have_no_untyped_field():

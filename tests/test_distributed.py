@@ -70,8 +70,16 @@ import json, os, sys
 import torch
 from torch import nn
 from inplace_abn import InPlaceABN
+from unittest import mock
 from spgnet.config import resolve
-from spgnet.engine.train.loop import train
+from spgnet.engine.train import loop
+
+
+def train(cfg, out, seed, model, dataset):
+    """spgnet's train() of this network on this data set (as tests/helpers_train.py's train_with)."""
+    with mock.patch.object(loop, "build_network", lambda cfg, device: model), \
+            mock.patch.object(loop, "build_train_dataset", lambda cfg, seed: dataset):
+        return loop.train(cfg, out, seed)
 
 
 class Toy(torch.utils.data.Dataset):

@@ -186,7 +186,7 @@ def test_the_sync_conversion_keeps_the_input_sign(weights_root):
 
 
 def test_the_run_records_per_file_how_many_channels_were_converted(tmp_path, monkeypatch):
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import train_with
 
     monkeypatch.setenv("SPGNET_TRACKING", "0")
     root = tmp_path / "imagenet"
@@ -203,7 +203,7 @@ def test_the_run_records_per_file_how_many_channels_were_converted(tmp_path, mon
             g = torch.Generator().manual_seed(int(key[0] if isinstance(key, tuple) else key))
             return {"image": torch.randn(3, 64, 64, generator=g), "label": torch.randint(0, 19, (64, 64), generator=g)}
 
-    train(cfg, tmp_path / "run", dataset=Crops())
+    train_with(cfg, tmp_path / "run", dataset=Crops())
     record = json.loads((tmp_path / "run" / "train_metrics.json").read_text())["pretrained"]["files"]
 
     def negatives(state, skip=()):

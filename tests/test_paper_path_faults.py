@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from tests.test_engine_train import ToySet, toy_cfg, toy_model
+from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
 
 
 @pytest.fixture
@@ -50,32 +50,32 @@ def test_a_network_trained_under_torchrun_is_copied_for_mlflow_without_its_proce
 
 
 def test_the_mlflow_model_is_logged_once_per_finished_training(tmp_path, monkeypatch):
-    from spgnet.engine.train import loop as train_module
+    from spgnet.engine.train import run as run_module
 
     logged = []
-    monkeypatch.setattr(train_module, "_log_model", lambda run, tracker: logged.append(run.state.iteration))
+    monkeypatch.setattr(run_module, "log_model", lambda run, tracker: logged.append(run.state.iteration))
     cfg = toy_cfg(iterations=4)
-    train_module.train(cfg, tmp_path, model=toy_model(), dataset=ToySet())
+    train_with(cfg, tmp_path, model=toy_model(), dataset=ToySet())
     assert logged == [4]
-    train_module.train(cfg, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # nothing to train
+    train_with(cfg, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # nothing to train
     assert logged == [4]
     longer = toy_cfg(iterations=6)
-    train_module.train(longer, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # trains 2 more
+    train_with(longer, tmp_path, resume=True, model=toy_model(), dataset=ToySet())  # trains 2 more
     assert logged == [4, 6]
 
 
 def test_the_log_names_the_norm_layers_the_network_has(one_process_group):
     from spgnet.engine.train.distributed import convert_inplace_abn_sync
-    from spgnet.engine.train.loop import _norm_description
+    from spgnet.engine.train.run import norm_description
     from spgnet.models.norm import norm_act
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), norm_act("inplace_abn")(4))
     two = types.SimpleNamespace(world_size=2)
-    assert _norm_description(net, "inplace_abn_sync", types.SimpleNamespace(world_size=1)) == (
+    assert norm_description(net, "inplace_abn_sync", types.SimpleNamespace(world_size=1)) == (
         "InPlaceABN (inplace_abn_sync; one process: nothing to synchronise)")
-    assert _norm_description(convert_inplace_abn_sync(net), "inplace_abn_sync", two) == (
+    assert norm_description(convert_inplace_abn_sync(net), "inplace_abn_sync", two) == (
         "InPlaceABNSync over 2 processes (inplace_abn_sync)")
-    assert _norm_description(torch.nn.Sequential(norm_act("abn")(4)), "abn", two) == "ABN (abn)"
+    assert norm_description(torch.nn.Sequential(norm_act("abn")(4)), "abn", two) == "ABN (abn)"
 
 
 def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tmp_path, monkeypatch):
@@ -84,7 +84,6 @@ def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tm
     import json
 
     from spgnet.engine.evaluation import reference
-    from spgnet.engine.train.loop import train
 
     calls = []
 
@@ -94,10 +93,10 @@ def test_a_restarted_job_writes_its_untrained_reference_without_scoring_again(tm
 
     monkeypatch.setattr(reference, "untrained_scores", fake_scores)
     out, ref = tmp_path / "run", tmp_path / "run" / "untrained.json"
-    train(toy_cfg(), out, seed=1, model=toy_model(), dataset=ToySet(), stop_after=2, untrained_out=ref)
+    train_with(toy_cfg(), out, seed=1, model=toy_model(), dataset=ToySet(), stop_after=2, untrained_out=ref)
     assert calls == [1] and (out / "latest.pt").exists()
     ref.unlink()  # what Snakemake does to a failed job's outputs
-    train(toy_cfg(), out, seed=1, resume=True, model=toy_model(), dataset=ToySet(), untrained_out=ref)
+    train_with(toy_cfg(), out, seed=1, resume=True, model=toy_model(), dataset=ToySet(), untrained_out=ref)
     assert calls == [1] and json.loads(ref.read_text())["miou"] == 2.5
 
 

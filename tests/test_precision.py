@@ -68,16 +68,15 @@ def test_inplace_abn_trains_in_float32_on_a_bfloat16_cpu_and_in_float16_on_cuda(
 
 
 def test_a_training_of_an_inplace_abn_network_on_a_bfloat16_cpu_runs_in_float32(tmp_path, bf16, capsys):
-    from tests.test_engine_train import ToySet, toy_cfg, toy_model
     from spgnet.engine.train.precision import uses_inplace_abn
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
     from spgnet.models.norm import norm_act
 
     bf16(True)
     model = toy_model()
     model.stem[1] = norm_act("inplace_abn")(8, activation="identity")  # the toy's one norm, now inplace-abn's
     assert uses_inplace_abn(model) and not uses_inplace_abn(toy_model())
-    metrics = train(toy_cfg(iterations=2, amp="auto"), tmp_path, seed=0, model=model, dataset=ToySet())
+    metrics = train_with(toy_cfg(iterations=2, amp="auto"), tmp_path, seed=0, model=model, dataset=ToySet())
     assert metrics["precision"] == "float32" and math.isfinite(metrics["final_loss"])
     assert "have no bfloat16 kernels on CPU (inplace-abn): float32" in capsys.readouterr().err
 
@@ -141,14 +140,13 @@ def test_every_profile_defaults_to_auto():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_training_uses_and_records_the_resolved_precision(tmp_path, bf16, native, capsys):
-    from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
 
     bf16(native)
     model = toy_model()
     seen = []
     model.heads[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
-    metrics = train(toy_cfg(iterations=2, amp="auto"), tmp_path, seed=0, model=model, dataset=ToySet())
+    metrics = train_with(toy_cfg(iterations=2, amp="auto"), tmp_path, seed=0, model=model, dataset=ToySet())
     expected = "bfloat16" if native else "float32"
     assert set(seen) == {getattr(torch, expected)}
     saved = json.loads((tmp_path / "train_metrics.json").read_text())
@@ -159,8 +157,7 @@ def test_training_uses_and_records_the_resolved_precision(tmp_path, bf16, native
 
 
 def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
-    from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
     from spgnet.tracking import search_runs
 
     bf16(False)
@@ -168,7 +165,7 @@ def test_training_records_run_precision_in_mlflow(tmp_path, bf16, monkeypatch):
     for name in ("SPGNET_INVOCATION", "SPGNET_PARENT_RUN_ID", "SPGNET_TRACKING_SPOOL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    train(toy_cfg(iterations=1, amp=True), tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet())
+    train_with(toy_cfg(iterations=1, amp=True), tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet())
     runs = search_runs("mini")
     assert list(runs["params.run.precision"]) == ["bfloat16"]
     assert list(runs["params.train.amp"]) == ["True"]

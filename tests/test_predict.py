@@ -39,7 +39,7 @@ def _val_images(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def evaluated(tiny_project, one_thread, tmp_path_factory):
     """``spgnet evaluate --predictions`` and ``spgnet predict`` on the same two val images."""
-    from spgnet import config
+    from spgnet.config import paths as config
 
     out = tmp_path_factory.mktemp("evaluated")
     mp = pytest.MonkeyPatch()
@@ -195,3 +195,69 @@ def test_bad_opacity_and_unknown_experiment_are_one_line_errors(tiny_project, tm
     assert cli.main(base[:1] + ["no-such-row"] + base[1:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--opacity" in err[0]
+
+
+# ---------------------------------------------------------------- memory bounded by --max-side (issue 22, case 4)
+
+
+def test_a_picture_above_max_side_is_run_smaller_and_written_at_its_own_size(tiny_project, model, tmp_path, capsys):
+    from spgnet.serving.predict_files import predict_at_most
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    big = Image.open(_val_images(tiny_project)[0]).convert("RGB").resize((512, 256), Image.Resampling.BILINEAR)
+    big.save(pictures / "big.png")
+    status = cli.main(["predict", "t3-1stage", "--checkpoint", str(tiny_project / "checkpoint.pt"), "--input",
+                       str(pictures), "--out", str(tmp_path / "out"), "--max-side", "128"])
+    out = capsys.readouterr().out
+    assert status == 0 and "1 of 1 pictures" in out and "(1 run at 128 px on their longer side)" in out
+    ids = np.array(Image.open(tmp_path / "out" / "big_labelIds.png"))
+    assert ids.shape == (256, 512)
+    expected, resized = predict_at_most(model, np.asarray(big), 128)
+    assert resized and np.array_equal(ids, trainid_to_labelid(expected))
+    small = spgnet.predict(model, np.asarray(big.resize((128, 64), Image.Resampling.BILINEAR, reducing_gap=3.0)))
+    assert np.array_equal(expected[::4, ::4], small)  # the class map of the smaller picture, enlarged
+
+
+def test_pictures_within_max_side_run_as_they_are(tiny_project, model):
+    from spgnet.serving.predict_files import predict_at_most
+
+    rgb = np.asarray(Image.open(_val_images(tiny_project)[0]).convert("RGB"))
+    ids, resized = predict_at_most(model, rgb, 128)
+    assert not resized and np.array_equal(ids, spgnet.predict(model, rgb))
+
+
+def test_a_picture_that_runs_out_of_memory_is_listed_and_the_others_are_written(tiny_project, tmp_path, capsys,
+                                                                                monkeypatch):
+    from spgnet.serving import predictor
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for name, size in (("a-fits.png", (128, 64)), ("b-huge.png", (200, 100)), ("c-fits.png", (128, 64))):
+        Image.new("RGB", size, (90, 120, 30)).save(pictures / name)
+    real = predictor.predict
+
+    def tight_memory(model, image, **kwargs):
+        if np.asarray(image).shape[1] > 128:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 1228800000 bytes. Error code 12 (Cannot allocate memory)")
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", tight_memory)
+    status = cli.main(["predict", "t3-1stage", "--checkpoint", str(tiny_project / "checkpoint.pt"), "--input",
+                       str(pictures), "--out", str(tmp_path / "out"), "--max-side", "0"])
+    captured = capsys.readouterr()
+    assert status == 1 and "2 of 3 pictures" in captured.out
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"spgnet predict: {pictures / 'b-huge.png'}: out of memory at 200x100 px (RuntimeError: ")
+    assert line.endswith("a smaller --max-side than none needs less")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labelIds.png")) == ["a-fits_labelIds.png",
+                                                                                 "c-fits_labelIds.png"]
+
+
+def test_a_negative_max_side_is_one_line(tiny_project, tmp_path, capsys):
+    image = _val_images(tiny_project)[0]
+    status = cli.main(["predict", "t3-1stage", "--checkpoint", str(tiny_project / "checkpoint.pt"), "--input",
+                       str(image), "--out", str(tmp_path / "out"), "--max-side", "-5"])
+    assert status == 2 and capsys.readouterr().err.strip() == "spgnet predict: error: --max-side must be 0 (no limit) or a number of pixels, got -5"
+    assert not (tmp_path / "out").exists()

@@ -10,8 +10,7 @@ import pytest
 
 from spgnet import recipe
 from spgnet.config import PROJECT_ROOT, EvalConfig, ModelConfig, TrainConfig, load_profile, resolve
-from spgnet.config_args import SECTION_TYPES, parse_overrides
-from spgnet.config_schema import validate_partial
+from spgnet.config import SECTION_TYPES, parse_overrides, validate_partial
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 import yaml
 
 from spgnet import config
-from spgnet.config import PROJECT_ROOT, ConfigError, load_profile, resolve
+from spgnet.config import PROJECT_ROOT, ConfigError, ResourceSpec, load_profile, resolve
 from spgnet.workflow.gpu_slots import launcher
 from spgnet.workflow.plan import make_plan
 from spgnet.workflow.support import resources_for
+from tests.helpers_workflow import WORKFLOW_FILES, copy_project
 
 BIN = Path(sys.executable).parent
 REHEARSAL_FILE = config.PROFILES_DIR / "rehearsal.yaml"
@@ -115,7 +115,7 @@ def test_base_merges_the_named_profile_under_the_file_mapping_by_mapping(profile
     child, smoke = load_profile("child"), load_profile("smoke")
     assert child.name == "child" and child.description == smoke.description
     assert child.train == {**smoke.train, "iterations": 7}
-    assert child.resources["train"] == {**smoke.resources["train"], "threads": 2}
+    assert child.resources["train"] == dataclasses.replace(smoke.resources["train"], threads=2)
     assert child.datasets == smoke.datasets and child.experiments == smoke.experiments
     (profiles / "grandchild.yaml").write_text("base: child\ntrain: {crop: 33}\n")
     assert load_profile("grandchild").train == {**smoke.train, "iterations": 7, "crop": 33}
@@ -150,8 +150,8 @@ def test_the_launcher_of_a_cpu_job_of_several_processes_is_torchrun_without_gpu_
     assert launcher(0, processes=2) == "torchrun --standalone --nproc_per_node 2 -m spgnet"
     assert launcher(0, processes=1) == launcher(0) == "spgnet"
     assert launcher(8, processes=8).startswith("python -m spgnet.workflow.gpu_slots --gpus {resources.gpu} -- torchrun ")
-    assert resources_for({"train": {"gpus": 0, "processes": 2, "threads": 2}}, "train")["processes"] == 2
-    assert resources_for({"train": {"gpus": 4}}, "train")["processes"] == 4
+    assert resources_for({"train": ResourceSpec(gpus=0, processes=2, threads=2)}, "train")["processes"] == 2
+    assert resources_for({"train": ResourceSpec(gpus=4)}, "train")["processes"] == 4
     assert resources_for({}, "train")["processes"] == 1
 
 
@@ -214,7 +214,7 @@ def test_every_paper_job_that_reads_the_profile_gets_the_data_root(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-COPIED = ["Snakefile", "workflow", "params", "reports/templates", "scripts"]
+COPIED = (*WORKFLOW_FILES, "scripts")
 
 
 def _finite_losses(run_dir: Path) -> list[float]:
@@ -228,11 +228,7 @@ def _finite_losses(run_dir: Path) -> list[float]:
 @pytest.mark.skipif(bool(os.environ.get("PYTEST_XDIST_WORKER")),
                     reason="runs alone (make test's serial phase, -m rehearsal): it needs the machine's memory")
 def test_the_rehearsal_slice_at_paper_sizes(tmp_path):
-    root = tmp_path / "project"
-    for item in COPIED:
-        source, target = PROJECT_ROOT / item, root / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    root = copy_project(tmp_path / "project", COPIED)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SPGNET_TRACKING", "MLFLOW_"))},
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPGNET_ROOT": str(root)}
     run = subprocess.run(["bash", "scripts/rehearse.sh", "--slice"], cwd=root, env=env, capture_output=True,

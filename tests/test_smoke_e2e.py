@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from spgnet.config import PROJECT_ROOT
+from tests.helpers_workflow import copy_project
 
 # One worker runs the whole module, so the smoke workflow (module fixture) runs once under xdist.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
 
-COPIED = ["Snakefile", "workflow", "params", "reports/templates"]
-
-
 @pytest.fixture(scope="module")
 def smoke_project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    for item in COPIED:
-        source, target = PROJECT_ROOT / item, root / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    root = copy_project(tmp_path_factory.mktemp("smoke"))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SPGNET_TRACKING")},  # tracking on, as a user runs it
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -28,7 +28,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("SPGNET_TRACKING", "1")
     for name in ("SPGNET_INVOCATION", "SPGNET_PARENT_RUN_ID", "SPGNET_TRACKING_SPOOL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(tracking, "_RETRIES", 2)  # transient errors: one retry, not eight
+    monkeypatch.setattr(tracking.store, "_RETRIES", 2)  # transient errors: one retry, not eight
     return uri
 
 
@@ -42,11 +42,10 @@ def _moved(cfg, root: str):
 
 
 def _toy_train(tmp_path, **kwargs):
-    from tests.test_engine_train import ToySet, toy_cfg, toy_model
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import ToySet, toy_cfg, toy_model, train_with
 
     cfg = kwargs.pop("cfg", None) or toy_cfg(iterations=2, checkpoint_every=1)
-    return train(cfg, tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet(), **kwargs)
+    return train_with(cfg, tmp_path / "run", seed=0, model=toy_model(), dataset=ToySet(), **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +76,7 @@ def test_reopened_run_with_moved_data_continues_and_records_the_change(store, tm
 
 def test_resumed_training_with_other_eval_settings_trains_and_tags(store, tmp_path, capsys):
     """Kill a tracked run, change a setting outside the config hash, resume: it trains to the end."""
-    from tests.test_engine_train import toy_cfg
+    from tests.helpers_train import toy_cfg
 
     cfg = toy_cfg(iterations=3, checkpoint_every=1)
     _toy_train(tmp_path, cfg=cfg, stop_after=1)
@@ -200,7 +199,7 @@ def test_spooled_job_never_imports_mlflow_and_the_import_writes_the_run(store, t
 
 
 def test_spooled_training_resumes_into_the_same_run_before_and_after_import(store, tmp_path, monkeypatch):
-    from tests.test_engine_train import toy_cfg
+    from tests.helpers_train import toy_cfg
 
     spool = tmp_path / "spool"
     monkeypatch.setenv("SPGNET_TRACKING_SPOOL", str(spool))

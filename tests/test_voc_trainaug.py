@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spgnet import config_schema
+from spgnet.config import types as config_types
 from spgnet.cli import main as cli
 from spgnet.config import ConfigError, load_profile, resolve
 from spgnet.data import build_dataset, labels
@@ -113,7 +113,7 @@ def test_prepare_data_writes_trainaug_and_reports_its_count(tmp_path, capsys):
     code, stdout, err = _prepare(capsys, root, out)
     assert code == 0 and err == [] and stdout.count("\n") == 1
     assert "trainaug 4" in stdout and "train 2" in stdout and "val 2" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "train.txt", "trainaug.txt", "trainval.txt", "val.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".prepare-data", "summary.json", "train.txt", "trainaug.txt", "trainval.txt", "val.txt"]
     lines = (out / "trainaug.txt").read_text().splitlines()
     assert lines == [f"JPEGImages/{n}.jpg\tSegmentationClassAug/{n}.png" for n in TRAIN + SBD]
     assert len((out / "trainval.txt").read_text().splitlines()) == 4  # train + val, not trainaug
@@ -195,12 +195,12 @@ def test_voc_spgnet_trains_on_trainaug(profile):
     cfg = resolve("voc-spgnet", prof)
     assert cfg.train.split == "trainaug" and cfg.train.dataset == "voc" and cfg.eval.split == "val"
     if profile != "paper":  # the embedded sets carry the layout, so the default exercises it
-        assert cfg.data.synthetic["num_aug"] > 0
+        assert cfg.data.synthetic.num_aug > 0
 
 
 def test_trainaug_is_vocs_alone_with_one_line(tmp_path, capsys):
-    assert config_schema.DATASET_SPLITS == labels.DATASET_SPLITS
-    assert set(config_schema.DATASET_SPLITS) == set(config_schema.DATASETS)
+    assert config_types.DATASET_SPLITS == labels.DATASET_SPLITS
+    assert set(config_types.DATASET_SPLITS) == set(config_types.DATASETS)
     root = tmp_path / "cityscapes"
     root.mkdir()
     for dataset in ("cityscapes", "person_part"):

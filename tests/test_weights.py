@@ -211,7 +211,7 @@ class _Crops(torch.utils.data.Dataset):
 
 
 def test_train_metrics_record_each_backbones_file_and_sha256(tmp_path, monkeypatch):
-    from spgnet.engine.train.loop import train
+    from tests.helpers_train import train_with
 
     monkeypatch.setenv("SPGNET_TRACKING", "0")
 
@@ -220,7 +220,7 @@ def test_train_metrics_record_each_backbones_file_and_sha256(tmp_path, monkeypat
     fabricate(root, "resnet50", seed=1)
     cfg = resolve("t6-r18-r50", "mini", model={"pretrained": str(root)},
                   train={"iterations": 1, "batch_size": 2, "workers": 0, "device": "cpu", "amp": False})
-    train(cfg, tmp_path / "run", model=_Pixels(19), dataset=_Crops())
+    train_with(cfg, tmp_path / "run", model=_Pixels(19), dataset=_Crops())
     record = json.loads((tmp_path / "run" / "train_metrics.json").read_text())["pretrained"]
     assert record["source"] == "imagenet" and record["path"] == str(root)
     assert list(record["files"]) == ["resnet18", "resnet50"]

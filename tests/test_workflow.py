@@ -108,7 +108,8 @@ def test_snakemake_and_dvc_cover_the_same_runs_and_outputs():
     dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
     assert {"data", "prepare", "train", "evaluate", "profile", "report", "reference_majority",
             "memory"} <= set(dvc_yaml["stages"])
-    assert "--untrained-out ${item.untrained}" in dvc_yaml["stages"]["train"]["do"]["cmd"]
+    assert dvc_yaml["stages"]["train"]["do"]["cmd"] == "${item.cmd}"  # spgnet.workflow.commands.train
+    assert all(f"--untrained-out {v['untrained']} " in v["cmd"] + " " for v in variables["runs"].values())
 
 
 def test_dvc_repro_of_a_generated_set_matches_the_committed_lock_and_is_then_up_to_date(tmp_path):

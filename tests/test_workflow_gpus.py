@@ -20,7 +20,7 @@ from spgnet.workflow.plan import make_plan
 
 #: CPUs a paper-profile training job asks for (params/profiles/paper.yaml), shared by its 8 ranks
 TRAIN_RESOURCES = load_profile("paper", data_root="/data").resources["train"]
-TRAIN_THREADS = TRAIN_RESOURCES["threads"]
+TRAIN_THREADS = TRAIN_RESOURCES.threads
 
 BIN = Path(sys.executable).parent
 
@@ -170,7 +170,7 @@ def test_slurm_profile_submits_one_task_with_all_gpus_and_torchrun_inside(tmp_pa
     args = sbatch["argv"]
     for flag in ("--nodes=1", "--gpus=8", f"--cpus-per-task={TRAIN_THREADS}", "--requeue"):
         assert flag in args, args
-    for option, value in (("--mem", str(TRAIN_RESOURCES["mem_mb"])), ("-t", "2880"), ("-p", "gpu"), ("-A", "testacct")):
+    for option, value in (("--mem", str(TRAIN_RESOURCES.mem_mb)), ("-t", "2880"), ("-p", "gpu"), ("-A", "testacct")):
         assert args[args.index(option) + 1] == value
     assert not [a for a in args if a.startswith(("--ntasks", "-n"))], args  # one task (SLURM's default)
     [wrap] = [a[len("--wrap="):] for a in args if a.startswith("--wrap=")]

@@ -209,7 +209,7 @@ def _load_model(cfg, checkpoint: str | Path, device):
 def main(args) -> int:
     import torch
 
-    from spgnet.config_args import config_from_args
+    from spgnet.config import config_from_args
     from spgnet.data import class_names as dataset_classes
     from spgnet.runtime.allocator import keep_freed_memory
 

@@ -105,18 +105,15 @@ def recorded_profile(checkpoint: str | Path) -> str | None:
 def run_config(experiment: str, checkpoint: str | Path, profile: str | None = None,
                data_root: str | None = None, overrides: list[str] | None = None):
     """The :class:`spgnet.config.RunConfig` a checkpoint is read with, built like every verb's
-    (:func:`spgnet.config_args.config_from_args`): ``experiment`` under ``profile`` (default: the
+    (:func:`spgnet.config.build_config`): ``experiment`` under ``profile`` (default: the
     profile recorded in the checkpoint, else ``mini``), then ``overrides`` (``SECTION.KEY=VALUE``
     items, as ``--set``: give the ones the network was trained with). No data set is read, so a
     profile whose data live under ``${data_root}`` (paper) needs no ``data_root``."""
-    from argparse import Namespace
-
-    from spgnet.config_args import config_from_args
+    from spgnet.config import build_config
 
     name = profile or recorded_profile(checkpoint) or "mini"
     # the data root only locates data sets, which inference never opens
-    return config_from_args(Namespace(experiment=experiment, profile=name, data_root=data_root or "<data_root>",
-                                      set=list(overrides or [])))
+    return build_config(experiment, name, data_root=data_root or "<data_root>", overrides=overrides)
 
 
 def inference_device(requested: str | torch.device | None, cfg) -> torch.device:

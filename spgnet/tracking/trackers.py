@@ -5,6 +5,7 @@ nothing); a parameter logged again with another value becomes a ``spgnet.changed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
@@ -29,6 +30,7 @@ from spgnet.tracking.store import (
     flatten,
 )
 from spgnet.errors import SpgnetError
+from spgnet.tracking import store
 
 
 class _Params:
@@ -121,10 +123,8 @@ class Tracker(NullTracker):
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
-            # The package's _RETRIES (spgnet.tracking._RETRIES) is the setting a test lowers.
-            from spgnet import tracking
-
-            result = _retry(fn, self._lock, what, attempts=1 if self._failures else tracking._RETRIES)
+            # read at each call: spgnet.tracking.store._RETRIES is the setting a test lowers
+            result = _retry(fn, self._lock, what, attempts=1 if self._failures else store._RETRIES)
         except Exception as err:  # noqa: BLE001 - any store failure
             if self._strict:
                 raise
@@ -228,11 +228,20 @@ class SpoolTracker(NullTracker):
         record = None
         if resume_run_id and resume_run_id.startswith(SPOOL_PREFIX):
             name = resume_run_id[len(SPOOL_PREFIX):] + ".json"
+            # a workflow spools each invocation into a folder of its own (spgnet.tracking.spool): the
+            # record may lie in the folder of an earlier invocation that ended before importing it
+            directory.mkdir(parents=True, exist_ok=True)
+            for orphan in sorted(directory.parent.glob(f"*/{name}")):
+                if orphan.parent != directory and not (directory / name).exists():
+                    with contextlib.suppress(OSError):  # another job took it first
+                        os.replace(orphan, directory / name)
+            imported = [directory / "imported" / name, *sorted(directory.parent.glob(f"*/imported/{name}"))]
             if (directory / name).is_file():  # not imported yet: continue the same record
                 record = json.loads((directory / name).read_text(encoding="utf-8"))
                 path = directory / name
-            elif (directory / "imported" / name).is_file():  # imported: reopen the MLflow run
-                resume_run_id = json.loads((directory / "imported" / name).read_text(encoding="utf-8")).get("run_id")
+            elif any(p.is_file() for p in imported):  # imported: reopen the MLflow run
+                found = next(p for p in imported if p.is_file())
+                resume_run_id = json.loads(found.read_text(encoding="utf-8")).get("run_id")
             else:
                 resume_run_id = None
         if record is None:

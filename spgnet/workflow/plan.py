@@ -28,7 +28,6 @@ Tables 3-7) are trained once; rows that also share the evaluation settings are e
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from dataclasses import dataclass
 
 from spgnet.config import (
@@ -36,13 +35,14 @@ from spgnet.config import (
     Experiment,
     Profile,
     RunConfig,
+    build_config,
+    check_seeds,
     config_hash,
     load_profile,
     load_registry,
-    resolve,
+    parse_overrides,
     table_order,
 )
-from spgnet.config_args import parse_overrides
 
 #: Guided-attention figures (Sec. 4.5, Figs. 5-7): file name -> (title, Cityscapes classes drawn);
 #: :mod:`spgnet.analysis.attention` draws them.
@@ -221,11 +221,7 @@ class Plan:
 
     def experiment_config(self, experiment: str) -> RunConfig:
         run = self.evaluations[experiment].run if experiment in self.evaluations else experiment
-        return resolve(experiment, self.profile, **parse_overrides(self.overrides.get(run)))
-
-    def set_args(self, run: str) -> str:
-        """The ``--set`` arguments of run ``run``'s train, evaluate and attention jobs ("" for none)."""
-        return " ".join(f"--set {shlex.quote(item)}" for item in self.overrides.get(run, ()))
+        return build_config(experiment, self.profile, overrides=self.overrides.get(run))
 
 
 def run_overrides(plan_runs, overrides: dict | None) -> dict[str, tuple[str, ...]]:
@@ -277,10 +273,9 @@ def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[
         runs.setdefault(run, None)
         evaluations[exp.name] = Evaluation(exp.name, run, eval_owner[config_hash(exp.model, exp.train, exp.eval)])
     items = run_overrides(runs, overrides)
-    runs = {run: resolve(registry[run], prof, **parse_overrides(items.get(run))) for run in runs}
-    chosen_seeds = tuple(seeds) if seeds else prof.seeds
-    if any(not isinstance(s, int) or s < 0 for s in chosen_seeds):
-        raise ConfigError(f"seeds: {list(chosen_seeds)} must be non-negative integers")
+    runs = {run: build_config(registry[run], prof, overrides=items.get(run)) for run in runs}
+    # the profile's seeds were typed as it was read; a caller's are checked here, once
+    chosen_seeds = check_seeds(seeds, "seeds") if seeds else prof.seeds
     run_seeds = {run: chosen_seeds for run in runs}
     if not seeds:
         tables = _table_seeds(prof, registry)
@@ -293,16 +288,16 @@ def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[
 
 
 def _table_seeds(prof: Profile, registry: dict[str, Experiment]) -> dict[str, tuple[int, ...]]:
-    """The profile's ``table_seeds``, checked: known tables, non-empty lists of seeds >= 0."""
+    """The profile's ``table_seeds``, checked: known tables, non-empty lists of seeds >= 0
+    (:func:`spgnet.config.check_seeds`; a profile need not come from a file)."""
     tables = {exp.table for exp in registry.values()}
     where = f"profile '{prof.name}': table_seeds"
+    checked = {}
     for table, values in prof.table_seeds.items():
         if table not in tables:
             raise ConfigError(f"{where}: unknown table '{table}' (tables: {', '.join(sorted(tables, key=table_order))})")
-        if (not isinstance(values, tuple) or not values
-                or any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values)):
-            raise ConfigError(f"{where}.{table}: {values!r} must be a non-empty list of non-negative integers")
-    return dict(prof.table_seeds)
+        checked[table] = check_seeds(values, f"{where}.{table}")
+    return checked
 
 
 def describe(plan: Plan) -> dict:
@@ -314,6 +309,6 @@ def describe(plan: Plan) -> dict:
         "run_seeds": {run: list(plan.seeds_of_run(run)) for run in plan.runs},
         "experiments": list(plan.experiments),
         "runs": {name: dataclasses.asdict(cfg.train) for name, cfg in plan.runs.items()},
-        "datasets": {name: {"root": src.root, "synthetic": src.synthetic} for name, src in plan.datasets().items()},
+        "datasets": {name: {"root": src.root, "synthetic": src.synthetic and src.synthetic.options()} for name, src in plan.datasets().items()},
     }
 

@@ -2,19 +2,19 @@
 
 Snakemake hands ``--config KEY=VALUE`` over as it parsed it (``dvc_lock=false`` as the string
 ``'false'``, ``seeds=[0,1]`` as ``['0', '1']``, ``seeds=0,1`` as ``'0,1'``); :func:`check_config`
-converts what people type to the declared types (:class:`spgnet.config_schema.WorkflowConfig`,
+converts what people type to the declared types (:class:`spgnet.config.workflow_config.WorkflowConfig`,
 pydantic) and words the first error on one line naming the key and the value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from spgnet.config import ConfigError, available_profiles
-from spgnet.config_schema import WorkflowConfig, validate
+from spgnet.config import ConfigError, ResourceSpec, WorkflowConfig, available_profiles, validate
 
 
 def check_config(config: dict, schema_path: str | Path | None = None) -> None:
@@ -22,7 +22,7 @@ def check_config(config: dict, schema_path: str | Path | None = None) -> None:
     true/false/yes/no/1/0, ``seeds`` as a list of ints or None), or raise :class:`ConfigError`
     naming the first bad key and its value. ``schema_path`` (``workflow/schemas/config.schema.yaml``,
     the JSON schema of :class:`WorkflowConfig`) is checked against the converted config too."""
-    checked = validate(WorkflowConfig, config, "config").model_dump()
+    checked = dataclasses.asdict(validate(WorkflowConfig, config, "config"))
     if checked["seeds"] is not None:
         checked["seeds"] = list(checked["seeds"])
     config.update(checked)
@@ -31,22 +31,21 @@ def check_config(config: dict, schema_path: str | Path | None = None) -> None:
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
         if error is not None:  # the schema file disagrees with WorkflowConfig: a bug here, not in the config
             raise ConfigError(f"config: {schema_path} rejects {dict(config)}: {error.message} (regenerate it: "
-                              "python -m spgnet.config_schema)")
+                              "python -m spgnet.config)")
     if config["profile"] not in available_profiles():
         raise ConfigError(
             f"config: key 'profile': unknown profile '{config['profile']}' (valid: {', '.join(available_profiles())})"
         )
 
 
-def resources_for(profile_resources: dict, kind: str) -> dict:
+def resources_for(profile_resources: dict[str, ResourceSpec], kind: str) -> dict:
     """threads / mem_mb / gpu / processes of a rule kind ('train', 'evaluate', 'light') under a
-    profile. ``processes``: how many processes a job of that kind runs on the CPU (``gpus: 0``;
-    the profile's ``processes``, default 1); with GPUs it is the GPU count (one process per GPU)."""
-    spec = dict(profile_resources.get(kind) or {})
-    gpu = int(spec.get("gpus", 0))
-    processes = gpu if gpu > 0 else int(spec.get("processes", 1))
-    return {"threads": int(spec.get("threads", 1)), "mem_mb": int(spec.get("mem_mb", 2000)), "gpu": gpu,
-            "processes": processes}
+    profile (its :class:`~spgnet.config.ResourceSpec`, whose defaults hold for a kind it does not
+    list). ``processes``: how many processes a job of that kind runs on the CPU (``gpus: 0``; the
+    profile's ``processes``, default 1); with GPUs it is the GPU count (one process per GPU)."""
+    spec = profile_resources.get(kind) or ResourceSpec()
+    processes = spec.gpus if spec.gpus > 0 else (spec.processes or 1)
+    return {"threads": spec.threads, "mem_mb": spec.mem_mb, "gpu": spec.gpus, "processes": processes}
 
 
 def check_data_roots(plan) -> None:

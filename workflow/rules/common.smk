@@ -4,11 +4,14 @@ import sys
 import time
 
 from spgnet.errors import SpgnetError
+from spgnet.runtime.checkout import warn_if_other_checkout
+from spgnet.workflow import commands
 from spgnet.workflow.gpu_slots import launcher
 from spgnet.workflow.plan import make_plan
 from spgnet.workflow.support import check_config, check_data_roots, resources_for
 
 
+warn_if_other_checkout()  # the workflow runs this checkout's code and params/ (issue 22, case 3)
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
     PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"),
@@ -35,18 +38,25 @@ RESOURCES_EVAL = resources_for(PLAN.profile.resources, "evaluate")
 # torchrun with resources.train.processes on the CPU: the paper path rehearsed, params/profiles/rehearsal.yaml)
 TRAIN_LAUNCH = launcher(RESOURCES_TRAIN["gpu"], processes=RESOURCES_TRAIN["processes"])
 EVAL_LAUNCH = launcher(RESOURCES_EVAL["gpu"])
-# the --data-root argument of every verb that reads a data set
-DATA_ROOT_ARG = f"--data-root {config['data_root']}" if config.get("data_root") else ""
+# the --data-root of every verb that reads a data set (spgnet.workflow.commands writes every command line)
+DATA_ROOT = config.get("data_root")
 # MLflow: on CPU profiles each job spools its run record as JSON (no MLflow import or store check
 # per job: ~3 s of a short job's start-up) and the workflow writes the records into MLflow when it
 # ends (Snakefile onsuccess/onerror); GPU profiles log live, so long runs show their curves, and so
 # does a CPU profile whose trainings run several processes (the paper path rehearsed: its runs log
 # and register their MLflow models as the paper profile's do, which a spooled run cannot).
-TRACKING_SPOOL = os.path.abspath(f"results/{PROFILE}/mlflow-spool")
-if RESOURCES_TRAIN["gpu"] == 0 and RESOURCES_TRAIN["processes"] == 1 and "SPGNET_TRACKING_SPOOL" not in os.environ:
-    os.environ["SPGNET_TRACKING_SPOOL"] = TRACKING_SPOOL
 # Runs of one invocation are grouped in MLflow by this tag (spgnet.tracking).
-os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}")
+os.environ.setdefault("SPGNET_INVOCATION", f"snakemake-{PROFILE}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+# Each invocation spools into a folder of its own, whose lock this process holds from its start
+# (Snakefile onstart) to its end (spgnet.tracking.spool), so two workflows started at once never
+# import or delete each other's records (snakemake#2225). A job that parses this file again (SLURM,
+# run: directives) inherits SPGNET_TRACKING_SPOOL and leaves it alone.
+TRACKING_SPOOL_ROOT = os.path.abspath(f"results/{PROFILE}/mlflow-spool")
+TRACKING_SPOOL = None  # this invocation's folder, when this process spools
+TRACKING_SPOOL_LOCK = []  # its lock (an open file), held until this process ends
+if RESOURCES_TRAIN["gpu"] == 0 and RESOURCES_TRAIN["processes"] == 1 and "SPGNET_TRACKING_SPOOL" not in os.environ:
+    TRACKING_SPOOL = os.path.join(TRACKING_SPOOL_ROOT, os.environ["SPGNET_INVOCATION"])
+    os.environ["SPGNET_TRACKING_SPOOL"] = TRACKING_SPOOL
 
 
 wildcard_constraints:

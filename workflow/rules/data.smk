@@ -2,7 +2,6 @@
 
 for _dataset, _source in PLAN.datasets().items():
     if _source.synthetic:
-        _args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _source.synthetic.items())
 
         rule:
             name:
@@ -10,12 +9,12 @@ for _dataset, _source in PLAN.datasets().items():
             output:
                 directory(_source.root),
             params:
-                args=_args,
+                command=commands.shell(commands.make_synthetic(_source.root, _source.synthetic)),
             log:
                 f"results/{PROFILE}/logs/synthetic_{_dataset}.log",
             threads: 1
             shell:
-                "spgnet make-synthetic --out {output} {params.args} 2> {log}"
+                "spgnet {params.command} 2> {log}"
 
 
 def dataset_root(wildcards):
@@ -28,11 +27,12 @@ rule prepare_data:
     output:
         f"results/{PROFILE}/data/{{dataset}}/summary.json",
     params:
-        out=lambda wildcards, output: os.path.dirname(output[0]),
+        command=lambda wildcards, input, output: commands.shell(
+            commands.prepare_data(wildcards.dataset, input[0], os.path.dirname(output[0]))),
     log:
         f"results/{PROFILE}/logs/prepare_data_{{dataset}}.log",
     threads: 1
     resources:
         mem_mb=RESOURCES_LIGHT["mem_mb"],
     shell:
-        "spgnet prepare-data --dataset {wildcards.dataset} --root {input} --out {params.out} 2> {log}"
+        "spgnet {params.command} 2> {log}"

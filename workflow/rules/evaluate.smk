@@ -13,9 +13,9 @@ rule evaluate:
         confusion_figure=f"results/{PROFILE}/runs/{{run}}/seed{{seed}}/eval/{{evaluation}}.confusion.png",
     params:
         settings=lambda wildcards: PLAN.evaluation_settings(wildcards.evaluation),
-        predictions=lambda wildcards, output: os.path.splitext(output.metrics)[0] + "-predictions",
-        data_root=DATA_ROOT_ARG,
-        overrides=lambda wildcards: PLAN.set_args(wildcards.run),
+        command=lambda wildcards: commands.shell(commands.evaluate(
+            PLAN, wildcards.evaluation, int(wildcards.seed), settings=commands.set_args(PLAN, wildcards.run),
+            data_root=DATA_ROOT)),
     log:
         f"results/{PROFILE}/logs/evaluate_{{run}}_{{evaluation}}_seed{{seed}}.log",
     benchmark:
@@ -25,9 +25,7 @@ rule evaluate:
         mem_mb=RESOURCES_EVAL["mem_mb"],
         gpu=RESOURCES_EVAL["gpu"],
     shell:
-        "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " evaluate {wildcards.evaluation}"
-        " --profile {PROFILE} {params.data_root} {params.overrides} "
-        "--checkpoint {input.checkpoint} --out {output.metrics} --predictions {params.predictions} 2> {log}"
+        "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " {params.command} 2> {log}"
 
 
 # Reference scores every mIoU cell is read against (spgnet.engine.evaluation.reference): the most frequent
@@ -40,9 +38,11 @@ rule reference_majority:
         f"results/{PROFILE}/references/majority/{{dataset}}.json",
     log:
         f"results/{PROFILE}/logs/reference_majority_{{dataset}}.log",
+    params:
+        command=lambda wildcards: commands.shell(commands.baseline_majority(PLAN, wildcards.dataset)),
     threads: 1
     resources:
         mem_mb=RESOURCES_LIGHT["mem_mb"],
     shell:
-        "spgnet baseline majority --summary {input} --out {output} 2> {log}"
+        "spgnet {params.command} 2> {log}"
 

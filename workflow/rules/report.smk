@@ -24,11 +24,13 @@ rule profile:
         f"results/{PROFILE}/profile.json",
     log:
         f"results/{PROFILE}/logs/profile.log",
+    params:
+        command=commands.shell(commands.profile(PLAN)),
     threads: 1
     resources:
         mem_mb=RESOURCES_LIGHT["mem_mb"],
     shell:
-        "spgnet profile --out {output} > {log}"
+        "spgnet {params.command} > {log}"
 
 
 if ATTENTION:
@@ -40,8 +42,8 @@ if ATTENTION:
             *[report(path, category="Guided attention (Sec. 4.5)") for path in ATTENTION_FIGURES],
             built=touch(built_marker("attention")),
         params:
-            data_root=DATA_ROOT_ARG,
-            overrides=PLAN.set_args(PLAN.evaluations[ATTENTION].run),
+            command=commands.shell(commands.attention(
+                PLAN, settings=commands.set_args(PLAN, PLAN.evaluations[ATTENTION].run), data_root=DATA_ROOT)),
         log:
             f"results/{PROFILE}/logs/attention.log",
         threads: 1
@@ -49,9 +51,7 @@ if ATTENTION:
             mem_mb=RESOURCES_EVAL["mem_mb"],
             gpu=RESOURCES_EVAL["gpu"],
         shell:
-            EVAL_LAUNCH + " attention {ATTENTION}"
-            " --profile {PROFILE} {params.data_root} {params.overrides} "
-            "--checkpoint {input.checkpoint} --out {FIGURES} 2> {log}"
+            EVAL_LAUNCH + " {params.command} 2> {log}"
 
 
 MEMORY = PLAN.memory_settings()  # None: the profile does not run both rows it compares
@@ -63,10 +63,7 @@ if MEMORY:
         output:
             PLAN.memory_json,
         params:
-            names=" ".join(MEMORY["names"]),
-            crop=MEMORY["crop"],
-            batch_size=MEMORY["batch_size"],
-            device=MEMORY["device"],
+            command=commands.shell(commands.memory(PLAN)),
         log:
             f"results/{PROFILE}/logs/memory.log",
         threads: RESOURCES_EVAL["threads"]
@@ -74,8 +71,7 @@ if MEMORY:
             mem_mb=RESOURCES_TRAIN["mem_mb"],
             gpu=RESOURCES_EVAL["gpu"],
         shell:
-            "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " memory {params.names} --crop {params.crop} "
-            "--batch-size {params.batch_size} --device {params.device} --out {output} > {log} 2>&1"
+            "OMP_NUM_THREADS={threads} " + EVAL_LAUNCH + " {params.command} > {log} 2>&1"
 
 
 rule curves:
@@ -85,12 +81,13 @@ rule curves:
         figure=report(PLAN.curves_figure, category="Training curves"),
         built=touch(built_marker("curves")),
     params:
-        data_root=DATA_ROOT_ARG,  # the paper profile's plan needs it (its roots are ${data_root}/...)
+        # --data-root: the paper profile's plan needs it (its roots are ${data_root}/...)
+        command=commands.shell(commands.curves(PLAN, data_root=DATA_ROOT)),
     log:
         f"results/{PROFILE}/logs/curves.log",
     threads: 1
     shell:
-        "spgnet curves --profile {PROFILE} {params.data_root} --out {output.figure} 2> {log}"
+        "spgnet {params.command} 2> {log}"
 
 
 rule report:
@@ -105,9 +102,9 @@ rule report:
         tables=report(f"{PLAN.report_dir}/tables.md", category="Tables"),
         built=touch(built_marker("report")),
     params:
-        data_root=DATA_ROOT_ARG,
+        command=commands.shell(commands.report(PLAN, data_root=DATA_ROOT)),
     log:
         f"results/{PROFILE}/logs/report.log",
     threads: 1
     shell:
-        "spgnet report --profile {PROFILE} {params.data_root} --out {output.tables} 2> {log}"
+        "spgnet {params.command} 2> {log}"

@@ -25,7 +25,6 @@ TRAIN_EVAL_OUTPUTS = (
     if TRAIN_EVALUATES
     else {}
 )
-TRAIN_EVAL_ARGS = " --evaluate-out {output.eval} --predictions {params.predictions}" if TRAIN_EVALUATES else ""
 
 
 def train_settings(wildcards):
@@ -56,11 +55,10 @@ rule train:
     params:
         # the run's resolved settings: Snakemake reruns a job whose settings changed, and only that
         settings=train_settings,
-        predictions=lambda wildcards: RUN_EVAL.format(**wildcards) + "-predictions",
-        out=lambda wildcards, output: os.path.dirname(output.checkpoint),
-        data_root=DATA_ROOT_ARG,
-        overrides=lambda wildcards: PLAN.set_args(wildcards.run),
-        weights_root=f"--weights-root {WEIGHTS_ROOT}" if WEIGHTS_ROOT else "",
+        command=lambda wildcards: commands.shell(commands.train(
+            PLAN, wildcards.run, int(wildcards.seed), settings=commands.set_args(PLAN, wildcards.run),
+            data_root=DATA_ROOT, weights_root=WEIGHTS_ROOT, resume=True,
+            evaluate=PLAN.evaluated_by_training(wildcards.run))),
         omp_threads=threads_per_process,
     log:
         f"results/{PROFILE}/logs/train_{{run}}_seed{{seed}}.log",
@@ -71,6 +69,4 @@ rule train:
         mem_mb=RESOURCES_TRAIN["mem_mb"],
         gpu=RESOURCES_TRAIN["gpu"],
     shell:
-        "OMP_NUM_THREADS={params.omp_threads} " + TRAIN_LAUNCH + " train {wildcards.run} --profile {PROFILE} {params.data_root} "
-        "{params.weights_root} {params.overrides} --seed {wildcards.seed} --out {params.out} --resume "
-        "--untrained-out {output.untrained}" + TRAIN_EVAL_ARGS + " 2> {log}"
+        "OMP_NUM_THREADS={params.omp_threads} " + TRAIN_LAUNCH + " {params.command} 2> {log}"

@@ -46,8 +46,8 @@ class Report(TableReport):
         for name, source in self.plan.datasets().items():
             if source.synthetic:
                 s = source.synthetic
-                kind = (f"synthetic ({s.get('kind', name)} layout, {s.get('height')}x{s.get('width')}, "
-                        f"{s.get('num_train')} train / {s.get('num_val')} val / {s.get('num_test')} test images)")
+                kind = (f"synthetic ({s.kind or name} layout, {s.height}x{s.width}, "
+                        f"{s.num_train} train / {s.num_val} val / {s.num_test} test images)")
             elif is_generated(source.path()):
                 kind = ("synthetic: `spgnet make-synthetic` wrote this tree (its manifest is there), though "
                         "the profile reads it as real data")

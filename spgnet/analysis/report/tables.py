@@ -18,6 +18,7 @@ from spgnet.analysis.report.files import Problems, ResultFiles, _show
 from spgnet.analysis.report.markdown import _section
 from spgnet.analysis.report.provenance import MARK, marked, run_deviations
 from spgnet.analysis.report.references import ABOVE_HEAD, References
+from spgnet.analysis.report.rows import _descriptive, _differences, _label_cells
 from spgnet.config import Experiment, load_registry, resolve, table_order
 
 #: Section headings (the paper's captions, shortened). Rows come from the registry, never from here.
@@ -412,36 +413,6 @@ class TableReport:
             f"{clause} ({', '.join(f'`{n}`' for n in names)})" for clause, names in zip(clauses, where.values())) + "."
 
     # ---- the rest of the page ------------------------------------------------------------
-
-
-def _descriptive(rows: list[Experiment]) -> tuple[list[str], bool]:
-    """The registry's descriptive columns of ``rows`` (Method, Backbone, ...) and whether a "Row"
-    label is needed (no such columns, or two rows that they do not tell apart)."""
-    descriptive = list(dict.fromkeys(k for exp in rows for k in exp.columns))
-    keys = [tuple(str(exp.columns.get(k, "")) for k in descriptive) for exp in rows]
-    return descriptive, not descriptive or len(set(keys)) < len(keys)
-
-
-def _label_cells(exp: Experiment, descriptive: list[str], with_label: bool) -> dict:
-    record = {"Row": exp.row} if with_label else {}
-    record.update({k: str(exp.columns.get(k, "")) for k in descriptive})
-    return record
-
-
-def _differences(configs: dict) -> list[str]:
-    """"field: value (`name`, ...), value (...)" for each field in which the dataclasses
-    ``configs`` (name -> config) differ."""
-    values = {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}
-    fields = list(dict.fromkeys(k for v in values.values() for k in v))
-    differences = []
-    for key in fields:
-        groups: dict[str, list[str]] = {}
-        for name, v in values.items():
-            groups.setdefault(f"`{v.get(key)}`", []).append(name)
-        if len(groups) > 1:
-            differences.append(f"{key}: " + ", ".join(
-                f"{value} ({', '.join(f'`{n}`' for n in names)})" for value, names in groups.items()))
-    return differences
 
 
 def section_order(tables) -> list[str]:

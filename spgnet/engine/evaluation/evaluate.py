@@ -40,15 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spgnet.config import RunConfig
-from spgnet.config_args import config_from_args
 from spgnet.atomic import write_json
-from spgnet.runtime.allocator import keep_freed_memory
-from spgnet.engine.train.checkpoint import load_trained_model
+from spgnet.config import RunConfig, config_from_args, load_profile
 from spgnet.engine.evaluation.confusion import confusion_paths, draw_confusion, write_confusion_json
 from spgnet.engine.evaluation.inference import STRATEGIES, infer_probs
 from spgnet.engine.evaluation.metrics import ConfusionMatrix, as_percent
+from spgnet.engine.train.checkpoint import load_trained_model
 from spgnet.errors import SpgnetError
+from spgnet.runtime.allocator import keep_freed_memory
+from spgnet.runtime.threads import apply_profile_threads
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,6 +241,7 @@ def main(args) -> int:
     """Entry point of ``spgnet evaluate`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
     cfg = config_from_args(args)
+    apply_profile_threads(load_profile(args.profile, data_root=args.data_root), "evaluate")  # spgnet.runtime.threads
     metrics = evaluate_checkpoint(cfg, args.checkpoint, args.out, getattr(args, "predictions", None))
     print(result_line(cfg, metrics, args.out))
     return 0
@@ -311,6 +312,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
             logged.update({k: result[k] for k in ("miou", "macc", "aacc")})
             logged.update({f"iou/{k}": v for k, v in result["per_class"].items() if v is not None})
         tracker.log_metrics(logged)
+        tracker.log_params({"run.threads": torch.get_num_threads()})
         tracker.log_dict({"matrix": result["matrix"], "classes": names}, "confusion_matrix.json")
         tracker.log_artifact(out)
         tracker.log_artifact(confusion_png)

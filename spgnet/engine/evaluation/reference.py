@@ -144,7 +144,7 @@ def main(args) -> int:
     else:
         if not args.experiment:
             raise SpgnetError("baseline untrained needs an EXPERIMENT")
-        from spgnet.config_args import config_from_args
+        from spgnet.config import config_from_args
         from spgnet.runtime.allocator import keep_freed_memory
 
         keep_freed_memory()

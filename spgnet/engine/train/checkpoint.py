@@ -37,10 +37,21 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (:func:`spgnet.atomic.atomic_path`); returns ``path``."""
+    """Write ``state`` to ``path`` atomically (:func:`spgnet.atomic.atomic_path`); returns ``path``.
+
+    A write that fails for lack of space (torch's zip writer says ``unexpected pos`` or ``failed
+    writing``; the OS ``No space left on device``) is one :class:`SpgnetError` naming ``path``; the
+    file already at ``path`` (the last checkpoint a rerun resumes from) is untouched."""
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(state, handle)
+    except RuntimeError as err:
+        text = str(err)
+        if "unexpected pos" not in text and "failed writing" not in text:
+            raise
+        kept = "; the checkpoint already there is untouched" if path.exists() else ""
+        raise SpgnetError(f"{path}: cannot write the checkpoint ({_first_line(err)}: is the disk full?){kept}") from None
     return path
 
 

@@ -47,8 +47,7 @@ layers run channels-last.
 from __future__ import annotations
 
 import dataclasses
-import math
-import platform
+import os
 import shutil
 import sys
 import time
@@ -57,26 +56,24 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from spgnet.atomic import write_json
-from spgnet.config import RunConfig, config_hash
-from spgnet.config_args import config_from_args
+from spgnet.config import RunConfig, config_from_args, config_hash, load_profile
 from spgnet.engine.train import distributed
-from spgnet.runtime.allocator import keep_freed_memory
 from spgnet.engine.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_state, rng_state, save_checkpoint
-from spgnet.engine.train.precision import Precision, resolve_precision, uses_inplace_abn
-from spgnet.engine.train.progress import Progress
-from spgnet.engine.train.schedule import build_optimizer, poly_lr, set_lr
-from spgnet.tracking import start_run
 from spgnet.engine.train.data import build_train_dataset, build_train_loader
+from spgnet.engine.train.precision import resolve_precision, uses_inplace_abn
+from spgnet.engine.train.progress import Progress
+from spgnet.engine.train.run import (LOG_NAME, METRICS_NAME, Run, describe_pretrained, final_metrics,
+                                    norm_description, run_params, run_tags, write_results)
+from spgnet.engine.train.schedule import build_optimizer, poly_lr, set_lr
 from spgnet.engine.train.scores import evaluate_finished_run, write_untrained_reference
 from spgnet.engine.train.state import LoopState, TrainLog
 from spgnet.engine.train.step import memory_format, step_seed, train_step
 from spgnet.errors import SpgnetError
+from spgnet.runtime.allocator import keep_freed_memory
+from spgnet.runtime.threads import apply_profile_threads, profile_threads
+from spgnet.tracking import start_run
 
-LOG_NAME = "train_log.csv"
-METRICS_NAME = "train_metrics.json"
 LATEST_NAME = "latest.pt"
 BEST_NAME = "best.pt"
 
@@ -99,48 +96,33 @@ def main(args) -> int:
     if args.predictions and not args.evaluate_out:
         raise SpgnetError("--predictions needs --evaluate-out (the predictions are those of that evaluation)")
     cfg = config_from_args(args)
+    # the profile's thread counts, a training's shared by the job's processes (spgnet.runtime.threads)
+    profile = load_profile(args.profile, data_root=args.data_root)
+    apply_profile_threads(profile, "train", processes=int(os.environ.get("WORLD_SIZE", "1")))
     train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out,
-          evaluate_out=args.evaluate_out, predictions=args.predictions)
+          evaluate_out=args.evaluate_out, predictions=args.predictions,
+          evaluate_threads=profile_threads(profile, "evaluate"))
     return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers
+# What a run is built from
 # --------------------------------------------------------------------------------------------
-
-
-def describe_pretrained(model_cfg) -> dict:
-    """Where the encoders' initial weights come from: ``{"source": "random" | "imagenet", "path":
-    weights_root or None, "files": {backbone: {"file", "path", "url", "sha256", "published_hash"}}}``
-    (:func:`spgnet.models.weights.describe_weights`); a missing file is a :class:`SpgnetError`."""
-    from spgnet.models.weights import describe_weights
-
-    return describe_weights(model_cfg)
-
-
-def _norm_layer_name(model: nn.Module) -> str:
-    names = sorted({type(m).__name__ for m in model.modules()
-                    if type(m).__name__ in ("InPlaceABNSync", "InPlaceABN", "ABN", "BatchNormAct2d",
-                                            "BatchNorm2d", "SyncBatchNorm")})
-    return ",".join(names) or "none"
-
-
-def _norm_description(model: nn.Module, requested: str, info) -> str:
-    """What the norm layers are, in words, beside what the config asked for: e.g. ``InPlaceABNSync
-    over 2 processes (inplace_abn_sync)`` or ``InPlaceABN (inplace_abn_sync; one process: nothing
-    to synchronise)``."""
-    built = _norm_layer_name(model)
-    if "InPlaceABNSync" in built.split(","):
-        return f"{built} over {info.world_size} processes ({requested})"
-    if requested == "inplace_abn_sync":
-        return f"{built} ({requested}; one process: nothing to synchronise)"
-    return f"{built} ({requested})"
 
 
 def resume_key(cfg: RunConfig) -> str:
     """What a checkpoint must share with the run that resumes it: the model and train sections,
     except ``train.iterations`` (a larger schedule extends a run)."""
     return config_hash(cfg.model, dataclasses.replace(cfg.train, iterations=0))
+
+
+def build_network(cfg: RunConfig, device: torch.device) -> nn.Module:
+    """The experiment's network on ``device`` (the caller seeds it). Looked up by this name at every
+    run, like ``build_train_dataset`` and ``build_train_loader``: tests put a small network, their
+    own data or a shorter loader in their place (``tests/helpers_train.py``)."""
+    from spgnet.models import build_model_from_config
+
+    return build_model_from_config(cfg.model, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,16 +132,16 @@ def resume_key(cfg: RunConfig) -> str:
 
 def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, *,
           untrained_out: str | Path | None = None, evaluate_out: str | Path | None = None,
-          predictions: str | Path | None = None, model: nn.Module | None = None,
-          dataset: Dataset | None = None, stop_after: int | None = None,
+          predictions: str | Path | None = None, evaluate_threads: int | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train ``cfg`` into folder ``out``; returns the final metrics (also ``train_metrics.json``).
 
     ``untrained_out``: also write the untrained reference JSON there; ``evaluate_out`` (and
-    ``predictions``): evaluate the finished run's checkpoint into it (see the module docstring);
-    ``model``/``dataset`` replace the experiment's network and training set (tests);
-    ``stop_after=k`` ends the run after iteration ``k`` as if it were killed there (no
-    ``train_metrics.json``); ``on_step(iteration, losses)`` is called after every step.
+    ``predictions``): evaluate the finished run's checkpoint into it (see the module docstring),
+    with ``evaluate_threads`` threads (the profile's for evaluations, so that the file equals
+    ``spgnet evaluate``'s; None: the training's);
+    ``on_step(iteration, losses)`` is called after every step, before its log row and checkpoint:
+    to watch a run, or to end it by raising (``benchmarks/gpu_check.py`` does both).
     A run that fails before its first checkpoint removes what it wrote (and ``out``, if it made it).
     """
     out = Path(out)
@@ -167,12 +149,13 @@ def train(cfg: RunConfig, out: str | Path, seed: int = 0, resume: bool = False, 
     made_out = not out.exists()
     info = distributed.setup(cfg.train.device)
     try:
-        run = _prepare(cfg, out, seed, resume, info, model)
+        run = _prepare(cfg, out, seed, resume, info)
         if untrained_out is not None:  # scored once per run: a resumed job writes the checkpoint's copy
             run.untrained = write_untrained_reference(cfg, seed, info, Path(untrained_out), scored=run.untrained)
-        metrics = _loop(run, dataset, stop_after, on_step)
+        metrics = _loop(run, on_step)
         if evaluate_out is not None and run.state.iteration == cfg.train.iterations:
-            evaluate_finished_run(cfg, out / CHECKPOINT_NAME, info, Path(evaluate_out), predictions)
+            evaluate_finished_run(cfg, out / CHECKPOINT_NAME, info, Path(evaluate_out), predictions,
+                                  threads=evaluate_threads)
         return metrics
     except BaseException:
         if info.is_main and not any((out / name).exists() for name in (LATEST_NAME, CHECKPOINT_NAME)):
@@ -190,26 +173,6 @@ def _remove_partial_run(out: Path, made_out: bool, untrained_out: str | Path | N
         Path(untrained_out).unlink(missing_ok=True)
     if made_out and out.is_dir() and not any(out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
-
-
-@dataclasses.dataclass
-class _Run:
-    """Everything the loop needs, built once by :func:`_prepare`."""
-
-    cfg: RunConfig
-    out: Path
-    seed: int
-    info: object
-    model: nn.Module  # the network (its state_dict is what checkpoints hold)
-    net: nn.Module  # the network as trained: DDP-wrapped when there are several processes
-    optimizer: torch.optim.Optimizer
-    precision: Precision
-    scaler: object
-    fmt: torch.memory_format
-    state: LoopState
-    pretrained: dict
-    mlflow_run_id: str | None
-    untrained: dict | None = None  # the untrained reference, scored before the run's first step
 
 
 def _find_resume_checkpoint(out: Path, cfg: RunConfig, seed: int) -> tuple[Path, dict] | None:
@@ -233,7 +196,7 @@ def _find_resume_checkpoint(out: Path, cfg: RunConfig, seed: int) -> tuple[Path,
     return path, checkpoint
 
 
-def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn.Module | None) -> _Run:
+def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info: distributed.DistInfo) -> Run:
     """Build the network, optimiser and precision, and restore them from a checkpoint on resume."""
     t, device = cfg.train, info.device
     found = _find_resume_checkpoint(out, cfg, seed) if resume else None
@@ -244,10 +207,7 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
     # The same initial weights on every process (seeded), ImageNet weights if given.
     pretrained = checkpoint["pretrained"] if checkpoint else describe_pretrained(cfg.model)
     torch.manual_seed(seed)
-    if model is None:
-        from spgnet.models import build_model_from_config
-
-        model = build_model_from_config(cfg.model, device=device)
+    model = build_network(cfg, device)
     if not checkpoint:  # what loading each ImageNet file converted for Inplace-ABN
         from spgnet.models.weights import with_norm_conversions
 
@@ -265,7 +225,7 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
     scaler = torch.amp.GradScaler(device.type) if precision.use_grad_scaler else None
     if info.is_main:
         precision.log()
-        print(f"spgnet train: norm {_norm_description(model, cfg.model.norm, info)}", file=sys.stderr, flush=True)
+        print(f"spgnet train: norm {norm_description(model, cfg.model.norm, info)}", file=sys.stderr, flush=True)
 
     state = LoopState()
     if checkpoint:
@@ -282,25 +242,24 @@ def _prepare(cfg: RunConfig, out: Path, seed: int, resume: bool, info, model: nn
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=not cfg.model.supervise,
         )
-    return _Run(cfg, out, seed, info, model, net, optimizer, precision, scaler, fmt, state, pretrained,
+    return Run(cfg, out, seed, info, model, net, optimizer, precision, scaler, fmt, state, pretrained,
                 (checkpoint or {}).get("mlflow_run_id"), (checkpoint or {}).get("untrained"))
 
 
-def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -> dict:
+def _loop(run: Run, on_step: Callable[[int, dict], None] | None) -> dict:
     """The training loop: step, log, validate, checkpoint; then the final metrics."""
     cfg, t, info, state = run.cfg, run.cfg.train, run.info, run.state
-    if dataset is None:
-        dataset = build_train_dataset(cfg, run.seed)
+    dataset = build_train_dataset(cfg, run.seed)
     loader = build_train_loader(cfg, dataset, run.seed, state.iteration, info)
     log = TrainLog(run.out / LOG_NAME, state.rows, enabled=info.is_main)
     if info.is_main:
         (run.out / METRICS_NAME).unlink(missing_ok=True)  # written again at the end, never stale
     progress = Progress(t.iterations, state.iteration, t.log_every, label=cfg.experiment, enabled=info.is_main)
     first_iteration = state.iteration
-    with start_run("train", cfg, f"{cfg.experiment}/train/seed{run.seed}", tags=_run_tags(run),
+    with start_run("train", cfg, f"{cfg.experiment}/train/seed{run.seed}", tags=run_tags(run),
                    enabled=None if info.is_main else False, resume_run_id=run.mlflow_run_id) as tracker:
         run.mlflow_run_id = tracker.run_id
-        tracker.log_params(_run_params(run))
+        tracker.log_params(run_params(run))
         run.net.train()
         segment_t0 = time.perf_counter()
         for batch in loader:
@@ -328,18 +287,16 @@ def _loop(run: _Run, dataset: Dataset | None, stop_after: int | None, on_step) -
                 state.seconds += time.perf_counter() - segment_t0
                 segment_t0 = time.perf_counter()
                 _save(run, final=end)
-            if stop_after is not None and state.iteration >= stop_after:
-                break  # as if killed here: no checkpoint beyond the last scheduled one
         progress.close()
         state.seconds += time.perf_counter() - segment_t0
-        metrics = _final_metrics(run)
+        metrics = final_metrics(run)
         if state.iteration == t.iterations and info.is_main:
             # the MLflow model once per finished training: not again when a rerun trained nothing
-            _write_results(run, metrics, tracker, log_model=state.iteration > first_iteration)
+            write_results(run, metrics, tracker, with_model=state.iteration > first_iteration)
     return metrics
 
 
-def _count_skipped(run: _Run, values: dict, skipped: bool) -> None:
+def _count_skipped(run: Run, values: dict, skipped: bool) -> None:
     """Count a skipped step; stop when it cannot be skipped (a non-finite loss without a gradient
     scaler) or when :data:`NONFINITE_PATIENCE` steps in a row were skipped."""
     state = run.state
@@ -359,7 +316,7 @@ def _count_skipped(run: _Run, values: dict, skipped: bool) -> None:
     )
 
 
-def _validate(run: _Run, end: bool) -> dict | None:
+def _validate(run: Run, end: bool) -> dict | None:
     """The validation column of this log row: None without ``train.val_every``; else
     ``{"val_miou": mIoU %}`` on the val split (single scale, the experiment's strategy) every
     ``val_every`` iterations and at the end, ``{"val_miou": ""}`` on the other rows. Keeps
@@ -388,7 +345,7 @@ def _validate(run: _Run, end: bool) -> dict | None:
     return {"val_miou": distributed.broadcast_object(miou, run.info)}
 
 
-def _save(run: _Run, final: bool) -> None:
+def _save(run: Run, final: bool) -> None:
     """Write the loop's state: ``latest.pt`` on the way, ``checkpoint.pt`` (and no latest.pt) at the end."""
     run.state.saved = run.state.iteration
     if not run.info.is_main:
@@ -412,93 +369,3 @@ def _save(run: _Run, final: bool) -> None:
     })
     if final:
         (run.out / LATEST_NAME).unlink(missing_ok=True)
-
-
-def _run_tags(run: _Run) -> dict:
-    return {"spgnet.seed": run.seed, "spgnet.pretrained": run.pretrained["path"] or "random",
-            "spgnet.resumed_from": run.state.iteration, "spgnet.world_size": run.info.world_size,
-            "spgnet.out": str(run.out.resolve())}
-
-
-def _run_params(run: _Run) -> dict:
-    return {"run.seed": run.seed, "run.pretrained": run.pretrained["source"],
-            "run.world_size": run.info.world_size, "run.device": str(run.info.device),
-            "run.amp": run.precision.dtype is not None, "run.precision": run.precision.name,
-            "run.norm_layer": _norm_layer_name(run.model)}
-
-
-def _final_metrics(run: _Run) -> dict:
-    state, cfg = run.state, run.cfg
-    last = state.last or {}
-    return {
-        "experiment": cfg.experiment,
-        "profile": cfg.profile,
-        "iterations": state.iteration,
-        "final_loss": last.get("loss", math.nan),
-        "final_losses": {k: v for k, v in last.items() if k != "loss"},
-        "final_loss_logged": state.rows[-1]["loss"] if state.rows else math.nan,
-        "seconds": round(state.seconds, 3),
-        "it_per_s": round(state.iteration / state.seconds, 4) if state.seconds > 0 else None,
-        "seed": run.seed,
-        "pretrained": run.pretrained,
-        "config_hash": config_hash(cfg.model, cfg.train),
-        "world_size": run.info.world_size,
-        "device": str(run.info.device),
-        "amp": run.precision.dtype is not None,
-        "precision": run.precision.name,
-        "skipped_steps": state.skipped,
-        "best": state.best,
-        "norm_layer": _norm_layer_name(run.model),
-        "schedule": _schedule_record(cfg),
-        "data": _data_record(cfg),
-        "segments": state.segments,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "checkpoint": CHECKPOINT_NAME,
-    }
-
-
-def _schedule_record(cfg: RunConfig) -> dict:
-    """The schedule this run trained with, as the report compares it with a profile's
-    (:mod:`spgnet.analysis.report.provenance`)."""
-    t = cfg.train
-    return {"dataset": t.dataset, "split": t.split, "crop": t.crop, "batch_size": t.batch_size,
-            "iterations": t.iterations, "device": t.device}
-
-
-def _data_record(cfg: RunConfig) -> dict:
-    """Where the training data came from: its root, and whether ``spgnet make-synthetic`` wrote it
-    (its manifest is there), whatever the profile calls it."""
-    from spgnet.data.synthetic import is_generated
-
-    root = cfg.data.path()
-    return {"root": str(root), "synthetic": is_generated(root)}
-
-
-def _write_results(run: _Run, metrics: dict, tracker, *, log_model: bool = True) -> None:
-    metrics_path, log_path = run.out / METRICS_NAME, run.out / LOG_NAME
-    write_json(metrics_path, metrics)
-    tracker.log_metrics({"final_loss": metrics["final_loss"], "train_seconds": metrics["seconds"],
-                         "train_it_per_s": metrics["it_per_s"] or 0.0}, step=metrics["iterations"])
-    tracker.log_dict(run.cfg.to_dict(), "config.json")
-    tracker.log_artifact(metrics_path)
-    if log_path.exists():
-        tracker.log_artifact(log_path)
-    if log_model:
-        _log_model(run, tracker)
-
-
-def _log_model(run: _Run, tracker) -> None:
-    """With the profile's ``tracking.log_model``: the trained network as an MLflow model, registered
-    under the experiment's name (:mod:`spgnet.serving.mlflow_model`). A failure is a warning."""
-    from spgnet.config import load_profile
-    from spgnet.serving.mlflow_model import log_model_enabled, log_trained_model
-
-    # only the profile's tracking section is read: any data root will do
-    if not tracker.run_id or not log_model_enabled(load_profile(run.cfg.profile, data_root=run.cfg.data.root)):
-        return
-    try:
-        log_trained_model(run.model, run.cfg, tracker.run_id)
-    except Exception as err:  # noqa: BLE001 - tracking never ends a finished training
-        print(f"spgnet train: warning: the MLflow model was not logged ({type(err).__name__}: "
-              f"{str(err).splitlines()[0] if str(err) else ''})", file=sys.stderr)

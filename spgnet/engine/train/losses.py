@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
-#: ``train.ohem_rule`` and ``train.ohem_scope`` (the names spgnet.config_schema lists)
+#: ``train.ohem_rule`` and ``train.ohem_scope`` (the names spgnet.config.types lists)
 OHEM_RULES = ("threshold", "top_k")
 OHEM_SCOPES = ("batch", "process")
 

@@ -45,12 +45,20 @@ def write_untrained_reference(cfg: RunConfig, seed: int, info, path: Path, score
 
 
 def evaluate_finished_run(cfg: RunConfig, checkpoint: Path, info, path: Path,
-                          predictions: str | Path | None = None) -> None:
+                          predictions: str | Path | None = None, threads: int | None = None) -> None:
     """Evaluate ``checkpoint`` with ``cfg``'s eval section into ``path`` (the metrics JSON of
-    :mod:`spgnet.engine.evaluation.evaluate`, its confusion matrix and figure beside it)."""
+    :mod:`spgnet.engine.evaluation.evaluate`, its confusion matrix and figure beside it), with
+    ``threads`` intra-op threads (None: as the training ran; :mod:`spgnet.runtime.threads`)."""
+    import torch
+
     from spgnet.engine.evaluation.evaluate import evaluate_checkpoint, result_line
 
     if info.is_main:
-        metrics = evaluate_checkpoint(cfg, checkpoint, path, predictions)
+        trained_with = torch.get_num_threads()
+        torch.set_num_threads(threads or trained_with)
+        try:
+            metrics = evaluate_checkpoint(cfg, checkpoint, path, predictions)
+        finally:
+            torch.set_num_threads(trained_with)
         print(f"spgnet train: evaluated {result_line(cfg, metrics, path)}", file=sys.stderr)
     distributed.broadcast_object(None, info)

@@ -1,14 +1,21 @@
-"""Declared types of every setting under ``params/`` and of the workflow's ``--config``, checked
-with pydantic where the files are read (:mod:`spgnet.config`, :mod:`spgnet.workflow.support`).
+"""Declared types of every setting under ``params/`` and of the workflow's ``--config``, and the
+one validation that turns a mapping read from a file into them (pydantic, lax mode).
 
 A value is accepted when pydantic's lax mode turns it into the declared type: numbers written as
 ``1e-2`` (which PyYAML reads as the *string* ``'1e-2'``) become floats, ``8e4`` or ``80000.0``
 an int, ``true`` / ``no`` / ``1`` booleans; anything else (``'abc'`` for a float, a negative
 iteration count, an unknown norm layer, a batch of 0, a boolean where a number belongs) is a
-:class:`ConfigError` whose one line names the file, the key and the value::
+:class:`ConfigError` whose one line names the file, the key and the value (:func:`describe`)::
 
     params/profiles/mini.yaml: key 'train.lr': input should be a valid number, unable to parse
     string as a number, got 'abc'
+
+Every schema of the package is a frozen stdlib dataclass with ``__pydantic_config__ =
+FORBID_EXTRA`` (a key it does not declare is an error), checked by :func:`validate`. A *partial*
+section (a profile's ``train:`` overrides, a ``--set``: some keys of a section) is a mapping whose
+keys are checked against the section's dataclass on top of its defaults (:func:`validate_partial`;
+inside a larger schema, the annotated type :func:`partial_of` gives, so that one validation of a
+profile checks its partial sections too and names their keys the same way).
 
 The known names (norm layers, architectures, links, ...) are listed here so that loading a
 configuration does not import torch; ``tests/test_config_schema.py`` checks that they agree with
@@ -21,13 +28,10 @@ import dataclasses
 import functools
 import math
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      WrapValidator)
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
-from typing_extensions import TypedDict
 
 from spgnet.errors import SpgnetError
 
@@ -132,60 +136,12 @@ Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$"), _message("expecte
 #: ``train.amp``: "auto" (mixed precision only where the device runs it natively), true or false.
 Amp = Annotated[Literal["auto"] | bool, _message("expected 'auto', true or false")]
 RuleKind = Literal[RULE_KINDS]
+#: A table's label as the registry writes it (``"3"``, ``"4.6"``); a YAML key ``3`` reads as ``"3"``.
+TableLabel = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, (int, float)) else value)]
+#: Seeds: a non-empty list of integers >= 0 (``0,1,2``, ``[0, 1, 2]`` and ``3`` accepted). The one
+#: definition of what seeds are: a profile's ``seeds`` and ``table_seeds``, the workflow's
+#: ``--config seeds``, and (through :func:`check_seeds`) the seeds a caller hands to the plan.
 Seeds = Annotated[tuple[NonNegativeInt, ...], Field(min_length=1), BeforeValidator(_seed_list)]
-
-
-class SyntheticSpec(TypedDict, total=False):
-    """A profile's ``datasets.<name>.synthetic``: the arguments of ``spgnet make-synthetic``."""
-
-    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
-    kind: DatasetName
-    seed: NonNegativeInt
-    num_train: PositiveInt
-    num_val: PositiveInt
-    num_test: NonNegativeInt
-    num_aug: NonNegativeInt  # kind voc: extra "SBD" images of the trainaug split (labels in SegmentationClassAug only)
-    height: PositiveInt
-    width: PositiveInt
-
-
-class ResourceSpec(TypedDict, total=False):
-    """A profile's ``resources.<rule kind>``: what Snakemake reserves for each job."""
-
-    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
-    threads: PositiveInt
-    mem_mb: PositiveInt
-    gpus: NonNegativeInt
-    # processes of a CPU job (gpus: 0; train only): torchrun --nproc_per_node N on the CPU, each
-    # process with threads / N OpenMP threads (default 1; with GPUs, one process per GPU)
-    processes: PositiveInt
-
-
-class DatasetOverrides(TypedDict, total=False):
-    """A profile's ``dataset_overrides.<dataset>``: partial train / eval sections (what a data
-    set changes, e.g. the crop), each checked against its section's type by :func:`validate_partial`."""
-
-    __pydantic_config__ = FORBID_EXTRA  # type: ignore[misc]
-    train: dict
-    eval: dict
-
-
-class WorkflowConfig(BaseModel):
-    """Snakemake's config: workflow/config/config.yaml, then --config KEY=VALUE on the command line."""
-
-    model_config = ConfigDict(extra="forbid", title="Snakemake configuration of spgnet-repro")
-
-    profile: str = Field(description="name of a file params/profiles/<profile>.yaml")
-    data_root: str | None = Field(None, description="root folder of the real data sets (needed by the paper profile)")
-    seeds: Seeds | None = Field(None, description="seeds to train each experiment under: 0,1,2 or [0,1,2] (null: the profile's)")
-    weights_root: str | None = Field(None, description="folder of torchvision's ImageNet files under their own names "
-                                                        "(null: the profile's weights_root)")
-    set: dict[str, str | list[str]] | None = Field(
-        None, description="settings to override without editing params/, per training run (its name, as under "
-                          "results/<profile>/runs/) or 'all': SECTION.KEY=VALUE items as `spgnet train --set` takes "
-                          "them, e.g. --config 'set={t3-1stage: [train.lr=0.02]}'")
-    dvc_lock: bool = Field(True, description="record the outputs in dvc.lock at the end (only for the profile dvc.yaml "
-                                             "describes); true/false, yes/no, 1/0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,11 +155,16 @@ def _adapter(cls) -> TypeAdapter:
 
 
 def _field_names(cls) -> list[str]:
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls)]
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return list(cls.model_fields)
-    return []
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+class _PartialSectionError(ValueError):
+    """Raised inside a larger validation by a :func:`partial_of` type: the section's class and its
+    own :class:`ValidationError`, which :func:`describe` words as :func:`validate_partial` would."""
+
+    def __init__(self, cls, error: ValidationError):
+        super().__init__(f"not a valid partial {cls.__name__}")
+        self.cls, self.error = cls, error
 
 
 def describe(err: ValidationError, where: str, cls=None, prefix: str = "") -> str:
@@ -212,6 +173,9 @@ def describe(err: ValidationError, where: str, cls=None, prefix: str = "") -> st
     names = [str(p) for p in first["loc"] if not isinstance(p, int) and p != "[key]"]  # "[key]": a bad dict key
     items = [p for p in first["loc"] if isinstance(p, int)]
     key = ".".join(([prefix] if prefix else []) + names)
+    partial = (first.get("ctx") or {}).get("error")
+    if isinstance(partial, _PartialSectionError):  # a partial section inside a larger schema
+        return describe(partial.error, where, partial.cls, key)
     if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         valid = _field_names(cls) if cls is not None and len(names) == 1 else []
         listed = f" (valid keys: {', '.join(sorted(valid))})" if valid else ""
@@ -233,43 +197,46 @@ def validate(cls, values: Any, where: str, prefix: str = ""):
         raise ConfigError(describe(err, where, cls, prefix)) from None
 
 
-def validate_partial(cls, values: dict | None, where: str, prefix: str = "") -> dict:
-    """The keys of ``values`` (a partial section, e.g. a profile's ``train:`` overrides) converted
-    to the types ``cls`` declares for them, checked as they would be on top of ``cls``'s defaults."""
-    if values is not None and not isinstance(values, dict):
-        raise ConfigError(f"{where}: key '{prefix}': expected a mapping, got {ascii(values)}")
-    values = dict(values or {})
-    full = validate(cls, {**dataclasses.asdict(cls()), **values}, where, prefix)
+def _partial(cls, values: dict) -> dict:
+    """The keys of ``values`` converted to the types ``cls`` declares, checked on top of ``cls``'s
+    defaults; :class:`ValidationError` (of ``cls``) if not."""
+    full = _adapter(cls).validate_python({**dataclasses.asdict(cls()), **values})
     return {key: getattr(full, key) for key in values}
 
 
-def workflow_json_schema() -> dict:
-    """JSON schema of :class:`WorkflowConfig` (what ``workflow/schemas/config.schema.yaml`` holds)."""
-    schema = _adapter(WorkflowConfig).json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+def validate_partial(cls, values: dict | None, where: str, prefix: str = "") -> dict:
+    """The keys of ``values`` (a partial section, e.g. the registry's ``defaults.train`` or the
+    items of ``--set``) converted to the types ``cls`` declares for them, checked as they would be
+    on top of ``cls``'s defaults; :class:`ConfigError` as :func:`validate` words it if not."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{where}: key '{prefix}': expected a mapping, got {ascii(values)}")
+    try:
+        return _partial(cls, dict(values or {}))
+    except ValidationError as err:
+        raise ConfigError(describe(err, where, cls, prefix)) from None
 
 
-#: Where :func:`main` writes :func:`workflow_json_schema` (relative to the project root).
-WORKFLOW_SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+@functools.cache
+def partial_of(cls):
+    """The type of a partial ``cls`` section inside a larger schema (a profile's ``train:``): a
+    mapping of some of ``cls``'s keys, each converted to its declared type when the schema is
+    validated (:func:`validate_partial`'s check; :func:`describe` names a bad key as it does)."""
+
+    def check(values: dict) -> dict:
+        try:
+            return _partial(cls, values)
+        except ValidationError as err:
+            raise _PartialSectionError(cls, err) from None
+
+    return Annotated[dict, AfterValidator(check)]
 
 
-def render_workflow_schema() -> str:
-    """The text of ``workflow/schemas/config.schema.yaml``."""
-    import yaml
-
-    header = "# Generated from spgnet.config_schema.WorkflowConfig by `python -m spgnet.config_schema`; do not edit.\n"
-    return header + yaml.safe_dump(workflow_json_schema(), sort_keys=False, width=100, allow_unicode=True)
-
-
-def main() -> int:
-    """Write ``workflow/schemas/config.schema.yaml`` from :class:`WorkflowConfig`."""
-    from spgnet.atomic import atomic_path
-    from spgnet.config import PROJECT_ROOT
-
-    with atomic_path(PROJECT_ROOT / WORKFLOW_SCHEMA_FILE) as tmp:
-        Path(tmp).write_text(render_workflow_schema(), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def check_seeds(values: Any, where: str) -> tuple[int, ...]:
+    """``values`` (seeds a caller hands over, e.g. ``make_plan(seeds=...)`` or a profile's
+    ``table_seeds`` entry) as :data:`Seeds`, or one-line :class:`ConfigError`
+    ``"<where>: <values> must be a non-empty list of non-negative integers"``."""
+    try:
+        return _adapter(Seeds).validate_python(values)
+    except ValidationError:
+        shown = list(values) if isinstance(values, (list, tuple)) else values
+        raise ConfigError(f"{where}: {shown!r} must be a non-empty list of non-negative integers") from None
