@@ -8,6 +8,7 @@
 #
 # Wiring only: every job is one `spgnet <verb>` call; spgnet.workflow.plan decides what runs.
 import os
+import sys
 
 from snakemake.utils import min_version
 
@@ -26,10 +27,31 @@ include: "workflow/rules/dvc.smk"
 
 
 def import_tracking_spool():
-    """Write the runs the jobs spooled (common.smk) into MLflow; a failure is a warning."""
-    spool = os.environ.get("SPGNET_TRACKING_SPOOL")
-    if spool and os.path.isdir(spool):
-        shell("python -m spgnet.tracking import-spool {spool} || true")
+    """Write the runs this invocation's jobs spooled (common.smk) into MLflow, and those of earlier
+    invocations that ended without doing so (spgnet.tracking.spool); a failure is a warning."""
+    if TRACKING_SPOOL is None or not os.path.isdir(TRACKING_SPOOL):
+        return
+    from spgnet.tracking.spool import import_invocations
+
+    try:
+        runs, left = import_invocations(TRACKING_SPOOL_ROOT, own=TRACKING_SPOOL)
+    except Exception as err:  # noqa: BLE001 - the results stand; the runs stay spooled for the next import
+        sys.stderr.write(f"spgnet workflow: warning: MLflow import of {TRACKING_SPOOL_ROOT} failed: {err}\n")
+        return
+    stays = f"; {left} stay in {TRACKING_SPOOL_ROOT} (warnings above)" if left else ""
+    sys.stderr.write(f"spgnet workflow: imported {len(runs)} spooled runs into MLflow{stays}\n")
+
+
+def hold_tracking_spool():
+    """Create this invocation's spool folder and hold its lock until the workflow ends."""
+    if TRACKING_SPOOL is not None:
+        from spgnet.tracking.spool import hold_invocation
+
+        TRACKING_SPOOL_LOCK.append(hold_invocation(TRACKING_SPOOL))
+
+
+onstart:
+    hold_tracking_spool()
 
 
 onsuccess:

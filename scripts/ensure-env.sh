@@ -39,13 +39,17 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 
-# The project itself: an editable install pointing at this checkout (re-pointed when another
-# clone of the project last installed it).
-if ! "$venv/bin/python" -I - "$here" <<'PY' 2>/dev/null; then
-import pathlib, sys, spgnet
-sys.exit(pathlib.Path(spgnet.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())
-PY
+# The project itself: an editable install (the `spgnet` command and the package outside any
+# checkout), made when the environment has none that imports: fresh, or its clone was deleted.
+# It is not re-pointed at each clone that runs this script: the start-up hook below makes every
+# Python of the environment run the checkout of its current folder (scripts/spgnet_checkout.py).
+if ! SPGNET_CHECKOUT_HOOK=0 "$venv/bin/python" -I -c 'import spgnet' 2>/dev/null; then
   "$venv/bin/python" -m pip --quiet install --no-deps --no-build-isolation \
     --config-settings editable_mode=compat -e "$here" >&2
+fi
+site="$("$venv/bin/python" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if ! cmp -s "$here/scripts/spgnet_checkout.py" "$site/spgnet_checkout.py" || [ ! -f "$site/spgnet_checkout.pth" ]; then
+  cp "$here/scripts/spgnet_checkout.py" "$site/.spgnet_checkout.py.$$" && mv "$site/.spgnet_checkout.py.$$" "$site/spgnet_checkout.py"
+  echo "import spgnet_checkout" > "$site/spgnet_checkout.pth"
 fi
 echo "$venv"

@@ -9,12 +9,16 @@ reports), so every file
 * is on disk before it has its name (``fsync`` of the file before the rename, and of the folder
   after it, so a crash right after a write leaves the old file or the new one, never an empty one);
 * has the same mode: ``0644`` less the process's umask (:func:`file_mode`), as ``open`` would
-  give a new file under the usual umask 022 (``mkstemp`` alone would leave ``0600``).
+  give a new file under the usual umask 022 (``mkstemp`` alone would leave ``0600``);
+* fails in one line: a full disk, a read-only or unwritable folder (:data:`STORAGE_ERRNOS`) is a
+  :class:`~spgnet.errors.SpgnetError` naming the target and the reason, after the temporary file is
+  removed; :func:`check_writable` finds an unwritable output before the work that would fill it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -22,9 +26,40 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from spgnet.errors import SpgnetError
+
 
 #: The mode of every file written here, before the umask is applied.
 FILE_MODE = 0o644
+#: Errors of the storage rather than of the program: reported in one line naming the target.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                            errno.EFBIG})
+
+
+def storage_error(path: Path, err: OSError) -> SpgnetError | None:
+    """The one-line error of a write to ``path`` that failed with ``err``, or None when ``err`` is
+    not a storage error (:data:`STORAGE_ERRNOS`)."""
+    if err.errno not in STORAGE_ERRNOS:
+        return None
+    return SpgnetError(f"{path}: cannot write ({err.strerror or os.strerror(err.errno)}); nothing was written there")
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise :class:`SpgnetError` when an output at ``path`` (a file or a folder, existing or not)
+    could not be written: the nearest existing folder on its way (``path`` itself when it is a
+    folder, else its parent, else theirs) must take a new file. Called before the work whose result
+    would be written there (``spgnet`` checks every output argument of a verb before running it)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SpgnetError(f"{path}: cannot write ({folder} is not a folder)")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".spgnet-write-check-", dir=folder):
+            pass
+    except OSError as err:
+        raise SpgnetError(f"{path}: cannot write ({err.strerror or err}) in {folder}") from None
 
 
 def _umask() -> int:
@@ -62,8 +97,11 @@ def atomic_path(path: Path):
     without an exception the file is flushed to disk, given :func:`file_mode` and renamed over
     ``path`` (parents are created); on an exception it is removed and ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise (storage_error(path, err) or err) from None
     os.close(fd)
     try:
         yield tmp
@@ -74,9 +112,11 @@ def atomic_path(path: Path):
             os.close(fd)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and storage_error(path, err) is not None:
+            raise storage_error(path, err) from None
         raise
     _fsync_dir(path.parent)
 

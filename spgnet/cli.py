@@ -124,6 +124,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     p.add_argument("--opacity", type=float, default=0.5, help="weight of the colours in the overlay (default 0.5)")
     p.add_argument("--device", default=None, help="default: the experiment's device if present, else cpu")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="run pictures whose longer side is larger at this size, their outputs resized back "
+                        "(default 2048; 0: every picture at its own size)")
 
     p = verb("export", "spgnet.serving.export:main", "export a trained experiment to ONNX or a torch.export program, checked against PyTorch")
     _trained_network_args(p)
@@ -175,10 +178,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The arguments that name where a verb writes: each is checked writable before the verb runs
+#: (:func:`spgnet.atomic.check_writable`), so an evaluation into a read-only folder stops in one
+#: line before it evaluates rather than after (issue 22, case 6).
+OUTPUT_ARGS = ("out", "evaluate_out", "untrained_out", "predictions")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     module_name, function_name = args.target.split(":")
     try:
+        from spgnet.atomic import check_writable
+        from spgnet.runtime.checkout import warn_if_other_checkout
+
+        warn_if_other_checkout()
+        for name in OUTPUT_ARGS:
+            if getattr(args, name, None):
+                check_writable(getattr(args, name))
         function = getattr(importlib.import_module(module_name), function_name)
         return int(function(args) or 0)
     except SpgnetError as err:

@@ -40,7 +40,8 @@ def test_good_tree_writes_lists_and_summary(tree, tmp_path, capsys):
     out = tmp_path / "lists"
     code, stdout, err = _run(capsys, "cityscapes", tree, out)
     assert code == 0 and err == [] and stdout.count("\n") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.txt", "train.txt", "trainval.txt", "val.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".prepare-data", "summary.json", "test.txt", "train.txt",
+                                                     "trainval.txt", "val.txt"]
     train = (out / "train.txt").read_text().splitlines()
     val = (out / "val.txt").read_text().splitlines()
     assert len(train) == 5 and len(val) == 5
@@ -140,6 +141,27 @@ def test_missing_split_and_foreign_output(tree, tmp_path, capsys):
     code, _, err = _run(capsys, "cityscapes", tree, foreign)
     assert code == 2 and len(err) == 1 and "not written by prepare-data" in err[0]
     assert (foreign / "notes.md").read_text() == "mine"
+
+
+def test_a_rerun_replaces_its_own_folder_whose_summary_a_workflow_deleted(tree, tmp_path, capsys):
+    """Issue 22, case 1 (snakemake#1150): Snakemake deletes a job's declared output (summary.json)
+    before it reruns the job; the folder stays prepare-data's by its marker file."""
+    out = tmp_path / "lists"
+    assert _run(capsys, "cityscapes", tree, out)[0] == 0
+    (out / "summary.json").unlink()
+    code, _, err = _run(capsys, "cityscapes", tree, out)
+    assert code == 0 and err == [] and json.loads((out / "summary.json").read_text())["splits"]["train"]["images"] == 5
+
+
+def test_a_folder_of_lists_without_the_marker_is_still_refused(tree, tmp_path, capsys):
+    """Someone's own split lists (no marker, no summary of prepare-data's) are never replaced."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.txt").write_text("my own list\n")
+    (mine / "summary.json").write_text(json.dumps({"tool": "another tool"}))
+    code, _, err = _run(capsys, "cityscapes", tree, mine)
+    assert code == 2 and len(err) == 1 and "not written by prepare-data" in err[0]
+    assert (mine / "train.txt").read_text() == "my own list\n"
 
 
 def _voc(root: Path) -> Path:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from spgnet.config import PROJECT_ROOT
 from tests.helpers_workflow import copy_project
 
 # One worker runs the whole module, so the smoke workflow (module fixture) runs once under xdist.

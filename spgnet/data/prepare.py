@@ -23,7 +23,11 @@ writes nothing. Otherwise it writes, through a temporary folder renamed into pla
 
 Split lists and file names may come from other tools: see :mod:`spgnet.data.io`.
 
-An existing ``<out>`` is replaced only if it is empty or was written by prepare-data.
+An existing ``<out>`` is replaced only if it is empty or was written by prepare-data: it holds
+the marker file ``.prepare-data`` (:data:`MARKER`), which no workflow declares as an output. A
+workflow deletes the outputs it declares (``summary.json``) before it reruns a job, so a folder
+recognised by its summary alone could not be rerun after its data set was regenerated
+(snakemake#1150; issue 22).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from spgnet.errors import SpgnetError
 
 SUMMARY = "summary.json"
 TOOL = "spgnet prepare-data"
+#: Written into every output folder; its presence marks the folder as prepare-data's to replace.
+MARKER = ".prepare-data"
 
 
 def _reader(dataset: str):
@@ -163,15 +169,19 @@ def _check_out(out: Path) -> bool:
     entries = list(out.iterdir())
     if not entries:
         return True
-    try:
-        previous = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-        ours = previous.get("tool") == TOOL
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    foreign = [e.name for e in entries if not (e.is_file() and (e.suffix == ".txt" or e.name == SUMMARY))]
+    ours = any(_written_by_us(out / name) for name in (MARKER, SUMMARY))  # SUMMARY: folders of earlier versions
+    foreign = [e.name for e in entries if not (e.is_file() and (e.suffix == ".txt" or e.name in (SUMMARY, MARKER)))]
     if not ours or foreign:
         raise SpgnetError(f"{out}: exists and was not written by prepare-data; remove it or choose another --out")
     return True
+
+
+def _written_by_us(path: Path) -> bool:
+    """True when ``path`` is a JSON object whose ``tool`` is this command."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("tool") == TOOL
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_lists(splits: dict, summary: dict, root: Path, out: Path) -> None:
@@ -187,6 +197,7 @@ def write_lists(splits: dict, summary: dict, root: Path, out: Path) -> None:
         summary = dict(summary)
         summary["lists"] = sorted(f"{s}.txt" for s in lists)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps({"tool": TOOL}) + "\n", encoding="utf-8")
 
 
 def prepare(dataset: str, root: Path, out: Path, stream=None) -> dict:

@@ -18,8 +18,16 @@ sub-folders of a folder input):
 ``<stem>_overlay.png``   with ``--overlay``: the picture and the colours alpha-blended
                          (``--opacity``, default 0.5, the colours' weight).
 
+Memory is bounded by the picture's size at inference, not by the size of the file: a picture whose
+longer side exceeds ``--max-side`` (default :data:`MAX_SIDE`, Cityscapes' 2048 px; 0: none) is
+resized to it (bilinear, aspect kept) for the network, and its class map is resized back to the
+picture's own size (nearest), so every output keeps the picture's size. The detectron2 and
+mmsegmentation predictors resize to their test scale the same way (detectron2#1221: a 48-megapixel
+photo ran a machine out of memory; ``benchmarks/predict_memory.py`` measures the peak).
+
 A progress bar is drawn on a terminal; otherwise only the summary line is printed. Pictures that
-cannot be read are listed at the end and the exit status is 1; the others are still written.
+cannot be read, or that still run out of memory, are listed at the end, one line each, and the
+exit status is 1; the others are still written.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from spgnet.errors import SpgnetError
 
 #: File name endings ``spgnet predict`` picks up inside folders (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Default of ``--max-side``: the longest side, in pixels, a picture is run at (Cityscapes' width).
+MAX_SIDE = 2048
 
 
 def palette(dataset: str) -> np.ndarray:
@@ -140,10 +150,13 @@ def main(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from spgnet.runtime.allocator import keep_freed_memory
-    from spgnet.serving.predictor import as_rgb_array, load_model, predict, settings_of
+    from spgnet.serving.predictor import as_rgb_array, load_model, settings_of
 
     if not 0.0 <= args.opacity <= 1.0:
         raise SpgnetError(f"--opacity must be between 0 and 1, got {args.opacity}")
+    max_side = MAX_SIDE if getattr(args, "max_side", None) is None else args.max_side
+    if max_side < 0:
+        raise SpgnetError(f"--max-side must be 0 (no limit) or a number of pixels, got {max_side}")
     pictures, failures = collect_inputs(args.input)
     if not pictures:
         raise SpgnetError("no pictures to predict: " + "; ".join(f"{p}: {why}" for p, why in failures))
@@ -152,19 +165,58 @@ def main(args) -> int:
                        data_root=args.data_root)
     settings = settings_of(model).replace(strategy=args.strategy, scales=args.scales, flip=args.flip)
     out = Path(args.out)
-    written = 0
+    written, resized = 0, 0
     for picture, stem in _progress(pictures, f"predict {settings.experiment}"):
         try:
             rgb = as_rgb_array(picture)
         except (SpgnetError, OSError, UnidentifiedImageError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as err:
-            failures.append((str(picture), f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+            failures.append((str(picture), f"cannot read it: {type(err).__name__}: {_first_line(err)}"))
             continue
-        ids = predict(model, rgb, strategy=settings.strategy, scales=settings.scales, flip=settings.flip)
+        try:
+            ids, smaller = predict_at_most(model, rgb, max_side, strategy=settings.strategy, scales=settings.scales,
+                                           flip=settings.flip)
+        except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError
+            if isinstance(err, RuntimeError) and not _out_of_memory(err):
+                raise
+            height, width = rgb.shape[:2]
+            failures.append((str(picture), f"out of memory at {width}x{height} px ({type(err).__name__}: "
+                                           f"{_first_line(err)}); a smaller --max-side than {max_side or 'none'} needs less"))
+            continue
         write_outputs(ids, rgb, stem, out, settings.dataset, overlay=args.overlay, opacity=args.opacity)
         written += 1
+        resized += smaller
+    note = f" ({resized} run at {max_side} px on their longer side)" if resized else ""
     print(f"{settings.experiment} [{settings.strategy}, scales {list(settings.scales)}, flip {settings.flip}]: "
-          f"{written} of {written + len(failures)} pictures -> {out}")
+          f"{written} of {written + len(failures)} pictures -> {out}{note}")
     for path, why in failures:
-        print(f"spgnet predict: cannot read {path}: {why}", file=sys.stderr)
+        print(f"spgnet predict: {path}: {why}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def predict_at_most(model, rgb: np.ndarray, max_side: int, **options) -> tuple[np.ndarray, bool]:
+    """:func:`spgnet.serving.predictor.predict`'s class map ``uint8 [H, W]`` of ``rgb`` (``uint8 [H, W,
+    3]``), run on the picture resized so that its longer side is at most ``max_side`` pixels
+    (bilinear; 0: as it is) and resized back to ``H x W`` (nearest); and whether it was resized."""
+    from PIL import Image
+
+    from spgnet.serving.predictor import predict
+
+    height, width = rgb.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return predict(model, rgb, **options), False
+    factor = max_side / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+    ids = predict(model, small, **options)
+    return np.asarray(Image.fromarray(ids).resize((width, height), Image.Resampling.NEAREST)), True
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is an allocation failure (torch's CPU allocator, CUDA's)."""
+    text = str(err).lower()
+    return "can't allocate memory" in text or "out of memory" in text or "cannot allocate memory" in text

@@ -40,7 +40,7 @@ and the ``import-spool`` command, run by ``__main__``). Everything a caller need
 """
 
 from spgnet.tracking.run import start_run
-from spgnet.tracking.spool import import_spool, main
+from spgnet.tracking.spool import hold_invocation, import_invocations, import_spool, main
 from spgnet.tracking.store import (
     _RETRIES,
     CHANGED_TAG,
@@ -59,6 +59,6 @@ from spgnet.tracking.trackers import NullTracker, SpoolTracker, Tracker
 
 __all__ = [
     "CHANGED_TAG", "INVOCATION_ENV", "PARENT_RUN_ENV", "SPOOL_ENV", "SPOOL_PREFIX", "TRACKING_ENV",
-    "NullTracker", "SpoolTracker", "Tracker", "flatten", "import_spool", "main", "search_runs",
+    "NullTracker", "SpoolTracker", "Tracker", "flatten", "hold_invocation", "import_invocations", "import_spool", "main", "search_runs",
     "sqlite_path", "start_run", "tracking_enabled", "tracking_uri",
 ]

@@ -1,17 +1,74 @@
 """The spool: runs recorded by jobs (:class:`~spgnet.tracking.trackers.SpoolTracker`),
 written into MLflow by one process, :func:`import_spool`, also the command
 ``python -m spgnet.tracking import-spool DIR`` (:func:`main`; docs/mlflow.md).
+
+One spool folder per workflow invocation (issue 22, snakemake#2225): the workflow's jobs spool
+into ``<spool root>/<invocation>/``, whose lock file (:data:`INVOCATION_LOCK`) the workflow's
+Snakemake process holds while it runs (:func:`hold_invocation`; the kernel drops the lock when the
+process ends, however it ends). At its end the workflow imports its own folder, whose jobs have all
+ended, and every other folder whose lock is free, whose invocation has ended without importing it
+(:func:`import_invocations`); it never reads a folder whose invocation still runs, and holding a
+folder's lock while importing it means that no two imports read the same records.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 from pathlib import Path
+from typing import IO
 
-from spgnet.tracking.run import _open_run
 from spgnet.errors import SpgnetError
+from spgnet.tracking.run import _open_run
 from spgnet.tracking.store import _connect, _now_ms, _warn, tracking_uri
+
+#: The lock file of an invocation's spool folder (held while the invocation runs or is imported).
+INVOCATION_LOCK = ".invocation.lock"
+#: Where a spool folder keeps its imported records.
+IMPORTED = "imported"
+
+
+def hold_invocation(folder: str | Path) -> IO | None:
+    """Create ``folder`` and take its invocation lock without waiting; returns the open lock file
+    (keep it open: closing it, or the end of the process, releases the lock), or None when another
+    process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / INVOCATION_LOCK, "a")  # noqa: SIM115 - held for the life of the invocation
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def import_invocations(root: str | Path, own: str | Path | None = None, uri: str | None = None) -> tuple[list[str], int]:
+    """Import ``own`` (an invocation folder whose lock the caller holds) and every other folder under
+    ``root`` whose invocation has ended (its lock free: taken for the import, then released);
+    returns the MLflow run ids imported and the count of records that stay (failed imports). A
+    folder without a lock file (``root`` itself in the layout before one folder per invocation, a
+    spool of jobs run by hand) is imported as it is."""
+    root = Path(root)
+    own = Path(own).resolve() if own is not None else None
+    done, left = [], 0
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name != IMPORTED) if root.is_dir() else []
+    for folder in folders:
+        held = None
+        if (own is None or folder.resolve() != own) and (folder / INVOCATION_LOCK).exists():
+            held = hold_invocation(folder)
+            if held is None:
+                continue  # its invocation still runs (or another import holds it): not ours to read
+        try:
+            files = list(folder.glob("*.json"))
+            runs = import_spool(folder, uri)
+            done += runs
+            left += len(files) - len(runs)
+        finally:
+            if held is not None:
+                held.close()
+    return done, left
 
 
 def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
@@ -64,28 +121,29 @@ def import_spool(directory: str | Path, uri: str | None = None) -> list[str]:
         from spgnet.atomic import write_json
 
         record["run_id"] = tracker.run_id
-        write_json(directory / "imported" / file.name, record)
+        write_json(directory / IMPORTED / file.name, record)
         file.unlink()
         done.append(tracker.run_id)
     return done
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spgnet.tracking import-spool DIR``: :func:`import_spool`."""
+    """``python -m spgnet.tracking import-spool DIR``: the runs spooled in ``DIR`` and in its
+    invocation folders whose invocation has ended (:func:`import_invocations`)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m spgnet.tracking", description=main.__doc__)
     parser.add_argument("command", choices=["import-spool"])
-    parser.add_argument("directory", help="the spool folder (SPGNET_TRACKING_SPOOL of the jobs)")
+    parser.add_argument("directory", help="the spool folder (SPGNET_TRACKING_SPOOL of the jobs, or the folder of "
+                                          "the workflow's invocation folders, results/<profile>/mlflow-spool)")
     args = parser.parse_args(argv)
     if not Path(args.directory).is_dir():
         print(f"spgnet: {args.directory}: no such spool folder", file=sys.stderr)
         return 2
-    left = len(list(Path(args.directory).glob("*.json")))
     try:
-        runs = import_spool(args.directory)
+        runs, left = import_invocations(args.directory)
     except SpgnetError as err:
         print(f"spgnet: {err}", file=sys.stderr)
         return 1
-    print(f"imported {len(runs)} of {left} spooled runs into {tracking_uri()}", file=sys.stderr)
-    return 0 if len(runs) == left else 1
+    print(f"imported {len(runs)} of {len(runs) + left} spooled runs into {tracking_uri()}", file=sys.stderr)
+    return 0 if left == 0 else 1

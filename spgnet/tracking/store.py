@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import unquote
 
 INVOCATION_ENV = "SPGNET_INVOCATION"
 PARENT_RUN_ENV = "SPGNET_PARENT_RUN_ID"
@@ -52,13 +51,19 @@ def tracking_enabled() -> bool:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory SQLite)."""
+    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory SQLite).
+
+    The path is read as SQLAlchemy (hence MLflow) reads it: as written, without percent-decoding,
+    so a folder named ``spgnet-repro%20copy`` stays that folder (issue 22, case 9: decoding it put
+    the store's lock and artifacts into a sibling ``spgnet-repro copy``). :func:`tracking_uri`
+    writes the path as it is; file URIs (the artifact location) are built with
+    :meth:`pathlib.Path.as_uri`, which percent-encodes, and MLflow decodes them."""
     if not uri.startswith("sqlite:"):
         return None
     rest = uri[len("sqlite:"):]
     if not rest.startswith("///"):
         return None
-    path = unquote(rest[3:].split("?", 1)[0])
+    path = rest[3:].split("?", 1)[0]
     if not path or path == ":memory:":
         return None
     return Path("/" + path.lstrip("/")) if rest.startswith("////") else Path(path).resolve()
