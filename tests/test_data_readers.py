@@ -179,3 +179,33 @@ def test_build_dataset_errors(tmp_path):
     label.unlink()
     with pytest.raises(SpgnetError, match="no label"):
         build_dataset("cityscapes", root, "train")
+
+
+# ---------------------------------------------------------------- lists that would give a wrong score (issue 22)
+
+
+def test_a_list_line_pairing_an_image_with_another_pictures_label_is_refused(tmp_path):
+    root = make_cityscapes(tmp_path / "cityscapes")
+    prepare("cityscapes", root, tmp_path / "lists")
+    train = (tmp_path / "lists" / "train.txt").read_text().splitlines()
+    image, _ = train[0].split("\t")
+    _, other_label = train[1].split("\t")
+    (tmp_path / "lists" / "train.txt").write_text(f"{image}\t{other_label}\n" + "\n".join(train[1:]) + "\n")
+    with pytest.raises(SpgnetError, match=r"lists/train\.txt:1: the label is another picture's "
+                                          r"\('bochum_000003_000019' beside the image 'aachen_000000_000019'\)"):
+        build_dataset("cityscapes", root, "train", list_dir=tmp_path / "lists")
+
+
+def test_an_image_listed_twice_in_a_scored_split_is_refused(tmp_path):
+    root = make_cityscapes(tmp_path / "cityscapes")
+    prepare("cityscapes", root, tmp_path / "lists")
+    val = tmp_path / "lists" / "val.txt"
+    line = val.read_text().splitlines()[0]
+    val.write_text(f"{line}\n{line}\n")
+    with pytest.raises(SpgnetError, match=r"lists/val\.txt:2: 'leftImg8bit/val/frankfurt/frankfurt_000001_000019_"
+                                          r"leftImg8bit\.png' is listed again \(first at line 1\)"):
+        build_dataset("cityscapes", root, "val", list_dir=tmp_path / "lists")
+    train = tmp_path / "lists" / "train.txt"  # a training list may repeat an image (oversampling)
+    first = train.read_text().splitlines()[0]
+    train.write_text(train.read_text() + first + "\n")
+    assert len(build_dataset("cityscapes", root, "train", list_dir=tmp_path / "lists")) == 3

@@ -70,3 +70,23 @@ def test_load_trained_model_builds_from_the_config(tmp_path):
     assert not model.training and built[0].pretrained is None
     with pytest.raises(SpgnetError, match="none.pt: checkpoint not found"):
         ckpt.load_trained_model(tmp_path / "none.pt", cfg, "cpu", build=build)
+
+
+def test_a_checkpoint_of_another_network_with_the_same_shapes_is_refused(tmp_path):
+    """SPG's sum and sigmoid links have the same weights: evaluating t3-spg-sigmoid with t3-spg-sum's
+    checkpoint loaded without a word and scored the wrong network (issue 22)."""
+    import dataclasses
+
+    trained = resolve("t3-spg-sum", "smoke")
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint(path, {"model": toy_model().state_dict(), "config": trained.to_dict()})
+    build = lambda model_cfg, device: toy_model()  # noqa: E731 - the weights fit: only the settings differ
+    with pytest.raises(SpgnetError, match=r"checkpoint\.pt: trained with model\.link='spg_sum', but experiment "
+                                          r"'t3-spg-sigmoid' has model\.link='spg_sigmoid'"):
+        ckpt.load_trained_model(path, resolve("t3-spg-sigmoid", "smoke"), "cpu", build=build)
+    # the rows that share its training run, another norm layer on this device and no ImageNet files load
+    same = dataclasses.replace(trained, model=dataclasses.replace(trained.model, norm="abn", pretrained="/w"))
+    assert not ckpt.load_trained_model(path, same, "cpu", build=build).training
+    with pytest.raises(SpgnetError, match=r"trained with train\.dataset='cityscapes', but experiment"):
+        other_data = dataclasses.replace(trained, train=dataclasses.replace(trained.train, dataset="voc"))
+        ckpt.load_trained_model(path, other_data, "cpu", build=build)

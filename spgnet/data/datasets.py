@@ -43,18 +43,26 @@ def scan(dataset: str, root: Path, split: str) -> tuple[list[Record], list[str]]
     return records, problems
 
 
+#: Splits that are scored: an image listed twice would count twice in the mIoU.
+EVALUATION_SPLITS = ("val", "test")
+
+
 def read_split_list(list_file: Path, root: Path, dataset: str) -> list[Record]:
     """Records from a ``<split>.txt`` written by ``spgnet prepare-data`` (image and label paths
     relative to the root, tab-separated; an empty label field for unlabelled images).
 
     The list may have been edited by another tool: a BOM, CRLF line ends, blank lines and trailing
     blanks are ignored (:func:`spgnet.data.io.read_numbered_lines`). Every listed file must exist;
-    the first missing one is named (invisible characters escaped) with its list line.
+    the first missing one is named (invisible characters escaped) with its list line. A line whose
+    label is another picture's (``aachen_000000_000019`` beside ``bochum_..._gtFine_labelIds.png``;
+    VOC and Person-Part: another id) and, in a list of :data:`EVALUATION_SPLITS`, an image listed
+    twice are one-line errors too: either would turn into a wrong score, not a failure.
     """
     list_file = Path(list_file)
     if not list_file.is_file():
         raise SpgnetError(f"{printable(list_file)}: split list not found (run spgnet prepare-data)")
-    records, missing = [], []
+    records, missing, first_line = [], [], {}
+    scored = list_file.stem in EVALUATION_SPLITS
     for number, line in read_numbered_lines(list_file):
         fields = line.split("\t")
         if len(fields) > 2:
@@ -65,6 +73,14 @@ def read_split_list(list_file: Path, root: Path, dataset: str) -> list[Record]:
             if path is not None and not path.is_file():
                 missing.append(f"{printable(path)}: missing {kind} (listed in {list_file}:{number})")
         name = cityscapes.name_of(image) if dataset == "cityscapes" else image.stem
+        label_name = None if label is None else cityscapes.name_of(label) if dataset == "cityscapes" else label.stem
+        if label_name is not None and label_name != name:
+            raise SpgnetError(f"{list_file}:{number}: the label is another picture's ({printable(label_name)} "
+                              f"beside the image {printable(name)})")
+        if scored and image in first_line:
+            raise SpgnetError(f"{list_file}:{number}: {printable(fields[0].strip())} is listed again (first at line "
+                              f"{first_line[image]}); a scored split counts each image once")
+        first_line.setdefault(image, number)
         records.append(Record(image=image, label=label, name=name))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

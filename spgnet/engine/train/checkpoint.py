@@ -122,8 +122,42 @@ def load_trained_model(path: str | Path, cfg, device: str | torch.device = "cpu"
             warnings.simplefilter("ignore", RuntimeWarning)
         model_cfg = dataclasses.replace(cfg.model, norm=usable_norm(cfg.model.norm, device), pretrained=None)
         model = build(model_cfg, device=device)
-    load_model_weights(model, path, experiment=cfg.experiment)
+    check_trained_as(load_model_weights(model, path, experiment=cfg.experiment), cfg, path)
     return model.to(device).eval()
+
+
+#: Model settings a checkpoint may be evaluated under other values of: the norm layer runs as the
+#: device allows (inplace_abn_sync -> abn on a CPU, the same weights) and the ImageNet files only
+#: start a training.
+EVALUATED_ANYWAY = ("norm", "pretrained")
+
+
+def check_trained_as(checkpoint: dict[str, Any], cfg, path: str | Path) -> None:
+    """Raise :class:`SpgnetError` when ``checkpoint`` was trained with other model settings than
+    ``cfg``'s (but for :data:`EVALUATED_ANYWAY`) or on another data set: weights of the same shapes
+    (SPG's sum and sigmoid links, with and without the identity path, GAP or not) would otherwise
+    load and be scored as the wrong network. A checkpoint that records no configuration (one not
+    written by ``spgnet train``) is not checked."""
+    import dataclasses
+
+    recorded = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(recorded, dict):
+        return
+    sections = (("model", dataclasses.asdict(cfg.model), recorded.get("model")),
+                ("train", {"dataset": cfg.train.dataset}, recorded.get("train")))
+    def plain(value):  # a saved tuple may come back a list
+        return list(value) if isinstance(value, (tuple, list)) else value
+
+    for section, wanted, trained in sections:
+        if not isinstance(trained, dict):
+            continue
+        for key, value in wanted.items():
+            if key in EVALUATED_ANYWAY or key not in trained:
+                continue
+            if plain(trained[key]) != plain(value):
+                raise SpgnetError(f"{path}: trained with {section}.{key}={plain(trained[key])!r}, but experiment "
+                                  f"'{cfg.experiment}' has {section}.{key}={plain(value)!r}: the checkpoint of "
+                                  f"another network (pass the checkpoint of '{cfg.experiment}'s training run)")
 
 
 def _first_line(err: BaseException) -> str:
