@@ -107,7 +107,16 @@ def _param_value(value: Any) -> str:
 
 
 class _StoreLock:
-    """Exclusive inter-process lock on ``<db>.lock`` (re-entrant within a process)."""
+    """Exclusive inter-process lock on ``<db>.lock`` (re-entrant within a process).
+
+    Why the project keeps a lock of its own beside SQLite's (issue 22 decided it): the GPU profiles'
+    jobs log live, several at once, into one SQLite file, where MLflow's SQLAlchemy pool meets
+    SQLite's single writer as "database is locked" and, on a network file system, SQLite's own
+    locks are not to be trusted; one ``flock`` around each write (and :func:`_retry` around it for
+    what slips through) serialises them. The spooled CPU jobs never open the store. The spool's
+    invocation locks (:mod:`spgnet.tracking.spool`) say which invocation still runs; an import
+    takes an invocation lock first and this one inside it, and nothing takes them the other way
+    round, so the two cannot deadlock."""
 
     def __init__(self, db: Path | None):
         self.path = None if db is None else db.with_name(db.name + ".lock")
