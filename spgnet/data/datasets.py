@@ -69,12 +69,12 @@ def read_split_list(list_file: Path, root: Path, dataset: str) -> list[Record]:
             raise SpgnetError(f"{list_file}:{number}: expected 'image<TAB>label', got {len(fields)} fields")
         image = Path(root) / fields[0].strip()
         label = Path(root) / fields[1].strip() if len(fields) == 2 and fields[1].strip() else None
-        for kind, path in (("image", image), ("label", label)):
-            if path is not None and not path.is_file():
-                missing.append(f"{printable(path)}: missing {kind} (listed in {list_file}:{number})")
+        absent = [f"{printable(path)}: missing {kind} (listed in {list_file}:{number})"
+                  for kind, path in (("image", image), ("label", label)) if path is not None and not path.is_file()]
+        missing += absent
         name = cityscapes.name_of(image) if dataset == "cityscapes" else image.stem
         label_name = None if label is None else cityscapes.name_of(label) if dataset == "cityscapes" else label.stem
-        if label_name is not None and label_name != name:
+        if not absent and label_name is not None and label_name != name:  # a missing file is named first
             raise SpgnetError(f"{list_file}:{number}: the label is another picture's ({printable(label_name)} "
                               f"beside the image {printable(name)})")
         if scored and image in first_line:
