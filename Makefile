@@ -5,7 +5,7 @@ CORES ?= all
 PYTEST_ARGS ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: reproduce test profile rehearse rehearse-slice
+.PHONY: reproduce test profile rehearse rehearse-slice slurm-up slurm-down slurm-test
 
 ## reproduce: the whole reproduction on the embedded default (Tables 1-12 -> reports/tables.md)
 reproduce:
@@ -36,3 +36,17 @@ rehearse-slice:
 ## profile: #Params / #FLOPs of every experiment at paper scale
 profile:
 	@venv=$$(bash scripts/ensure-env.sh) && "$$venv/bin/spgnet" profile
+
+## slurm-up: a real one-node SLURM cluster on this machine (root; installs slurm-wlm and munge when missing;
+## SLURM_LOCAL_GPUS fake GPUs, default 2): scripts/slurm-local.sh
+slurm-up:
+	@bash scripts/slurm-local.sh up
+
+## slurm-down: stop it (the daemons slurm-up started)
+slurm-down:
+	@bash scripts/slurm-local.sh down
+
+## slurm-test: the tests against that cluster (they bring it up, and down again when it was not up before)
+slurm-test:
+	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
+	  python -m pytest -p no:cacheprovider -m slurm $(PYTEST_ARGS) tests/test_slurm_cluster.py
