@@ -12,7 +12,7 @@ folder lies in a checkout of the project (a folder holding ``spgnet/__init__.py`
 code runs and its ``params/`` and store are used. An explicit ``PYTHONPATH`` that holds a checkout
 wins (the Makefile's commands set one), and outside any checkout nothing changes: the editable
 install's clone runs. ``spgnet`` itself warns in one line when the code it runs is not the
-checkout of the current folder (:func:`spgnet._warn_other_checkout`).
+checkout of the current folder (:func:`spgnet.runtime.checkout.warn_if_other_checkout`).
 
 Standard library only; it runs at every interpreter start of the environment, so it must be fast
 and must never fail.
@@ -26,11 +26,16 @@ import sys
 MARKERS = ("spgnet/__init__.py", "params/experiments.yaml", "Snakefile")
 
 
+def is_checkout(folder: str) -> bool:
+    """Whether ``folder`` holds a checkout of the project (every one of :data:`MARKERS`)."""
+    return all(os.path.isfile(os.path.join(folder, marker)) for marker in MARKERS)
+
+
 def checkout_of(folder: str) -> str | None:
     """The checkout of the project that ``folder`` lies in (``folder`` or an ancestor), or None."""
     folder = os.path.abspath(folder)
     while True:
-        if all(os.path.isfile(os.path.join(folder, marker)) for marker in MARKERS):
+        if is_checkout(folder):
             return folder
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -43,7 +48,7 @@ def activate() -> str | None:
     checkout); returns the checkout used, or None."""
     try:
         for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-            if entry and all(os.path.isfile(os.path.join(entry, marker)) for marker in MARKERS):
+            if entry and is_checkout(entry):
                 return None
         checkout = checkout_of(os.getcwd())
         if checkout is not None and checkout not in sys.path:

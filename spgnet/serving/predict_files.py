@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spgnet.errors import SpgnetError
+from spgnet.errors import SpgnetError, first_line
 
 #: File name endings ``spgnet predict`` picks up inside folders (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -171,7 +171,7 @@ def main(args) -> int:
             rgb = as_rgb_array(picture)
         except (SpgnetError, OSError, UnidentifiedImageError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as err:
-            failures.append((str(picture), f"cannot read it: {type(err).__name__}: {_first_line(err)}"))
+            failures.append((str(picture), f"cannot read it: {first_line(err)}"))
             continue
         try:
             ids, smaller = predict_at_most(model, rgb, max_side, strategy=settings.strategy, scales=settings.scales,
@@ -180,8 +180,8 @@ def main(args) -> int:
             if isinstance(err, RuntimeError) and not _out_of_memory(err):
                 raise
             height, width = rgb.shape[:2]
-            failures.append((str(picture), f"out of memory at {width}x{height} px ({type(err).__name__}: "
-                                           f"{_first_line(err)}); a smaller --max-side than {max_side or 'none'} needs less"))
+            failures.append((str(picture), f"out of memory at {width}x{height} px ({first_line(err)}); "
+                                           f"a smaller --max-side than {max_side or 'none'} needs less"))
             continue
         write_outputs(ids, rgb, stem, out, settings.dataset, overlay=args.overlay, opacity=args.opacity)
         written += 1
@@ -210,10 +210,6 @@ def predict_at_most(model, rgb: np.ndarray, max_side: int, **options) -> tuple[n
     small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
     ids = predict(model, small, **options)
     return np.asarray(Image.fromarray(ids).resize((width, height), Image.Resampling.NEAREST)), True
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else ""
 
 
 def _out_of_memory(err: RuntimeError) -> bool:

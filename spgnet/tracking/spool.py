@@ -53,7 +53,9 @@ def import_invocations(root: str | Path, own: str | Path | None = None, uri: str
     root = Path(root)
     own = Path(own).resolve() if own is not None else None
     done, left = [], 0
-    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name != IMPORTED) if root.is_dir() else []
+    if not root.is_dir():
+        return [], 0
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and p.name != IMPORTED)]
     for folder in folders:
         held = None
         if (own is None or folder.resolve() != own) and (folder / INVOCATION_LOCK).exists():

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from spgnet.errors import first_line
+
 INVOCATION_ENV = "SPGNET_INVOCATION"
 PARENT_RUN_ENV = "SPGNET_PARENT_RUN_ID"
 TRACKING_ENV = "SPGNET_TRACKING"
@@ -182,14 +184,9 @@ def _retry(fn: Callable[[], Any], lock: _StoreLock, what: str, attempts: int = _
     raise AssertionError("unreachable")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
 def _warn(what: str, err: BaseException | str) -> None:
     """One line on stderr: a tracking failure never ends a job (issue 11 point 6, issue 12 point 4)."""
-    reason = err if isinstance(err, str) else _first_line(err)
+    reason = err if isinstance(err, str) else first_line(err)
     print(f"spgnet: warning: MLflow {what} failed ({reason}); the job goes on without it "
           f"(its own files keep every figure)", file=sys.stderr, flush=True)
 

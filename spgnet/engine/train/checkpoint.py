@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from spgnet.atomic import atomic_path
-from spgnet.errors import SpgnetError
+from spgnet.errors import SpgnetError, first_line
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -51,7 +51,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         if "unexpected pos" not in text and "failed writing" not in text:
             raise
         kept = "; the checkpoint already there is untouched" if path.exists() else ""
-        raise SpgnetError(f"{path}: cannot write the checkpoint ({_first_line(err)}: is the disk full?){kept}") from None
+        raise SpgnetError(f"{path}: cannot write the checkpoint ({first_line(err)}: is the disk full?){kept}") from None
     return path
 
 
@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise SpgnetError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+        raise SpgnetError(f"{path}: not a readable checkpoint ({first_line(err)})") from None
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path, experiment: str | None = None) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, experiment: str
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # anything the shape check did not foresee: still one line
-        raise SpgnetError(f"{path}: checkpoint does not fit {target} ({_first_line(err)})") from None
+        raise SpgnetError(f"{path}: checkpoint does not fit {target} ({first_line(err)})") from None
     if result.missing_keys or result.unexpected_keys:
         what = (f"missing '{result.missing_keys[0]}'" if result.missing_keys
                 else f"unexpected '{result.unexpected_keys[0]}'")
@@ -158,12 +158,6 @@ def check_trained_as(checkpoint: dict[str, Any], cfg, path: str | Path) -> None:
                 raise SpgnetError(f"{path}: trained with {section}.{key}={plain(trained[key])!r}, but experiment "
                                   f"'{cfg.experiment}' has {section}.{key}={plain(value)!r}: the checkpoint of "
                                   f"another network (pass the checkpoint of '{cfg.experiment}'s training run)")
-
-
-def _first_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (just ``Type`` when there is no message)."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
