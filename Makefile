@@ -42,11 +42,12 @@ profile:
 slurm-up:
 	@bash scripts/slurm-local.sh up
 
-## slurm-down: stop it (the daemons slurm-up started)
+## slurm-down: stop it (the daemons slurm-up started, by their pid files)
 slurm-down:
 	@bash scripts/slurm-local.sh down
 
-## slurm-test: the tests against that cluster (they bring it up, and down again when it was not up before)
+## slurm-test: the tests against that cluster, alone (no -n): raw sbatch/GRES/scancel, then the workflow through the
+## executor plugin (about 8 minutes); they bring it up, and down again when it was not up before (.ci/run: after make test)
 slurm-test:
 	@venv=$$(bash scripts/ensure-env.sh) && export PATH="$$venv/bin:$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" && \
-	  python -m pytest -p no:cacheprovider -m slurm $(PYTEST_ARGS) tests/test_slurm_cluster.py
+	  python -m pytest -p no:cacheprovider -m slurm $(PYTEST_ARGS) tests/test_slurm_cluster.py tests/test_slurm_workflow.py

@@ -362,3 +362,16 @@ def test_gradient_overflow_lowers_the_scale_and_skips_the_update(tmp_path, monke
     saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
     assert float(saved["scaler"]["scale"]) == 2.0 ** 16 / 4  # halved once per skipped step
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_resume_removes_the_partial_checkpoint_a_killed_job_left(tmp_path):
+    """SIGTERM (a SLURM time limit, scancel) ends a job inside an atomic checkpoint write without
+    its cleanup; the next start removes that temporary file and resumes from latest.pt."""
+    train_with(toy_cfg(iterations=2, checkpoint_every=1), tmp_path, seed=0, model=toy_model(), dataset=ToySet())
+    partial = tmp_path / ".latest.pt.k1ll3d.tmp"
+    partial.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".train_metrics.json.x.tmp"  # not a checkpoint's: left alone
+    other.write_bytes(b"")
+    train_with(toy_cfg(iterations=3, checkpoint_every=1), tmp_path, seed=0, resume=True, model=toy_model(),
+               dataset=ToySet())
+    assert not partial.exists() and other.exists()

@@ -176,7 +176,13 @@ def _remove_partial_run(out: Path, made_out: bool, untrained_out: str | Path | N
 
 
 def _find_resume_checkpoint(out: Path, cfg: RunConfig, seed: int) -> tuple[Path, dict] | None:
-    """The newest of ``latest.pt`` / ``checkpoint.pt`` in ``out``, checked against ``cfg``."""
+    """The newest of ``latest.pt`` / ``checkpoint.pt`` in ``out``, checked against ``cfg``. The
+    partial checkpoint a killed job left (SIGTERM at a time limit or ``scancel`` ends the process
+    without cleaning up: ``.latest.pt.<random>.tmp``, :func:`spgnet.atomic.atomic_path`) is removed:
+    every rank passes here before the first step, so no write of this run is under way."""
+    for name in (LATEST_NAME, CHECKPOINT_NAME):
+        for partial in out.glob(f".{name}.*.tmp"):
+            partial.unlink(missing_ok=True)
     found = [(path, load_checkpoint(path)) for path in (out / LATEST_NAME, out / CHECKPOINT_NAME) if path.is_file()]
     if not found:
         return None
