@@ -16,9 +16,18 @@ import sys
 from spgnet.errors import SpgnetError
 
 
+_PROFILE_HELP = "params/profiles/<name>.yaml, or a profile file of your own (my-profile.yaml)"
+_EXPERIMENTS_HELP = "an experiments file of your own rows, beside the paper's (docs/own-data.md)"
+
+
+def _experiments_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiments", default=None, metavar="FILE.yaml", help=_EXPERIMENTS_HELP)
+
+
 def _profile_args(parser: argparse.ArgumentParser, overrides: bool = False) -> None:
-    parser.add_argument("--profile", default="mini", help="params/profiles/<name>.yaml (default: mini)")
+    parser.add_argument("--profile", default="mini", help=f"{_PROFILE_HELP} (default: mini)")
     parser.add_argument("--data-root", default=None, help="root of the real data sets (paper profile)")
+    _experiments_arg(parser)
     if overrides:
         parser.add_argument("--settings", default=None, metavar="FILE:KEY",
                             help="model/train/eval sections from a YAML file (the DVC stages: params.yaml:runs.<run>)")
@@ -32,7 +41,8 @@ def _trained_network_args(parser: argparse.ArgumentParser) -> None:
     (``predict``, ``export``; read as :func:`spgnet.serving.predictor.load_model` reads it)."""
     parser.add_argument("experiment")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--profile", default=None, help="params/profiles/<name>.yaml (default: the checkpoint's, else mini)")
+    parser.add_argument("--profile", default=None, help=f"{_PROFILE_HELP} (default: the checkpoint's, else mini)")
+    _experiments_arg(parser)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a setting the network was trained with (as spgnet train --set; repeatable)")
 
@@ -49,11 +59,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p = verb("experiments", "spgnet.registry_cli:list_experiments", "list the registered experiments (one per paper table row)")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     p.add_argument("--table", default=None, help="only the rows of this table")
+    _experiments_arg(p)
 
     p = verb("profile", "spgnet.analysis.profile:main", "#Params and #FLOPs at the paper's input size, beside the paper's values")
     p.add_argument("names", nargs="*", help="experiments (default: every reproducible one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
+    p.add_argument("--experiments", default=None, metavar="FILE.yaml",
+                   help=f"{_EXPERIMENTS_HELP}; its rows are counted at their data set's image size (needs --profile)")
+    p.add_argument("--profile", default=None, help=f"{_PROFILE_HELP}: where --experiments' data sets lie")
+    p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
 
     p = verb("memory", "spgnet.analysis.memory:main", "peak memory of one training step of an experiment's model")
     p.add_argument("names", nargs="+", help="experiments to measure")
@@ -64,9 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 
-    p = verb("make-synthetic", "spgnet.data.synthetic.make:main", "generate a street-scene data set in the Cityscapes (or VOC / Person-Part) layout")
+    p = verb("make-synthetic", "spgnet.data.synthetic.make:main",
+             "generate a street-scene data set in the Cityscapes (or VOC / Person-Part / folder) layout")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--kind", default="cityscapes", choices=["cityscapes", "voc", "person_part"])
+    p.add_argument("--kind", default="cityscapes", choices=["cityscapes", "voc", "person_part", "folder"],
+                   help="folder: a data set of your own's layout, described by DIR/dataset.yaml (docs/own-data.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-train", type=int, default=96)
     p.add_argument("--num-val", type=int, default=24)
@@ -77,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=512)
 
     p = verb("prepare-data", "spgnet.data.prepare:main", "check a data set tree and write the split lists the pipeline reads")
-    p.add_argument("--dataset", required=True, choices=["cityscapes", "voc", "person_part"])
+    p.add_argument("--dataset", required=True, choices=["cityscapes", "voc", "person_part", "folder"],
+                   help="folder: a data set of your own, described by ROOT/dataset.yaml (docs/own-data.md)")
     p.add_argument("--root", required=True, help="the data set's root folder")
     p.add_argument("--out", required=True, help="folder for the split lists")
 

@@ -1,4 +1,4 @@
-"""``spgnet experiments``: list the registry."""
+"""``spgnet experiments``: list the registry (with ``--experiments FILE``, your rows after it)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import dataclasses
 import json
 
 from spgnet.config import load_registry, table_order
+from spgnet.errors import SpgnetError
 
 
 def list_experiments(args) -> int:
-    rows = [e for e in load_registry().values() if args.table is None or e.table == args.table]
+    registry = load_registry(extra=getattr(args, "experiments", None))
+    rows = [e for e in registry.values() if args.table is None or e.table == args.table]
+    if not rows:
+        tables = sorted({e.table for e in registry.values()}, key=table_order)
+        raise SpgnetError(f"no experiment in table '{args.table}' (tables: {', '.join(tables)})")
     rows.sort(key=lambda e: table_order(e.table))
     if args.json:
         print(json.dumps([
@@ -17,7 +22,7 @@ def list_experiments(args) -> int:
                 "name": e.name,
                 "table": e.table,
                 "row": e.row,
-                "kind": "reproduced" if e.reproducible else "cited",
+                "kind": "yours" if e.own else "reproduced" if e.reproducible else "cited",
                 "columns": e.columns,
                 "paper": {k: v for k, v in dataclasses.asdict(e.paper).items() if v is not None},
                 "model": dataclasses.asdict(e.model) if e.model else None,
@@ -28,6 +33,6 @@ def list_experiments(args) -> int:
     width = max(len(e.name) for e in rows)
     for e in rows:
         miou = "-" if e.paper.miou is None else f"{e.paper.miou:.2f}"
-        kind = "" if e.reproducible else "  (cited)"
+        kind = f"  (yours: {e.source})" if e.own else "" if e.reproducible else "  (cited)"
         print(f"{e.name:<{width}}  Table {e.table:<4} mIoU {miou:>6}  {e.row}{kind}")
     return 0

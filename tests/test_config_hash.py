@@ -21,6 +21,7 @@ MODEL = {
     "identity": (IN, False), "supervise": (IN, False), "csfa": (IN, False), "gap": (IN, False),
     "decoder": (IN, "fpn"), "num_classes": (IN, 21), "norm": (IN, "batchnorm"),
     "pretrained": (IN, "/weights"),  # random vs ImageNet is in; where the files lie is not (below)
+    "builder": (IN, "examples.my_head:build"),  # a network of your own; absent (None) leaves every hash as it was
 }
 TRAIN = {
     "dataset": (IN, "voc"), "split": (IN, "trainval"), "crop": (IN, 513), "batch_size": (IN, 28),
@@ -80,3 +81,16 @@ def test_the_paper_profiles_machine_settings_leave_the_hash_of_a_run_alone():
     paper = resolve("t9-r50-d256", load_profile("paper", data_root="/data"))
     moved = dataclasses.replace(paper.train, workers=2, log_every=1, checkpoint_every=10, device="cuda:1")
     assert config_hash(paper.model, moved) == config_hash(paper.model, paper.train)
+
+
+def test_settings_added_at_their_default_leave_every_hash_as_it_was():
+    """``ModelConfig.builder`` and ``DatasetSource.kind`` came later (issue 24): at their defaults
+    (and for a built-in data set's own kind) they are left out, so no checkpoint's hash changed."""
+    from spgnet.config import DatasetSource
+    from spgnet.config.sections import _hashed_fields
+
+    assert "builder" not in _hashed_fields(ModelConfig())
+    assert _hashed_fields(ModelConfig(builder="m:f"))["builder"] == "m:f"
+    source = DatasetSource(root="data/x")
+    assert config_hash(dataclasses.replace(source, kind="cityscapes")) == config_hash(source)
+    assert config_hash(dataclasses.replace(source, kind="folder")) != config_hash(source)

@@ -131,7 +131,8 @@ BAD_PROFILE_VALUES = [
     ("train", "momentum: 1.5", "key 'train.momentum': input should be less than 1, got 1.5"),
     ("train", "device: gpu", "key 'train.device': expected 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ("train", "amp: bf16", "key 'train.amp': expected 'auto', true or false, got 'bf16'"),
-    ("train", "dataset: ade20k", "key 'train.dataset': input should be 'cityscapes', 'voc' or 'person_part', got 'ade20k'"),
+    ("train", "dataset: ade20k", "key 'train.dataset': the profile has no datasets.ade20k (valid: cityscapes, voc, person_part)"),
+    ("train", "dataset: 'ade 20k'", "key 'train.dataset': expected a data set name (letters, digits, '_' and '-', a letter first), got 'ade 20k'"),
     ("train", "lrr: 0.1", "unknown key 'train.lrr' (valid keys: amp, aux_weight, batch_size,"),
     # the recipe's open choices (docs/recipe.md)
     ("train", "ohem_rule: topk", "key 'train.ohem_rule': input should be 'threshold' or 'top_k', got 'topk'"),
@@ -157,7 +158,8 @@ BAD_PROFILE_VALUES = [
     ("top", "report_dir: 7", "key 'report_dir': input should be a valid string, got 7"),
     ("resources", "train: {threads: 0}", "key 'resources.train.threads': input should be greater than or equal to 1, got 0"),
     ("resources", "gpu: {threads: 1}", "key 'resources.gpu': input should be 'train', 'evaluate' or 'light', got 'gpu'"),
-    ("datasets", "ade20k: {root: data/ade}", "key 'datasets.ade20k': input should be 'cityscapes', 'voc' or 'person_part', got 'ade20k'"),
+    ("datasets", "ade20k: {root: data/ade}", "key 'datasets.ade20k.kind': missing (one of cityscapes, voc, person_part, folder; 'folder' for a tree described by its dataset.yaml)"),
+    ("datasets", "ade20k: {root: data/ade, kind: ade}", "key 'datasets.ade20k.kind': input should be 'cityscapes', 'voc', 'person_part' or 'folder', got 'ade'"),
     ("dataset_overrides", "voc: {train: {crop: -65}}", "key 'dataset_overrides.voc.train.crop': input should be greater than or equal to 1, got -65"),
     ("dataset_overrides", "voc: {model: {norm: abn}}", "unknown key 'dataset_overrides.voc.model'"),
 ]
@@ -283,7 +285,7 @@ def test_workflow_config_accepts_what_people_type(given, expected):
     ({"seeds": "0,x"}, "config: key 'seeds' (item 1): input should be a valid integer, unable to parse string as an integer, got 'x'"),
     ({"seeds": "-1"}, "config: key 'seeds' (item 0): input should be greater than or equal to 0, got -1"),
     ({"seeds": []}, "config: key 'seeds': tuple should have at least 1 item after validation, not 0, got []"),
-    ({"profle": "mini"}, "config: unknown key 'profle' (valid keys: data_root, dvc_lock, profile, seeds, set, weights_root)"),
+    ({"profle": "mini"}, "config: unknown key 'profle' (valid keys: data_root, dvc_lock, experiments, profile, seeds, set, weights_root)"),
     ({"profile": "nope"}, "config: key 'profile': unknown profile 'nope' (valid: mini, paper, rehearsal, smoke)"),
 ])
 def test_workflow_config_errors_are_one_line(given, message):

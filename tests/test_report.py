@@ -165,12 +165,12 @@ def test_rows_come_from_the_registry_generically(tree, monkeypatch):
     profile["experiments"].append(_profile_row("t1-pspnet", 65.71, 2117.33))
     _write(tree.at(tree.plan.profile_json), profile)
 
-    monkeypatch.setattr(report.tables, "load_registry", lambda: {**registry, "t1-pspnet": cited})
+    monkeypatch.setattr(report.tables, "load_registry", lambda **_: {**registry, "t1-pspnet": cited})
     assert report.main(_args(tree)) == 0
     row = _row(_section(tree.out.read_text(encoding="utf-8"), "Table 1."), "t1-pspnet")
     assert row.count("cited, not reproduced") == 3 and "2117.3" in row
 
-    monkeypatch.setattr(report.tables, "load_registry", lambda: {**registry, "t1-pspnet": trainable})
+    monkeypatch.setattr(report.tables, "load_registry", lambda **_: {**registry, "t1-pspnet": trainable})
     assert report.main(_args(tree)) == 0
     row = _row(_section(tree.out.read_text(encoding="utf-8"), "Table 1."), "t1-pspnet")
     assert "cited" not in row and "not run in profile smoke" in row and "65.71 (+0.02%)" in row

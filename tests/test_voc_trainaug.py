@@ -200,7 +200,7 @@ def test_voc_spgnet_trains_on_trainaug(profile):
 
 def test_trainaug_is_vocs_alone_with_one_line(tmp_path, capsys):
     assert config_types.DATASET_SPLITS == labels.DATASET_SPLITS
-    assert set(config_types.DATASET_SPLITS) == set(config_types.DATASETS)
+    assert set(config_types.DATASET_SPLITS) == set(config_types.DATASET_KINDS)
     root = tmp_path / "cityscapes"
     root.mkdir()
     for dataset in ("cityscapes", "person_part"):

@@ -69,7 +69,7 @@ def test_dry_run_of_the_paper_profile(tmp_path):
     "config, message",
     [
         (["profile=nope"], "config: key 'profile': unknown profile 'nope' (valid: mini, paper, rehearsal, smoke)"),
-        (["profle=mini"], "config: unknown key 'profle' (valid keys: data_root, dvc_lock, profile, seeds, set, weights_root)"),
+        (["profle=mini"], "config: unknown key 'profle' (valid keys: data_root, dvc_lock, experiments, profile, seeds, set, weights_root)"),
         (["profile=paper"], "needs data_root"),
         (["profile=paper", "data_root=/nonexistent/x"], "config: key 'data_root': /nonexistent/x/cityscapes"),
         (["seeds=[x]"], "config: key 'seeds'"),

@@ -154,9 +154,12 @@ def render_figure(images: list, names: list[str], maps: list[dict], class_names:
 
 
 def write_figures(model, items: list[dict], out: str | Path, class_names: list[str],
-                  experiment: str = "model", k: int = TOP_K, extra: dict | None = None) -> list[Path]:
+                  experiment: str = "model", k: int = TOP_K, extra: dict | None = None,
+                  figures: dict | None = None) -> list[Path]:
     """Compute the maps of every figure's classes for ``items`` (dataset items with ``"image"`` and
-    ``"name"``) and write the three figures plus ``attention.json`` into ``out``."""
+    ``"name"``) and write the figures (``figures``: file name -> (title, classes); default the
+    paper's three, :data:`FIGURES`) plus ``attention.json`` into ``out``."""
+    figures = FIGURES if figures is None else figures
     out = Path(out)
     if not items:
         raise SpgnetError(f"experiment '{experiment}': no images to visualise")
@@ -164,10 +167,10 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
     if conv.weight.shape[1] != len(class_names):
         raise SpgnetError(
             f"experiment '{experiment}': the attention conv has {conv.weight.shape[1]} classes, "
-            f"expected {len(class_names)} (Cityscapes)"
+            f"expected {len(class_names)} (the data set's)"
         )
     index = {name: i for i, name in enumerate(class_names)}
-    wanted = sorted({index[c] for _, classes in FIGURES.values() for c in classes})
+    wanted = sorted({index[c] for _, classes in figures.values() for c in classes})
     model.eval()
     images, names, maps = [], [], []
     for item in items:
@@ -175,7 +178,7 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
         images.append(_denormalize(item["image"]))
         names.append(str(item.get("name", len(names))))
     written = []
-    for filename, (title, classes) in FIGURES.items():
+    for filename, (title, classes) in figures.items():
         written.append(render_figure(images, names, maps, class_names, classes, title, out / filename))
     sidecar = {
         **(extra or {}),
@@ -183,7 +186,7 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
         "images": names,
         "top_k": k,
         "top_channels": {class_names[c]: top_channels(conv.weight, c, k).tolist() for c in wanted},
-        "figures": list(FIGURES),
+        "figures": list(figures),
     }
     write_json(out / SIDECAR, sidecar)
     return written
@@ -194,10 +197,21 @@ def write_figures(model, items: list[dict], out: str | Path, class_names: list[s
 # --------------------------------------------------------------------------------------------
 
 
+#: Classes drawn for a data set other than Cityscapes (its first ones, in label order).
+OWN_FIGURE_CLASSES = 4
+
+
+def own_figures(dataset: str, class_names: list[str]) -> dict:
+    """The one figure drawn for a data set other than Cityscapes (whose three are the paper's):
+    its first :data:`OWN_FIGURE_CLASSES` classes, ``attention-<dataset>.png``."""
+    classes = tuple(class_names[:OWN_FIGURE_CLASSES])
+    return {f"attention-{dataset}.png": (f"Guided attention on {dataset}: {', '.join(classes)}", classes)}
+
+
 def _build_dataset(cfg):
     from spgnet.data import build_dataset
 
-    return build_dataset(cfg.train.dataset, cfg.data.path(), "val")
+    return build_dataset(cfg.dataset_kind, cfg.data.path(), "val")
 
 
 def _load_model(cfg, checkpoint: str | Path, device):
@@ -210,23 +224,19 @@ def main(args) -> int:
     import torch
 
     from spgnet.config import config_from_args
-    from spgnet.data import class_names as dataset_classes
+    from spgnet.data import dataset_classes
     from spgnet.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()
 
     cfg = config_from_args(args)
-    if cfg.train.dataset != "cityscapes":
-        raise SpgnetError(
-            f"experiment '{cfg.experiment}' is trained on '{cfg.train.dataset}'; the guided-attention "
-            "figures (Sec. 4.5) are for Cityscapes classes"
-        )
-    if cfg.model.arch != "spgnet" or cfg.model.num_stages < 2 or not cfg.model.link.startswith("spg"):
+    if cfg.model.builder is not None or cfg.model.arch != "spgnet" or cfg.model.num_stages < 2 or not cfg.model.link.startswith("spg"):
         raise SpgnetError(
             f"experiment '{cfg.experiment}' has no SPG link (arch {cfg.model.arch}, "
             f"{cfg.model.num_stages} stage(s), link {cfg.model.link}); guided attention needs one"
         )
-    names = dataset_classes("cityscapes")
+    names = dataset_classes(cfg.dataset_kind, cfg.data.path())
+    figures = FIGURES if cfg.dataset_kind == "cityscapes" else own_figures(cfg.train.dataset, names)
     device = torch.device("cuda" if cfg.train.device == "cuda" and torch.cuda.is_available() else "cpu")
     model = _load_model(cfg, args.checkpoint, device)
     attention_conv(model, cfg.experiment)
@@ -238,7 +248,7 @@ def main(args) -> int:
     count = min(int(getattr(args, "num_images", None) or NUM_IMAGES), len(dataset))
     items = [dataset[i] for i in range(count)]
     written = write_figures(model, items, args.out, names, experiment=cfg.experiment,
-                            extra={"profile": cfg.profile, "checkpoint": str(args.checkpoint)})
+                            extra={"profile": cfg.profile, "checkpoint": str(args.checkpoint)}, figures=figures)
     if sys.stdout.isatty():
         for path in written:
             print(f"wrote {path}")

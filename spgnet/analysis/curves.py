@@ -106,7 +106,8 @@ def plot_curves(logs: list[dict], path: Path, title: str = "") -> Path:
 def main(args) -> int:
     from spgnet.config import PROJECT_ROOT
 
-    plan = make_plan(args.profile, data_root=getattr(args, "data_root", None))
+    plan = make_plan(args.profile, data_root=getattr(args, "data_root", None),
+                     experiments=getattr(args, "experiments", None))
     results = Path(getattr(args, "results", None) or PROJECT_ROOT / plan.results)
     out = getattr(args, "out", None)
     out = Path(out) if out else PROJECT_ROOT / plan.curves_figure

@@ -13,6 +13,12 @@ The convention that reproduces the paper's columns (``docs/architecture-counts.m
 
 Counting runs on the ``meta`` device (no memory, no arithmetic): a model takes well under a second.
 Profiling needs no data and does not depend on the run profile: the numbers are always paper scale.
+
+Rows of your own (``--experiments FILE --profile P``, :mod:`spgnet.config.own_experiments`) are
+counted as they are trained under ``P``: with their data set's class count, at its image size (a
+folder data set's ``image_size``, else its first training image's; Cityscapes' 1025 x 2049
+otherwise), so that a 5-class network on 512 x 1024 pictures is not counted as a 19-class one on
+Cityscapes.
 """
 
 from __future__ import annotations
@@ -63,18 +69,48 @@ def count(model_cfg: ModelConfig, input_hw: tuple[int, int], pooling: str | None
     return params, counter.get_total_flops() / 2
 
 
-def profile_experiment(experiment: Experiment) -> dict:
-    """The measured and paper counts of one registered experiment, as a JSON-ready dict."""
+def data_input_size(cfg) -> tuple[int, int]:
+    """(H, W) a row of your own is counted at: its folder data set's ``image_size``, else the size
+    of the first training image (sorted by name); :data:`PAPER_INPUT` for a built-in data set."""
+    if cfg.dataset_kind != "folder":
+        return PAPER_INPUT
+    from PIL import Image
+
+    from spgnet.config import load_description
+
+    root = cfg.data.path()
+    description = load_description(root)
+    if description.image_size is not None:
+        return tuple(description.image_size)
+    source = description.splits["train"]
+    folder = root / source.images
+    first = next(iter(sorted(folder.rglob(f"*{description.image_suffix}"))), None)
+    if first is None:
+        raise SpgnetError(f"{folder}: no *{description.image_suffix} image to take the size of #FLOPs from "
+                          f"(or give image_size in {root / 'dataset.yaml'})")
+    with Image.open(first) as image:
+        width, height = image.size
+    return (height, width)
+
+
+def profile_experiment(experiment: Experiment, cfg=None) -> dict:
+    """The measured and paper counts of one registered experiment, as a JSON-ready dict; ``cfg``:
+    its :class:`~spgnet.config.RunConfig` under a profile, for a row of your own (counted at its data
+    set's size with its class count, see the module's docstring)."""
     if not experiment.reproducible:
         raise SpgnetError(f"experiment '{experiment.name}' is a cited row; it has no model to profile")
     model, strategy, crop = experiment.model, experiment.eval.strategy, experiment.train.crop
+    image, full = CITYSCAPES_IMAGE, PAPER_INPUT
+    if cfg is not None:
+        model, strategy, crop = cfg.model, cfg.eval.strategy, cfg.train.crop
+        image = full = data_input_size(cfg)
     started = time.perf_counter()
     tiles = None
     if strategy == "TILED":
         params, macs = count(model, (crop, crop), "GAP", None)
-        tiles = tile_count(CITYSCAPES_IMAGE, crop, experiment.eval.tile_overlap)
+        tiles = tile_count(image, crop, experiment.eval.tile_overlap)
     else:
-        params, macs = count(model, PAPER_INPUT, strategy, crop // 32 if strategy == "AP" else None)
+        params, macs = count(model, full, strategy, crop // 32 if strategy == "AP" else None)
     measured = {"params_m": params / 1e6, "flops_g": macs / 1e9}
     paper = {"params_m": experiment.paper.params_m, "flops_g": experiment.paper.flops_g}
     return {
@@ -88,7 +124,7 @@ def profile_experiment(experiment: Experiment) -> dict:
         "flops_unit": "per tile" if tiles else "per image",
         "tiles": tiles,
         "flops_g_total": measured["flops_g"] * tiles if tiles else measured["flops_g"],
-        "input": [crop, crop] if tiles else list(PAPER_INPUT),
+        "input": [crop, crop] if tiles else list(full),
         "strategy": strategy if model.gap else None,
         "paper_params_m": paper["params_m"],
         "paper_flops_g": paper["flops_g"],
@@ -103,10 +139,24 @@ def _rel(measured: float, paper: float | None) -> float | None:
     return None if paper is None else (measured - paper) / paper
 
 
-def profile_all(names: list[str] | None = None) -> list[dict]:
-    registry = load_registry()
-    experiments = [get_experiment(n) for n in names] if names else [e for e in registry.values() if e.reproducible]
-    return [profile_experiment(e) for e in experiments]
+def profile_all(names: list[str] | None = None, experiments: str | None = None, profile: str | None = None,
+                data_root: str | None = None) -> list[dict]:
+    """Counts of ``names`` (default: every reproducible row), and with ``experiments`` (a file of
+    your own rows) of its rows too, each resolved under ``profile`` (needed with ``experiments``)."""
+    if experiments and not profile:
+        raise SpgnetError("--experiments needs --profile (where the rows' data sets lie)")
+    registry = load_registry(extra=experiments)
+    chosen = [get_experiment(n, extra=experiments) for n in names] if names else \
+        [e for e in registry.values() if e.reproducible]
+    rows = []
+    for exp in chosen:
+        cfg = None
+        if exp.own:
+            from spgnet.config import build_config
+
+            cfg = build_config(exp, profile, data_root=data_root, experiments=experiments)
+        rows.append(profile_experiment(exp, cfg))
+    return rows
 
 
 def _pct(value: float | None) -> str:
@@ -129,7 +179,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(args) -> int:
-    rows = profile_all(args.names or None)
+    rows = profile_all(args.names or None, experiments=getattr(args, "experiments", None),
+                       profile=getattr(args, "profile", None), data_root=getattr(args, "data_root", None))
     payload = {
         "convention": "MACs of conv/linear/matmul via torch.utils.flop_counter (halved); input 1025x2049; "
                       "params incl. norm weight+bias, no ImageNet fc",

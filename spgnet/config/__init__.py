@@ -22,6 +22,8 @@ The modules, one job each (each imports its siblings, never this package's names
 * :mod:`.overrides` -- :func:`parse_overrides` (``--set``), :func:`read_settings` (``--settings``);
 * :mod:`.build` -- :func:`build_config` (and :func:`config_from_args`, its adapter for a parsed
   command line), :func:`resolve`, its merge step;
+* :mod:`.description` -- a folder data set's ``dataset.yaml``: :func:`load_description`;
+* :mod:`.own_experiments` -- an experiments file of your own rows (``--experiments``);
 * :mod:`.workflow_config` -- :class:`WorkflowConfig` (Snakemake's ``--config``) and its JSON schema,
   written by ``python -m spgnet.config``.
 
@@ -33,23 +35,26 @@ from __future__ import annotations
 
 import spgnet.config.paths as paths
 from spgnet.config.build import build_config, config_from_args, resolve
+from spgnet.config.description import DESCRIPTION_FILE, DatasetDescription, load_description
 from spgnet.config.mappings import deep_merge
+from spgnet.config.own_experiments import Comparison, OwnExperiments
 from spgnet.config.mappings import load_yaml as _load_yaml  # spgnet.claims_config reads its file with it
 from spgnet.config.overrides import OVERRIDE_SECTIONS, SECTION_TYPES, parse_overrides, read_settings
 from spgnet.config.paths import project_path
 from spgnet.config.profiles import (
-    PROFILE_BASE_KEY, DatasetOverrides, Profile, ResourceSpec, TrackingOptions, available_profiles, load_profile,
-    raw_profile,
+    PROFILE_BASE_KEY, DatasetOverrides, Profile, ResourceSpec, TrackingOptions, available_profiles, is_profile_file,
+    load_profile, raw_profile,
 )
 from spgnet.config.registry import (
-    Experiment, get_experiment, load_registry, table_order, training_groups, training_run_of,
+    OWN_TABLE, Experiment, get_experiment, load_registry, own_experiments, table_order, training_groups,
+    training_run_of,
 )
 from spgnet.config.sections import (
     NOT_HASHED, DatasetSource, EvalConfig, ModelConfig, PaperNumbers, RunConfig, SyntheticSpec, TrainConfig,
     config_hash,
 )
 from spgnet.config.types import (
-    ARCHITECTURES, BACKBONES, DATASET_SPLITS, DATASETS, DECODERS, LINKS, NORM_LAYERS, OHEM_RULES, OHEM_SCOPES,
+    ARCHITECTURES, BACKBONES, DATASET_KINDS, DATASET_SPLITS, DATASETS, DECODERS, LINKS, NORM_LAYERS, OHEM_RULES, OHEM_SCOPES,
     RULE_KINDS, SPLITS, STRATEGIES, ConfigError, check_seeds, describe, validate, validate_partial,
 )
 from spgnet.config.workflow_config import (
@@ -66,7 +71,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ARCHITECTURES", "BACKBONES", "DATASETS", "DATASET_SPLITS", "DECODERS", "EXPERIMENTS_FILE", "LINKS", "NORM_LAYERS",
+    "ARCHITECTURES", "BACKBONES", "DATASETS", "DATASET_KINDS", "DESCRIPTION_FILE", "OWN_TABLE", "Comparison",
+    "DatasetDescription", "OwnExperiments", "is_profile_file", "load_description", "own_experiments", "DATASET_SPLITS", "DECODERS", "EXPERIMENTS_FILE", "LINKS", "NORM_LAYERS",
     "NOT_HASHED", "OHEM_RULES", "OHEM_SCOPES", "OVERRIDE_SECTIONS", "PARAMS_DIR", "PROFILES_DIR", "PROFILE_BASE_KEY",
     "PROJECT_ROOT", "RULE_KINDS", "SECTION_TYPES", "SPLITS", "STRATEGIES", "WORKFLOW_SCHEMA_FILE", "ConfigError",
     "DatasetOverrides", "DatasetSource", "EvalConfig", "Experiment", "ModelConfig", "PaperNumbers", "Profile",

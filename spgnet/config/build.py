@@ -29,6 +29,9 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import spgnet.config.paths as paths
+from spgnet.config.builder import import_builder
+from spgnet.config.description import DESCRIPTION_FILE, load_description
 from spgnet.config.mappings import deep_merge
 from spgnet.config.overrides import SECTION_TYPES, parse_overrides, read_settings
 from spgnet.config.profiles import Profile, load_profile
@@ -39,12 +42,15 @@ from spgnet.config.types import DATASET_SPLITS, ConfigError, validate, validate_
 
 def build_config(experiment: str | Experiment, profile: str | Profile, *, data_root: str | None = None,
                  overrides: Sequence[str] | None = (), settings: str | None = None, iterations: int | None = None,
-                 strategy: str | None = None, weights_root: str | None = None) -> RunConfig:
+                 strategy: str | None = None, weights_root: str | None = None,
+                 experiments: str | None = None) -> RunConfig:
     """The :class:`RunConfig` of ``experiment`` under ``profile`` (each a name or the loaded
-    object; ``data_root`` fills a named profile's ``${data_root}``), with ``settings`` (``FILE:KEY``),
+    object; ``data_root`` fills a named profile's ``${data_root}``; ``experiments``: a file of your
+    own rows, :mod:`spgnet.config.own_experiments`), with ``settings`` (``FILE:KEY``),
     ``overrides`` (``SECTION.KEY=VALUE`` items), ``iterations``, ``strategy`` and ``weights_root``
     applied in that order (see the module's docstring). Errors: :class:`ConfigError`."""
-    prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root,
+                                                                     experiments=experiments)
     sections = read_settings(settings) if settings else {}
     for section, values in parse_overrides(overrides).items():
         # checked here, so that a bad value is named as the --set it came from
@@ -64,11 +70,12 @@ def config_from_args(args) -> RunConfig:
     """:func:`build_config` of a parsed ``spgnet train|evaluate|attention|baseline`` command line:
     ``args.experiment``, ``args.profile``, ``args.data_root`` and, where the verb has them,
     ``args.settings`` (``--settings``), ``args.set`` (``--set``), ``args.iterations``,
-    ``args.strategy`` and ``args.weights_root``."""
+    ``args.strategy``, ``args.weights_root`` and ``args.experiments`` (``--experiments``)."""
     return build_config(args.experiment, args.profile, data_root=getattr(args, "data_root", None),
                         overrides=getattr(args, "set", None), settings=getattr(args, "settings", None),
                         iterations=getattr(args, "iterations", None), strategy=getattr(args, "strategy", None),
-                        weights_root=getattr(args, "weights_root", None))
+                        weights_root=getattr(args, "weights_root", None),
+                        experiments=getattr(args, "experiments", None))
 
 
 def _override(section, overrides: dict, where: str, key: str):
@@ -86,9 +93,10 @@ def _cap_scales(ev: EvalConfig) -> EvalConfig:
 def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: dict) -> RunConfig:
     """The merge step of :func:`build_config`: an experiment with a profile (each a name or the
     loaded object), then optional ``model=`` / ``train=`` / ``eval=`` mappings, checked like the
-    files (a bad value names ``profile '<name>'``)."""
-    exp = experiment if isinstance(experiment, Experiment) else get_experiment(experiment)
+    files (a bad value names ``profile '<name>'``). A data set of kind ``folder`` gives the
+    network its class count (its ``dataset.yaml``, :mod:`spgnet.config.description`)."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    exp = experiment if isinstance(experiment, Experiment) else get_experiment(experiment, extra=prof.experiments_file)
     if not exp.reproducible:
         raise ConfigError(f"experiment '{exp.name}' is a row the paper cites from another work; nothing to run")
     unknown = sorted(set(overrides) - {"model", "train", "eval"})
@@ -103,7 +111,14 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
     per_train, per_eval = (per_dataset.train, per_dataset.eval) if per_dataset is not None else ({}, {})
     where = f"profile '{prof.name}'"
     weights = {"pretrained": prof.weights_root} if prof.weights_root else {}
+    source = prof.datasets[dataset]
+    if source.kind == "folder":  # the class count is the data set's
+        weights["num_classes"] = load_description(source.path()).num_classes
     model = _override(exp.model, deep_merge(deep_merge(weights, prof.model), overrides.get("model", {})), where, "model")
+    if source.kind == "folder" and model.num_classes != weights["num_classes"]:
+        raise ConfigError(f"experiment '{exp.name}', profile '{prof.name}': key 'model.num_classes': data set "
+                          f"'{dataset}' has {weights['num_classes']} classes ({source.path() / DESCRIPTION_FILE}), "
+                          f"got {model.num_classes}")
     train = _override(
         exp.train, deep_merge(deep_merge(prof.train, per_train), overrides.get("train", {})), where, "train"
     )
@@ -112,18 +127,23 @@ def resolve(experiment: str | Experiment, profile: str | Profile, **overrides: d
     )
     if "scales" not in overrides.get("eval", {}):  # scales given on the command line are used as given
         evaluation = _cap_scales(evaluation)
+    if model.builder is not None:  # fails here, before any work, when it does not import
+        import_builder(model.builder, f"{exp.source or paths.EXPERIMENTS_FILE}: experiment '{exp.name}': "
+                                      f"key 'model.builder'")
+    valid_splits = DATASET_SPLITS[source.kind or dataset]
     for key, split in (("train.split", train.split), ("eval.split", evaluation.split)):
-        if split not in DATASET_SPLITS[dataset]:  # trainaug is VOC's alone
+        if split not in valid_splits:  # trainaug is VOC's alone
             raise ConfigError(f"experiment '{exp.name}', profile '{prof.name}': key '{key}': dataset '{dataset}' "
-                              f"has no split '{split}' (valid: {', '.join(DATASET_SPLITS[dataset])})")
+                              f"has no split '{split}' (valid: {', '.join(valid_splits)})")
     return RunConfig(
         experiment=exp.name,
-        profile=prof.name,
+        profile=prof.arg,
         table=exp.table,
         row=exp.row,
         model=model,
         train=train,
         eval=evaluation,
-        data=prof.datasets[dataset],
+        data=source,
         paper=exp.paper,
+        experiments_file=prof.experiments_file,
     )

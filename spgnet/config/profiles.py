@@ -24,7 +24,7 @@ from spgnet.config.mappings import deep_merge, load_yaml
 from spgnet.config.registry import get_experiment
 from spgnet.config.sections import DatasetSource, EvalOverrides, ModelOverrides, TrainOverrides
 from spgnet.config.types import (
-    FORBID_EXTRA, ConfigError, DatasetName, NonNegativeInt, PositiveInt, RuleKind, Seeds, TableLabel, partial_of,
+    DATASET_KINDS, DATASETS, FORBID_EXTRA, ConfigError, DatasetName, NonNegativeInt, PositiveInt, RuleKind, Seeds, TableLabel, partial_of,
     validate,
 )
 
@@ -91,9 +91,20 @@ class Profile:
     # each training job also evaluates its run's own row from the checkpoint it wrote (CPU profiles:
     # one process start fewer per run; the row's eval settings then rerun its training; spgnet.workflow.plan)
     evaluate_in_train_job: bool = False
+    # not keys of the file: where a profile outside params/profiles/ was read from (None for those
+    # inside), and the experiments file of your own rows it was loaded with (--experiments)
+    file: str | None = None
+    experiments_file: str | None = None
+
+    @property
+    def arg(self) -> str:
+        """What ``--profile`` takes to load this profile again: its name, or its file."""
+        return self.file or self.name
 
 
-_PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
+_PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name", "file", "experiments_file"}
+#: The endings of a profile given as a file (``--profile my-profile.yaml``) rather than by name.
+PROFILE_FILE_SUFFIXES = (".yaml", ".yml")
 #: A profile file's key naming the profile it overrides (not a :class:`Profile` field).
 PROFILE_BASE_KEY = "base"
 
@@ -102,12 +113,35 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yaml"))
 
 
+def is_profile_file(name: str) -> bool:
+    """True when ``--profile`` names a file (``my-profile.yaml``, ``dir/p.yml``), not a profile of
+    ``params/profiles/``."""
+    return name.endswith(PROFILE_FILE_SUFFIXES) or "/" in name
+
+
+def profile_file(text: str) -> tuple[str, Path]:
+    """(name, path) of a profile given as a file: its name is the file's stem (results go to
+    ``results/<name>/``), which must not be one of ``params/profiles/``' names."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{text}: profile file not found")
+    name = path.stem
+    if name in available_profiles():
+        raise ConfigError(f"{text}: a profile file may not share the name '{name}' of params/profiles/{name}.yaml "
+                          f"(its results would go to results/{name}/); rename the file")
+    return name, path
+
+
 def raw_profile(name: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
-    """The settings of ``params/profiles/<name>.yaml`` as a mapping, with its ``base`` profile's
-    merged under them (:func:`deep_merge`: the file's keys replace the base's, mapping by mapping;
-    the base's own ``base`` first, if it names one), and the file's path."""
+    """The settings of ``params/profiles/<name>.yaml`` (or of the file ``name`` names, see
+    :func:`is_profile_file`) as a mapping, with its ``base`` profile's merged under them
+    (:func:`deep_merge`: the file's keys replace the base's, mapping by mapping; the base's own
+    ``base`` first, if it names one), and the file's path."""
     profiles_dir = paths.PROFILES_DIR
-    path = profiles_dir / f"{name}.yaml"
+    if is_profile_file(name) and not seen:
+        name, path = profile_file(name)
+    else:
+        path = profiles_dir / f"{name}.yaml"
     if not path.exists():
         if seen:
             raise ConfigError(f"{profiles_dir / (seen[-1] + '.yaml')}: key '{PROFILE_BASE_KEY}': unknown profile "
@@ -131,13 +165,17 @@ def raw_profile(name: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
     return deep_merge(base_raw, raw), path
 
 
-def load_profile(name: str, data_root: str | None = None) -> Profile:
-    """Read ``params/profiles/<name>.yaml`` (on top of the profile its ``base`` key names, if any:
-    :func:`raw_profile`) and validate it once as a :class:`Profile`; ``data_root`` replaces every
-    dataset root's ``${data_root}`` placeholder (the paper profile's roots are relative to it)."""
+def load_profile(name: str, data_root: str | None = None, experiments: str | None = None) -> Profile:
+    """Read ``params/profiles/<name>.yaml`` or the profile file ``name`` names (on top of the profile
+    its ``base`` key names, if any: :func:`raw_profile`) and validate it once as a :class:`Profile`;
+    ``data_root`` replaces every dataset root's ``${data_root}`` placeholder (the paper profile's
+    roots are relative to it); ``experiments``: a file of your own rows
+    (:mod:`spgnet.config.registry`) whose names the profile's ``experiments`` may list."""
     raw, path = raw_profile(name)
+    file = name if is_profile_file(name) else None
     # an empty key (``seeds:``, ``experiments: []``) means its default
-    values = {"description": "", **{k: v for k, v in raw.items() if v not in (None, [], {})}, "name": name}
+    values = {"description": "", **{k: v for k, v in raw.items() if v not in (None, [], {})},
+              "name": Path(name).stem if file else name}
     profile = validate(Profile, values, str(path))
     _check_processes(profile.resources, path)
     datasets = {}
@@ -146,12 +184,33 @@ def load_profile(name: str, data_root: str | None = None) -> Profile:
             if not data_root:
                 raise ConfigError(f"{path}: datasets.{dataset}.root needs data_root (pass --config data_root=DIR)")
             source = dataclasses.replace(source, root=source.root.replace("${data_root}", str(data_root)))
-        datasets[dataset] = source
-    profile = dataclasses.replace(profile, datasets=datasets, weights_root=_weights_root(profile.weights_root, path))
+        datasets[dataset] = dataclasses.replace(source, kind=_kind(dataset, source, path))
+    named = profile.train.get("dataset")
+    if named is not None and named not in datasets:
+        raise ConfigError(f"{path}: key 'train.dataset': the profile has no datasets.{named} "
+                          f"(valid: {', '.join(datasets)})")
+    for dataset in profile.dataset_overrides:
+        if dataset not in datasets:
+            raise ConfigError(f"{path}: key 'dataset_overrides.{dataset}': the profile has no datasets.{dataset}")
+    profile = dataclasses.replace(profile, datasets=datasets, weights_root=_weights_root(profile.weights_root, path),
+                                  file=file, experiments_file=str(experiments) if experiments else None)
     if profile.experiments:
         for exp in profile.experiments:
-            get_experiment(exp)  # fails with the list of valid names
+            get_experiment(exp, extra=profile.experiments_file)  # fails with the list of valid names
     return profile
+
+
+def _kind(name: str, source: DatasetSource, path: Path) -> str:
+    """The reader of data set ``name``: its ``kind``, else the built-in data set of that name."""
+    if source.kind is not None:
+        if source.kind != "folder" and name in DATASETS and source.kind != name:
+            raise ConfigError(f"{path}: key 'datasets.{name}.kind': the data set '{name}' is read as '{name}', "
+                              f"got {source.kind!r}")
+        return source.kind
+    if name not in DATASETS:
+        raise ConfigError(f"{path}: key 'datasets.{name}.kind': missing (one of {', '.join(DATASET_KINDS)}; "
+                          f"'folder' for a tree described by its dataset.yaml)")
+    return name
 
 
 def _check_processes(resources: dict[str, ResourceSpec], path: Path) -> None:

@@ -13,6 +13,12 @@ and the value.
 Rows whose model and training settings are identical share one training run
 (:func:`training_groups`): Table 12's GAP/TILED/AP rows, for instance, evaluate one trained network
 three ways.
+
+Your own rows live in a file of their own outside ``params/`` (``--experiments my.yaml``; the
+workflow's ``--config experiments=my.yaml``; ``docs/own-data.md``), read by
+:mod:`spgnet.config.own_experiments`: its ``experiments:`` entries are added to the paper's (a
+``base`` may name a paper row, ``table`` and ``row`` are optional), every function here takes it as
+``extra``; :func:`own_experiments` gives the file's title, seeds and comparisons.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import spgnet.config.paths as paths
 from spgnet.config.mappings import deep_merge, load_yaml
+from spgnet.config.own_experiments import OwnExperiments, check_own_experiments, own_entries
 from spgnet.config.sections import EvalConfig, ModelConfig, PaperNumbers, TrainConfig, config_hash
 from spgnet.config.types import ConfigError, validate, validate_partial
 
@@ -42,10 +49,16 @@ class Experiment:
     model: ModelConfig | None  # None for rows the paper cites from other works
     train: TrainConfig | None
     eval: EvalConfig | None
+    source: str | None = None  # the experiments file of a row of your own; None: the paper's registry
 
     @property
     def reproducible(self) -> bool:
         return self.model is not None
+
+    @property
+    def own(self) -> bool:
+        """True for a row of your own experiments file (not a row of the paper)."""
+        return self.source is not None
 
 
 def _raw_registry(path: Path) -> tuple[dict, dict[str, dict]]:
@@ -80,11 +93,17 @@ def _expand(name: str, raw: dict[str, dict], path: Path, seen: tuple[str, ...] =
 _ENTRY_KEYS = {"table", "row", "description", "columns", "paper", "model", "train", "eval", "cited"}
 
 
-def _experiment(name: str, entry: dict, defaults: dict, path: Path) -> Experiment:
+#: The table label of your own rows (an experiments file's entries without a ``table``).
+OWN_TABLE = "own"
+
+
+def _experiment(name: str, entry: dict, defaults: dict, path: Path, own: bool = False) -> Experiment:
     where = f"{path}: experiment '{name}'"
     unknown = sorted(set(entry) - _ENTRY_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(_ENTRY_KEYS))})")
+    if own:
+        entry = {"table": OWN_TABLE, "row": name, **entry}
     for required in ("table", "row"):
         if required not in entry:
             raise ConfigError(f"{where}: missing key '{required}'")
@@ -109,29 +128,50 @@ def _experiment(name: str, entry: dict, defaults: dict, path: Path) -> Experimen
         model=model,
         train=train,
         eval=evaluation,
+        source=str(path) if own else None,
     )
 
 
-_REGISTRY_CACHE: dict[Path, dict[str, Experiment]] = {}
+_REGISTRY_CACHE: dict[tuple, dict[str, Experiment]] = {}
 
 
-def load_registry(path: Path | None = None) -> dict[str, Experiment]:
+def load_registry(path: Path | None = None, extra: str | Path | None = None) -> dict[str, Experiment]:
     """All experiments of the registry (default ``params/experiments.yaml``), in file order, keyed
-    by name. Read once per path."""
+    by name, then those of ``extra`` (an experiments file of your own rows, see the module's
+    docstring). Read once per pair of files (and again when ``extra`` changes)."""
     path = Path(path) if path is not None else paths.EXPERIMENTS_FILE
-    if path not in _REGISTRY_CACHE:
+    key = (path, None if extra is None else _file_key(Path(extra)))
+    if key not in _REGISTRY_CACHE:
         defaults, raw = _raw_registry(path)
-        for key, cls in _SECTIONS:
-            validate_partial(cls, defaults.get(key), f"{path}: defaults", key)
-        _REGISTRY_CACHE[path] = {
-            name: _experiment(name, _expand(name, raw, path), defaults, path) for name in raw
-        }
-    return _REGISTRY_CACHE[path]
+        for section, cls in _SECTIONS:
+            validate_partial(cls, defaults.get(section), f"{path}: defaults", section)
+        registry = {name: _experiment(name, _expand(name, raw, path), defaults, path) for name in raw}
+        if extra is not None:
+            extra_path, own = own_entries(Path(extra), registry)
+            merged = {**raw, **own}
+            for name in own:
+                registry[name] = _experiment(name, _expand(name, merged, extra_path), defaults, extra_path, own=True)
+        _REGISTRY_CACHE[key] = registry
+    return _REGISTRY_CACHE[key]
 
 
-def get_experiment(name: str, path: Path | None = None) -> Experiment:
-    """Experiment ``name``; :class:`ConfigError` listing the valid names if there is none."""
-    registry = load_registry(path)
+def _file_key(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def own_experiments(extra: str | Path) -> OwnExperiments:
+    """The title, rows, seeds and comparisons of the experiments file ``extra``, checked."""
+    return check_own_experiments(extra, load_registry(extra=extra))
+
+
+def get_experiment(name: str, path: Path | None = None, extra: str | Path | None = None) -> Experiment:
+    """Experiment ``name`` (of the paper's registry, or of ``extra``); :class:`ConfigError` listing
+    the valid names if there is none."""
+    registry = load_registry(path, extra)
     if name not in registry:
         raise ConfigError(f"unknown experiment '{name}' (valid names: {', '.join(registry)})")
     return registry[name]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spgnet.config.paths import project_path
 from spgnet.config.types import (
-    FORBID_EXTRA, Amp, Architecture, Backbones, DatasetName, Decoder, Device, Float, Fraction, ImageSide, Link,
+    DATASETS, FORBID_EXTRA, Amp, Architecture, Backbones, BuilderPath, DatasetKind, DatasetName, Decoder, Device, Float, Fraction, ImageSide, Link,
     NonNegativeFloat, NonNegativeInt, NormName, OhemRule, OhemScope, PositiveFloat, PositiveInt, Probability,
     Scales, Split, Strategy, partial_of,
 )
@@ -31,6 +31,13 @@ from spgnet.config.types import (
 #: ``field(metadata=NOT_HASHED)``: a setting that does not change the trained network (or the
 #: evaluation), left out of :func:`config_hash`.
 NOT_HASHED = {"hash": None}
+#: What a field's hash function returns to leave the field out of :func:`config_hash` for this value
+#: (a setting added later, at its default: every hash written before it stays valid).
+LEFT_OUT = object()
+
+
+def _unless_none(value):
+    return LEFT_OUT if value is None else value
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class ModelConfig:
     # weights_root: the folder of torchvision's ImageNet files (spgnet.models.weights), None for
     # random initialisation; config_hash sees only which of the two, not where the files lie
     pretrained: str | None = field(default=None, metadata={"hash": lambda root: None if root is None else "imagenet"})
+    # a network of your own (docs/own-data.md): ``module:function`` called with this section (its
+    # num_classes the data set's) and returning an nn.Module; arch is then unused
+    builder: BuilderPath | None = field(default=None, metadata={"hash": _unless_none})
 
     @property
     def num_stages(self) -> int:
@@ -152,7 +162,7 @@ class SyntheticSpec:
     (None: not given, the command's default)."""
 
     __pydantic_config__ = FORBID_EXTRA
-    kind: DatasetName | None = None
+    kind: DatasetKind | None = None
     seed: NonNegativeInt | None = None
     num_train: PositiveInt | None = None
     num_val: PositiveInt | None = None
@@ -179,6 +189,9 @@ class DatasetSource:
     root: str
     # arguments of `spgnet make-synthetic`; None for real data. Hashed as the arguments given.
     synthetic: SyntheticSpec | None = field(default=None, metadata={"hash": _given})
+    # the reader: a built-in data set's own (the default for its name), or "folder" (the root's
+    # dataset.yaml, spgnet.config.description); hashed only when it is not a built-in one
+    kind: DatasetKind | None = field(default=None, metadata={"hash": lambda kind: LEFT_OUT if kind in (None, *DATASETS) else kind})
 
     def path(self) -> Path:
         return project_path(self.root)
@@ -189,7 +202,7 @@ class RunConfig:
     """One experiment under one profile: everything a train or evaluate run needs."""
 
     experiment: str
-    profile: str
+    profile: str  # the profile's name, or its file (Profile.arg: what --profile takes to load it again)
     table: str
     row: str
     model: ModelConfig
@@ -197,6 +210,13 @@ class RunConfig:
     eval: EvalConfig
     data: DatasetSource
     paper: PaperNumbers
+    experiments_file: str | None = None  # the file of your own rows the experiment came from (None: the paper's)
+
+    @property
+    def dataset_kind(self) -> str:
+        """The reader of the run's data set: ``data.kind`` (a profile's), else the data set's name
+        (one of the built-in :data:`~spgnet.config.types.DATASETS`)."""
+        return self.data.kind or self.train.dataset
 
     def to_dict(self) -> dict:
         """The config as plain data (what checkpoints and run records hold); ``data.synthetic``
@@ -223,8 +243,9 @@ def _hashed_fields(section) -> dict:
     for f in fields(section):
         if "hash" not in f.metadata:
             continue
-        if f.metadata["hash"] is None:  # NOT_HASHED: left out, so adding one changes no hash
+        hashed = LEFT_OUT if f.metadata["hash"] is None else f.metadata["hash"](values[f.name])
+        if hashed is LEFT_OUT:  # NOT_HASHED, or a later setting at its default: adding one changes no hash
             del values[f.name]
         else:
-            values[f.name] = f.metadata["hash"](values[f.name])
+            values[f.name] = hashed
     return values

@@ -51,9 +51,12 @@ LINKS = ("none", "spg_sum", "spg_softmax", "spg_sigmoid", "se", "ge")  # spgnet.
 DECODERS = ("upsample", "fpn")  # spgnet.models.spgnet
 STRATEGIES = ("GAP", "AP", "TILED")  # spgnet.engine.evaluation.inference (Table 12)
 DATASETS = ("cityscapes", "voc", "person_part")  # spgnet.data.labels
+#: The readers a profile's data set may use (``datasets.<name>.kind``): the three built-in ones and
+#: ``folder``, a tree described by its ``dataset.yaml`` (:mod:`spgnet.config.description`).
+DATASET_KINDS = DATASETS + ("folder",)
 SPLITS = ("train", "val", "test", "trainval", "trainaug")  # spgnet.data.labels
 #: The splits each data set has (spgnet.data.labels.DATASET_SPLITS): trainaug is VOC's alone.
-DATASET_SPLITS = {"cityscapes": SPLITS[:4], "voc": SPLITS, "person_part": SPLITS[:4]}
+DATASET_SPLITS = {"cityscapes": SPLITS[:4], "voc": SPLITS, "person_part": SPLITS[:4], "folder": SPLITS[:4]}
 RULE_KINDS = ("train", "evaluate", "light")  # spgnet.workflow.support.resources_for
 OHEM_RULES = ("threshold", "top_k")  # spgnet.engine.train.losses
 OHEM_SCOPES = ("batch", "process")  # spgnet.engine.train.losses
@@ -128,7 +131,14 @@ Decoder = Literal[DECODERS]
 Strategy = Literal[STRATEGIES]
 OhemRule = Literal[OHEM_RULES]
 OhemScope = Literal[OHEM_SCOPES]
-DatasetName = Literal[DATASETS]
+#: A data set's name in a profile (``datasets.<name>``) and a row's ``train.dataset``: one of
+#: :data:`DATASETS` (read by its own reader) or a name of your own (a profile gives its ``kind``).
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$"),
+                        _message("expected a data set name (letters, digits, '_' and '-', a letter first)")]
+DatasetKind = Literal[DATASET_KINDS]
+#: A network built by your own function (``model.builder``): ``package.module:function``.
+BuilderPath = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"),
+                        _message("expected an import path 'package.module:function'")]
 Split = Literal[SPLITS]
 Scale = Annotated[float, Field(gt=0, le=MAX_SCALE, allow_inf_nan=False), BeforeValidator(_number)]
 Scales = Annotated[tuple[Scale, ...], Field(min_length=1)]

@@ -26,7 +26,11 @@ class WorkflowConfig:
     """Snakemake's config: workflow/config/config.yaml, then --config KEY=VALUE on the command line."""
 
     __pydantic_config__ = ConfigDict(extra="forbid", title="Snakemake configuration of spgnet-repro")
-    profile: Annotated[str, Field(description="name of a file params/profiles/<profile>.yaml")]
+    profile: Annotated[str, Field(description="name of a file params/profiles/<profile>.yaml, or a profile file "
+                                              "of your own (my-profile.yaml)")]
+    experiments: Annotated[str | None, Field(
+        description="an experiments file of your own rows, run and reported beside the paper's "
+                    "(docs/own-data.md)")] = None
     data_root: Annotated[str | None, Field(
         description="root folder of the real data sets (needed by the paper profile)")] = None
     seeds: Annotated[Seeds | None, Field(

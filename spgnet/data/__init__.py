@@ -1,10 +1,12 @@
-"""The data layer: class sets, readers for Cityscapes / PASCAL VOC 2012 / Person-Part, Section
-4.2's transforms, the synthetic street-scene generator and the data-set checker.
+"""The data layer: class sets, readers for Cityscapes / PASCAL VOC 2012 / Person-Part and for a
+folder data set of your own (``<root>/dataset.yaml``, :mod:`spgnet.data.folder`), Section 4.2's
+transforms, the synthetic generators and the data-set checker.
 
 Public API::
 
     CITYSCAPES_CLASSES, IGNORE_INDEX, class_names(dataset), trainid_to_labelid(array)
-    build_dataset(dataset, root, split, transform=None)        # torch Dataset of dicts
+    dataset_classes(kind, root), dataset_palette(kind, root)   # any reader kind, folder included
+    build_dataset(kind, root, split, transform=None)           # torch Dataset of dicts
     TrainTransform(crop, scale_min, scale_max, scale_step, seed), EvalTransform()
     TrainSampler(num_samples, batch_size, seed, start_iteration, iterations)
 
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import importlib
 
+from spgnet.data.catalog import dataset_classes, dataset_palette, dataset_reader
 from spgnet.data.labels import (
     CITYSCAPES_CLASSES,
+    DATASET_KINDS,
     DATASETS,
+    FOLDER,
     IGNORE_INDEX,
     PERSON_PART_CLASSES,
     SPLITS,
@@ -49,6 +54,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "IGNORE_INDEX", "DATASETS", "SPLITS",
-    "class_names", "num_classes", "labelid_to_trainid", "trainid_to_labelid", *_LAZY,
+    "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "IGNORE_INDEX", "DATASETS", "DATASET_KINDS", "FOLDER",
+    "SPLITS", "class_names", "dataset_classes", "dataset_palette", "dataset_reader", "num_classes", "labelid_to_trainid", "trainid_to_labelid", *_LAZY,
 ]

@@ -1,8 +1,10 @@
-"""The data set class shared by the three readers.
+"""The data set class shared by the readers (the three built-in ones and the folder reader).
 
 A reader turns a data set tree into a list of :class:`Record` (image path, label path or None,
 name); :class:`SegmentationDataset` loads a record, maps its label file's values to train ids with
-the reader's lookup table, and applies a transform (see :mod:`spgnet.data.transforms`).
+the reader's lookup table, and applies a transform (see :mod:`spgnet.data.transforms`). A colour-
+mask label (a folder data set's ``label_encoding: rgb``) is turned into class values on reading by
+the reader's :class:`~spgnet.data.labels.ColourTable`, then goes the same way.
 Training's crop-first transform gets a :class:`RecordReader` instead of a loaded sample, so that
 only the image rows under its crop are decoded (issue 11).
 """
@@ -16,7 +18,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from spgnet.data.io import PartialReader, read_image, read_label
-from spgnet.data.labels import IGNORE_INDEX, class_names
+from spgnet.data.labels import IGNORE_INDEX, ColourTable
+from spgnet.data.labels import class_names as _class_names
 from spgnet.data.transforms import EvalTransform
 from spgnet.errors import SpgnetError
 
@@ -37,10 +40,14 @@ def identity_lut(num_classes: int) -> np.ndarray:
     return lut
 
 
-def read_label_values(path: Path) -> np.ndarray:
+def read_label_values(path: Path, colours: ColourTable | None = None) -> np.ndarray:
     """The raw values of a single-channel (L or P) label PNG as an HxW uint8 array
-    (:func:`spgnet.data.io.read_label`: a non-identity EXIF orientation is an error)."""
-    return read_label(path)
+    (:func:`spgnet.data.io.read_label`: a non-identity EXIF orientation is an error); with
+    ``colours``, a colour-mask label's class values (255 for the ignore colour and any colour
+    outside the palette)."""
+    if colours is None:
+        return read_label(path)
+    return colours.values(read_label(path, colour=True))
 
 
 def _size_mismatch(record: Record, label_shape: tuple[int, int], size: tuple[int, int], orientation: int) -> SpgnetError:
@@ -59,15 +66,19 @@ class RecordReader:
     raw sample's top rows (:class:`spgnet.data.io.PartialReader`: a partial decode only where the
     file is a PNG needing no EXIF turn, the same pixels either way).
 
+    ``label_colours``: a colour-mask label's table; the rows read are turned into class values.
+
     Raises :class:`SpgnetError` naming the files when they are missing or unreadable, or when the
     label's size differs from the image's.
     """
 
-    def __init__(self, record: Record, label_lut: np.ndarray):
+    def __init__(self, record: Record, label_lut: np.ndarray, label_colours: ColourTable | None = None):
         self.record = record
         self.label_lut = label_lut
+        self.label_colours = label_colours
         self.image = PartialReader(record.image)
-        self.label = PartialReader(record.label, label=True) if record.label is not None else None
+        self.label = (PartialReader(record.label, label=True, colour=label_colours is not None)
+                      if record.label is not None else None)
         self.size = self.image.size
         if self.label is not None and self.label.size != self.size:
             raise _size_mismatch(record, self.label.size[::-1], self.size, self.image.orientation)
@@ -82,6 +93,8 @@ class RecordReader:
             label, lut = np.full((image.height, image.width), IGNORE_INDEX, dtype=np.uint8), None
         else:
             label, lut = self.label.read(rows), self.label_lut
+            if self.label_colours is not None:
+                label = self.label_colours.values(label)
         return {"image": image, "label": label, "label_lut": lut, "name": self.record.name,
                 "path": str(self.record.image)}
 
@@ -96,15 +109,21 @@ class SegmentationDataset(Dataset):
     255 = ignore) from :class:`~spgnet.data.transforms.TrainTransform`, so that training crops
     cross the DataLoader's worker pipes at one byte a pixel. Unlabelled images get an all-255
     label.
+
+    ``class_names``: the reader's (a folder data set's description); default: the built-in data
+    set's (:func:`spgnet.data.labels.class_names`). ``label_colours``: colour-mask labels' table.
     """
 
-    def __init__(self, dataset: str, records: list[Record], label_lut: np.ndarray, transform=None, split: str = ""):
+    def __init__(self, dataset: str, records: list[Record], label_lut: np.ndarray, transform=None, split: str = "",
+                 *, class_names: list[str] | None = None, label_colours: ColourTable | None = None):
         self.dataset = dataset
         self.split = split
         self.records = list(records)
         self.label_lut = label_lut
+        #: A colour-mask label's table (a folder data set's ``label_encoding: rgb``); None: class values.
+        self.label_colours = label_colours
         self.transform = transform if transform is not None else EvalTransform()
-        self.class_names = class_names(dataset)
+        self.class_names = list(class_names) if class_names is not None else _class_names(dataset)
         self.num_classes = len(self.class_names)
         self.ignore_index = IGNORE_INDEX
 
@@ -122,7 +141,7 @@ class SegmentationDataset(Dataset):
         if record.label is None:
             label = np.full((image.height, image.width), IGNORE_INDEX, dtype=np.uint8)
         else:
-            label = self.label_lut[read_label_values(record.label)]
+            label = self.label_lut[read_label_values(record.label, self.label_colours)]
             if label.shape != (image.height, image.width):
                 raise _size_mismatch(record, label.shape, image.size, orientation)
         return {"image": image, "label": label, "name": record.name, "path": str(record.image)}
@@ -130,7 +149,7 @@ class SegmentationDataset(Dataset):
     def open(self, index: int) -> RecordReader:
         """The record opened for a transform that reads only the rows it needs (nothing decoded
         yet); see :class:`RecordReader`."""
-        return RecordReader(self.records[index], self.label_lut)
+        return RecordReader(self.records[index], self.label_lut, self.label_colours)
 
     def __getitem__(self, key):
         index, rng = (key[0], key[1]) if isinstance(key, tuple) else (key, None)

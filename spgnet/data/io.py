@@ -6,7 +6,8 @@ inference see the same pixels:
 - :func:`read_image`: any PNG/JPEG mode (RGB, RGBA, palette, grayscale, CMYK, 16-bit) as an RGB
   image, turned upright by its EXIF orientation tag (phone and camera pictures store the sensor's
   pixels and an orientation tag; PIL does not apply it on open).
-- :func:`read_label`: the raw values of a single-channel (L or P) label PNG. A label carrying a
+- :func:`read_label`: the raw values of a single-channel (L or P) label PNG (or, for a folder data
+  set's colour masks, the colours of an RGB one). A label carrying a
   non-identity EXIF orientation is rejected: label PNGs of the supported data sets never carry
   one, and whether a tool stored the pixels upright or as the sensor saw them cannot be told from
   the file, so it must be fixed at the source instead of guessed (see ``data/README.md``).
@@ -105,24 +106,34 @@ def read_image(path: str | Path, *, with_orientation: bool = False):
     return (rgb, orientation) if with_orientation else rgb
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    """The raw values of the single-channel (L or P) label PNG at ``path``: HxW uint8.
+#: Modes a colour-mask label may be stored in (read as its RGB colours; an alpha channel is dropped).
+COLOUR_LABEL_MODES = ("RGB", "RGBA", "P", "L")
+
+
+def read_label(path: str | Path, *, colour: bool = False) -> np.ndarray:
+    """The raw values of the single-channel (L or P) label PNG at ``path``: HxW uint8; with
+    ``colour``, the colours of a colour-mask label (RGB, RGBA, palette or grey): HxWx3 uint8.
 
     Raises :class:`SpgnetError` naming the file when it is missing, unreadable or truncated, not
-    single-channel, or carries a non-identity EXIF orientation (see the module docstring).
+    single-channel (not of :data:`COLOUR_LABEL_MODES` with ``colour``), or carries a non-identity
+    EXIF orientation (see the module docstring).
     """
+    modes = COLOUR_LABEL_MODES if colour else ("L", "P")
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            values = np.array(img, dtype=np.uint8) if mode in ("L", "P") else None
+            values = None
+            if mode in modes:
+                values = np.array(img.convert("RGB") if colour and mode != "RGB" else img, dtype=np.uint8)
             orientation = exif_orientation(img)
     except FileNotFoundError:
         raise SpgnetError(f"{printable(path)}: label not found") from None
     except Exception as err:  # as in read_image
         raise SpgnetError(f"{path}: unreadable or truncated label ({one_line(err)})") from None
     if values is None:
-        raise SpgnetError(f"{path}: label image has mode {mode}, expected a single-channel (L or P) PNG")
+        expected = "an 8-bit colour (RGB, RGBA or P) PNG" if colour else "a single-channel (L or P) PNG"
+        raise SpgnetError(f"{path}: label image has mode {mode}, expected {expected}")
     if orientation != 1:
         raise SpgnetError(
             f"{path}: label PNG carries EXIF orientation {orientation}; labels are read as stored, "
@@ -212,21 +223,23 @@ class PartialReader:
     truncated PNG may only show when :meth:`read` reaches the missing rows).
     """
 
-    def __init__(self, path: str | Path, *, label: bool = False):
+    def __init__(self, path: str | Path, *, label: bool = False, colour: bool = False):
         self.path = path
         self.label = label
+        self.colour = colour and label  # a colour-mask label: read() gives HxWx3 colours
         self._stream = self._whole = None
         #: The EXIF orientation applied (1 where a partial decode is used: see png_pixel_stream).
         self.orientation = 1
+        modes = (("RGB",) if self.colour else ("L", "P")) if label else ("RGB", "L")
         try:
             with Image.open(path) as img:
-                self._stream = png_pixel_stream(img, ("L", "P") if label else ("RGB", "L"))
+                self._stream = png_pixel_stream(img, modes)
                 self.mode, self.size = img.mode, img.size
         except Exception:  # missing or unreadable: the whole-file readers say which, below
             self._stream = None
         if self._stream is None:
             if label:
-                self._whole = read_label(path)
+                self._whole = read_label(path, colour=self.colour)
                 self.size = (self._whole.shape[1], self._whole.shape[0])
             else:
                 self._whole, self.orientation = read_image(path, with_orientation=True)
@@ -234,7 +247,7 @@ class PartialReader:
 
     def read(self, rows: int | None = None):
         """The top ``rows`` rows (all when None or more than the height): an RGB PIL image, or for
-        a label the HxW uint8 array of its raw values."""
+        a label the HxW uint8 array of its raw values (a colour label: HxWx3 colours)."""
         width, height = self.size
         rows = height if rows is None else max(0, min(int(rows), height))
         if self._whole is not None:

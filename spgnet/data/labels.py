@@ -35,6 +35,10 @@ PERSON_PART_CLASSES: list[str] = [
 ]
 
 DATASETS = ("cityscapes", "voc", "person_part")
+#: A data set of your own, described by ``<root>/dataset.yaml`` (:mod:`spgnet.data.folder`).
+FOLDER = "folder"
+#: The reader kinds: the three built-in data sets and the folder reader.
+DATASET_KINDS = DATASETS + (FOLDER,)
 SPLITS = ("train", "val", "test", "trainval", "trainaug")
 #: The splits each data set has. ``trainaug`` (VOC 2012 train plus SBD's extra annotations, less
 #: the VOC 2012 val images: DeepLab's ``train_aug.txt``, 10,582 images) is VOC's alone.
@@ -42,7 +46,15 @@ DATASET_SPLITS: dict[str, tuple[str, ...]] = {
     "cityscapes": ("train", "val", "test", "trainval"),
     "voc": ("train", "val", "test", "trainval", "trainaug"),
     "person_part": ("train", "val", "test", "trainval"),
+    FOLDER: ("train", "val", "test", "trainval"),  # test optional; trainval = train then val
 }
+#: The splits of a folder data set.
+FOLDER_SPLITS: tuple[str, ...] = DATASET_SPLITS[FOLDER]
+
+
+def dataset_splits(kind: str) -> tuple[str, ...]:
+    """The splits of reader ``kind`` (:data:`DATASET_SPLITS`; a folder data set: :data:`FOLDER_SPLITS`)."""
+    return FOLDER_SPLITS if kind == FOLDER else DATASET_SPLITS.get(kind, SPLITS)
 
 _CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "voc": VOC_CLASSES, "person_part": PERSON_PART_CLASSES}
 
@@ -52,6 +64,9 @@ def class_names(dataset: str) -> list[str]:
     try:
         return list(_CLASSES[dataset])
     except KeyError:
+        if dataset == FOLDER:
+            raise SpgnetError("a folder data set's classes are in its dataset.yaml "
+                              "(spgnet.data.dataset_classes('folder', root))") from None
         raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASETS)})") from None
 
 
@@ -140,8 +155,60 @@ def voc_palette() -> list[int]:
     return palette
 
 
+# ---------------------------------------------------------------------------------------------
+# Colour-mask labels (a folder data set's ``label_encoding: rgb``)
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_colours(rgb) -> np.ndarray:
+    """``r << 16 | g << 8 | b`` of each colour of ``rgb`` (``[..., 3]`` uint8) as uint32 ``[...]``."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+class ColourTable:
+    """The class of each colour of a colour-mask label: ``palette[i]`` is class ``i``,
+    ``ignore_color`` (optional) is :data:`IGNORE_INDEX`; any other colour is outside the classes
+    (:meth:`values` makes it :data:`IGNORE_INDEX`, :meth:`unknown` names it).
+
+    The lookup packs each pixel into a 24-bit code and finds it among the sorted codes of the
+    palette (``np.searchsorted``): no per-colour pass over the image, whatever the class count.
+    """
+
+    def __init__(self, palette, ignore_color=None):
+        colours = [tuple(int(c) for c in colour) for colour in palette]
+        values = list(range(len(colours)))
+        if ignore_color is not None:
+            colours.append(tuple(int(c) for c in ignore_color))
+            values.append(IGNORE_INDEX)
+        codes = pack_colours(np.asarray(colours, dtype=np.uint8).reshape(-1, 3))
+        order = np.argsort(codes, kind="stable")
+        self.codes = codes[order]
+        self.classes = np.asarray(values, dtype=np.uint8)[order]
+
+    def __repr__(self) -> str:
+        return f"ColourTable({len(self.codes)} colours)"
+
+    def _find(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        codes = pack_colours(rgb)
+        position = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        return codes, position, self.codes[position] == codes
+
+    def values(self, rgb) -> np.ndarray:
+        """``uint8 [H, W]`` class values of the colour mask ``rgb`` (``uint8 [H, W, 3]``); the
+        ignore colour and any colour outside the palette are :data:`IGNORE_INDEX`."""
+        _, position, known = self._find(np.asarray(rgb))
+        return np.where(known, self.classes[position], np.uint8(IGNORE_INDEX)).astype(np.uint8, copy=False)
+
+    def unknown(self, rgb) -> list[tuple[int, int, int]]:
+        """The colours of ``rgb`` that are neither a class's nor the ignore colour, sorted."""
+        codes, _, known = self._find(np.asarray(rgb))
+        return [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in np.unique(codes[~known])]
+
+
 __all__ = [
-    "IGNORE_INDEX", "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "DATASETS", "SPLITS",
+    "IGNORE_INDEX", "CITYSCAPES_CLASSES", "VOC_CLASSES", "PERSON_PART_CLASSES", "DATASETS", "DATASET_KINDS", "FOLDER",
+    "FOLDER_SPLITS", "SPLITS", "dataset_splits", "ColourTable", "pack_colours",
     "DATASET_SPLITS", "CITYSCAPES_LABEL_IDS", "CITYSCAPES_EVAL_LABEL_IDS", "LABELID_TO_TRAINID", "TRAINID_TO_LABELID", "class_names", "num_classes",
     "labelid_to_trainid", "trainid_to_labelid", "voc_palette", "id2label", "name2label",
 ]

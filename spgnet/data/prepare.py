@@ -8,7 +8,11 @@ Checks, each problem reported on one line naming the file:
 * image and label of different sizes (the image's size upright, after its EXIF orientation),
   label files that are not single-channel or carry an EXIF orientation,
 * label values outside the data set's class set (Cityscapes label ids 0..33; VOC 0..20 and 255;
-  Person-Part 0..6 and 255).
+  Person-Part 0..6 and 255; a folder data set: 0..C-1 and its ignore index, or for colour masks
+  the palette's colours and its ignore colour).
+
+``--dataset folder`` reads ``<root>/dataset.yaml`` first (:mod:`spgnet.data.folder`): a wrong
+description is one line naming the file and the key, before any picture is read.
 
 When anything is wrong it prints every problem, then a one-line summary, exits non-zero and
 writes nothing. Otherwise it writes, through a temporary folder renamed into place:
@@ -44,7 +48,7 @@ from PIL import ImageFile
 
 from spgnet.atomic import atomic_dir
 from spgnet.data.io import printable, read_image, read_label
-from spgnet.data.labels import IGNORE_INDEX, class_names
+from spgnet.data.labels import DATASET_KINDS, FOLDER, IGNORE_INDEX, ColourTable
 from spgnet.errors import SpgnetError
 
 SUMMARY = "summary.json"
@@ -53,13 +57,12 @@ TOOL = "spgnet prepare-data"
 MARKER = ".prepare-data"
 
 
-def _reader(dataset: str):
-    from spgnet.data import cityscapes, person_part, voc
+def _reader(dataset: str, root: Path | None = None):
+    from spgnet.data.catalog import dataset_reader
 
-    readers = {"cityscapes": cityscapes, "voc": voc, "person_part": person_part}
-    if dataset not in readers:
-        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(readers)})")
-    return readers[dataset]
+    if dataset not in DATASET_KINDS:
+        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASET_KINDS)})")
+    return dataset_reader(dataset, root)
 
 
 @dataclass
@@ -71,11 +74,13 @@ class RecordCheck:
     orientation: int = 1  # the image's EXIF orientation (1 = none; applied on every read)
 
 
-def check_record(record, valid_values: frozenset, lut: np.ndarray) -> RecordCheck:
+def check_record(record, valid_values: frozenset, lut: np.ndarray, colours: ColourTable | None = None) -> RecordCheck:
     """Problems of one image/label pair, its histogram of train ids and its EXIF orientation.
 
     The image is read as training reads it (:func:`spgnet.data.io.read_image`: upright by its
-    EXIF orientation), so the size compared with the label's is the upright one."""
+    EXIF orientation), so the size compared with the label's is the upright one. ``colours``: the
+    label is a colour mask, its colours turned into class values by this table; a colour outside
+    it is a problem."""
     try:
         image, orientation = read_image(record.image, with_orientation=True)
     except SpgnetError as err:
@@ -83,10 +88,16 @@ def check_record(record, valid_values: frozenset, lut: np.ndarray) -> RecordChec
     if record.label is None:
         return RecordCheck([], None, orientation)
     try:
-        values = read_label(record.label)
+        values = read_label(record.label, colour=colours is not None)
     except SpgnetError as err:
         return RecordCheck([str(err)], None, orientation)
     problems = []
+    if colours is not None:
+        unknown = colours.unknown(values)
+        if unknown:
+            shown = ", ".join(f"({r},{g},{b})" for r, g, b in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+            problems.append(f"{record.label}: colours outside the palette: {shown}")
+        values = colours.values(values)
     label_size = (values.shape[1], values.shape[0])
     if label_size != image.size:
         turned = f" after applying its EXIF orientation {orientation}" if orientation != 1 else ""
@@ -105,12 +116,15 @@ def check_record(record, valid_values: frozenset, lut: np.ndarray) -> RecordChec
 
 def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, list[str]]:
     """(records per split, summary, problems) of the tree at ``root``."""
-    module = _reader(dataset)
     root = Path(root)
     if not root.is_dir():
         raise SpgnetError(f"{printable(root)}: data set root not found")
-    names = class_names(dataset)
+    module = _reader(dataset, root)  # a folder data set: its dataset.yaml read and checked here
+    from spgnet.data.catalog import dataset_classes
+
+    names = dataset_classes(dataset, root)
     lut = module.label_lut()
+    colours = getattr(module, "label_colours", None)
     problems: list[str] = []
     splits: dict[str, list] = {}
     optional = getattr(module, "OPTIONAL_SPLITS", ())  # VOC's trainaug: only where train_aug.txt exists
@@ -121,6 +135,8 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
         problems += found
         splits[split] = records
     summary = {"tool": TOOL, "dataset": dataset, "root": str(root), "classes": names, "splits": {}}
+    if dataset == FOLDER:
+        summary["label_encoding"] = module.description.label_encoding
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -133,7 +149,7 @@ def check_tree(dataset: str, root: Path, workers: int = 4) -> tuple[dict, dict, 
                     from tqdm import tqdm
 
                     progress = tqdm(total=len(records), desc=f"prepare-data {split}", unit="img", leave=False)
-                for check in pool.map(lambda r: check_record(r, module.VALID_LABEL_VALUES, lut), records):
+                for check in pool.map(lambda r: check_record(r, module.VALID_LABEL_VALUES, lut, colours), records):
                     problems += check.problems
                     oriented += check.orientation != 1
                     if check.histogram is not None:

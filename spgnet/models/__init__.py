@@ -30,7 +30,13 @@ def architectures() -> list[str]:
 
 
 def build_model_from_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> nn.Module:
-    """The network described by ``cfg``; ``device`` only chooses a norm layer that runs there."""
+    """The network described by ``cfg``; ``device`` only chooses a norm layer that runs there. A
+    ``cfg.builder`` (a function of your own, :mod:`spgnet.models.custom`) takes precedence over
+    ``cfg.arch``."""
+    if cfg.builder is not None:
+        from spgnet.models.custom import build_own_network
+
+        return build_own_network(cfg)
     if cfg.arch == "spgnet":
         return SPGNet(cfg, device=device)
     builders = _peer_builders()

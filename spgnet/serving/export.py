@@ -157,7 +157,8 @@ def export(model: nn.Module, fmt: str, out: str | Path, *, size: tuple[int, int]
 def main(args) -> int:
     from spgnet.serving.predictor import load_model, prepare_for_inference, settings_of
 
-    model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None), device="cpu")
+    model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None),
+                       device="cpu", experiments=getattr(args, "experiments", None))
     settings = settings_of(model)
     strategy = args.strategy or ("GAP" if settings.strategy == "TILED" else settings.strategy)
     if strategy != settings.strategy:

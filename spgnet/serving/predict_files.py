@@ -14,7 +14,7 @@ sub-folders of a folder input):
                          Person-Part;
 ``<stem>_color.png``     the same classes in the data set's colours (:func:`palette`: Cityscapes'
                          colours from cityscapesscripts, the VOC colour map for VOC and
-                         Person-Part), a palette PNG;
+                         Person-Part, a folder data set's ``dataset.yaml`` palette), a palette PNG;
 ``<stem>_overlay.png``   with ``--overlay``: the picture and the colours alpha-blended
                          (``--opacity``, default 0.5, the colours' weight).
 
@@ -48,23 +48,27 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_SIDE = 2048
 
 
-def palette(dataset: str) -> np.ndarray:
-    """``uint8 [256, 3]`` colour of each train id of ``dataset`` (unused entries black).
+def palette(dataset: str, root: str | Path | None = None) -> np.ndarray:
+    """``uint8 [256, 3]`` colour of each train id of the data set of reader kind ``dataset``
+    (unused entries black): :func:`spgnet.data.dataset_palette`.
 
     Cityscapes: the colour of the label each train id stands for (cityscapesscripts' table);
     PASCAL VOC and Person-Part: the VOC devkit's colour map (Person-Part's annotations are
-    drawn with it too).
+    drawn with it too); ``folder``: the palette of ``root/dataset.yaml`` (else a generated one).
     """
-    from spgnet.data.labels import DATASETS, id2label, trainid_to_labelid, voc_palette
+    from spgnet.data.catalog import dataset_palette
 
-    if dataset not in DATASETS:
-        raise SpgnetError(f"unknown dataset '{dataset}' (valid: {', '.join(DATASETS)})")
-    if dataset == "cityscapes":
-        label_ids = trainid_to_labelid(np.arange(256, dtype=np.uint8))
-        colours = np.array([id2label[int(i)].color for i in label_ids], dtype=np.uint8)
-        colours[255] = 0
-        return colours
-    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    return dataset_palette(dataset, root)
+
+
+def run_palette(cfg) -> np.ndarray:
+    """The colours of the data set a :class:`spgnet.config.RunConfig` trains on: its reader kind
+    (``cfg.dataset_kind``; the data set's name where the config has no kind) and, for a folder
+    data set, its root."""
+    from spgnet.data.labels import FOLDER
+
+    kind = getattr(cfg, "dataset_kind", None) or cfg.train.dataset
+    return palette(kind, cfg.data.path() if kind == FOLDER else None)
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
@@ -108,10 +112,11 @@ def _save_png(image, path: Path) -> None:
 
 
 def write_outputs(ids: np.ndarray, rgb: np.ndarray, stem: Path, out: Path, dataset: str,
-                  overlay: bool = False, opacity: float = 0.5) -> list[Path]:
+                  overlay: bool = False, opacity: float = 0.5, colours: np.ndarray | None = None) -> list[Path]:
     """Write the ``_labelIds``, ``_color`` (and ``_overlay``) PNGs of one picture; returns them.
 
-    ``ids``: ``uint8 [H, W]`` train ids; ``rgb``: the picture, ``uint8 [H, W, 3]``.
+    ``ids``: ``uint8 [H, W]`` train ids; ``rgb``: the picture, ``uint8 [H, W, 3]``; ``colours``:
+    ``uint8 [256, 3]`` (default: :func:`palette` of ``dataset``, a built-in data set).
     """
     from PIL import Image
 
@@ -126,7 +131,7 @@ def write_outputs(ids: np.ndarray, rgb: np.ndarray, stem: Path, out: Path, datas
         final = target / f"{stem.name}_labelIds.png"
         os.replace(labels, final)
         written.append(final)
-    colours = palette(dataset)
+    colours = palette(dataset) if colours is None else colours
     color = Image.fromarray(ids)
     color.putpalette(colours.reshape(-1).tolist())
     final = target / f"{stem.name}_color.png"
@@ -150,7 +155,7 @@ def main(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from spgnet.runtime.allocator import keep_freed_memory
-    from spgnet.serving.predictor import as_rgb_array, load_model, settings_of
+    from spgnet.serving.predictor import as_rgb_array, load_model, run_config, settings_of
 
     if not 0.0 <= args.opacity <= 1.0:
         raise SpgnetError(f"--opacity must be between 0 and 1, got {args.opacity}")
@@ -162,8 +167,10 @@ def main(args) -> int:
         raise SpgnetError("no pictures to predict: " + "; ".join(f"{p}: {why}" for p, why in failures))
     keep_freed_memory()
     model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None), device=args.device,
-                       data_root=args.data_root)
+                       data_root=args.data_root, experiments=getattr(args, "experiments", None))
     settings = settings_of(model).replace(strategy=args.strategy, scales=args.scales, flip=args.flip)
+    colours = run_palette(run_config(args.experiment, args.checkpoint, args.profile, args.data_root,
+                                     getattr(args, "set", None), getattr(args, "experiments", None)))
     out = Path(args.out)
     written, resized = 0, 0
     for picture, stem in _progress(pictures, f"predict {settings.experiment}"):
@@ -183,7 +190,8 @@ def main(args) -> int:
             failures.append((str(picture), f"out of memory at {width}x{height} px ({first_line(err)}); "
                                            f"a smaller --max-side than {max_side or 'none'} needs less"))
             continue
-        write_outputs(ids, rgb, stem, out, settings.dataset, overlay=args.overlay, opacity=args.opacity)
+        write_outputs(ids, rgb, stem, out, settings.dataset, overlay=args.overlay, opacity=args.opacity,
+                      colours=colours)
         written += 1
         resized += smaller
     note = f" ({resized} run at {max_side} px on their longer side)" if resized else ""

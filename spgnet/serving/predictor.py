@@ -58,17 +58,19 @@ class PredictSettings:
     crop: int
     overlap: float
     pad_to: int | None = None
+    data_root: str | None = None  # where the data set lies (a folder data set's palette: spgnet.data.dataset_palette)
 
     @classmethod
     def from_config(cls, cfg) -> "PredictSettings":
         """The settings of a :class:`spgnet.config.RunConfig` (its ``eval`` section and crop)."""
-        from spgnet.data.labels import class_names
+        from spgnet.data import dataset_classes
 
-        names = tuple(class_names(cfg.train.dataset))
+        names = tuple(dataset_classes(cfg.dataset_kind, cfg.data.path()))
         if len(names) != cfg.model.num_classes:
             raise SpgnetError(f"experiment '{cfg.experiment}': model.num_classes is {cfg.model.num_classes} but "
                               f"dataset '{cfg.train.dataset}' has {len(names)} classes")
-        return cls(experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.train.dataset, class_names=names,
+        return cls(experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.dataset_kind, class_names=names,
+                   data_root=str(cfg.data.path()),
                    strategy=cfg.eval.strategy, scales=tuple(float(s) for s in cfg.eval.scales),
                    flip=bool(cfg.eval.flip), crop=int(cfg.train.crop), overlap=float(cfg.eval.tile_overlap),
                    pad_to=cfg.eval.pad_to)
@@ -88,8 +90,9 @@ class PredictSettings:
         return dataclasses.replace(self, **changes)
 
 
-def recorded_profile(checkpoint: str | Path) -> str | None:
-    """The profile a checkpoint was trained under (its ``config.profile``), None if it says none.
+def recorded_profile(checkpoint: str | Path, key: str = "profile") -> str | None:
+    """The profile a checkpoint was trained under (its ``config.profile``; ``key``: another entry
+    of its ``config``, e.g. ``experiments_file``), None if it says none.
 
     Reads the file memory-mapped, so the weights are not loaded twice.
     """
@@ -98,22 +101,26 @@ def recorded_profile(checkpoint: str | Path) -> str | None:
     except Exception:  # noqa: BLE001 - load_trained_model reports unreadable files in one line
         return None
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    profile = config.get("profile") if isinstance(config, dict) else None
+    profile = config.get(key) if isinstance(config, dict) else None
     return str(profile) if profile else None
 
 
 def run_config(experiment: str, checkpoint: str | Path, profile: str | None = None,
-               data_root: str | None = None, overrides: list[str] | None = None):
+               data_root: str | None = None, overrides: list[str] | None = None, experiments: str | None = None):
     """The :class:`spgnet.config.RunConfig` a checkpoint is read with, built like every verb's
     (:func:`spgnet.config.build_config`): ``experiment`` under ``profile`` (default: the
     profile recorded in the checkpoint, else ``mini``), then ``overrides`` (``SECTION.KEY=VALUE``
-    items, as ``--set``: give the ones the network was trained with). No data set is read, so a
-    profile whose data live under ``${data_root}`` (paper) needs no ``data_root``."""
+    items, as ``--set``: give the ones the network was trained with); ``experiments``: the file of
+    your own rows (default: the one recorded in the checkpoint). No data set is read, so a profile
+    whose data live under ``${data_root}`` (paper) needs no ``data_root`` (a folder data set's
+    ``dataset.yaml`` is: its classes)."""
     from spgnet.config import build_config
 
     name = profile or recorded_profile(checkpoint) or "mini"
     # the data root only locates data sets, which inference never opens
-    return build_config(experiment, name, data_root=data_root or "<data_root>", overrides=overrides)
+    experiments = experiments or recorded_profile(checkpoint, "experiments_file")
+    return build_config(experiment, name, data_root=data_root or "<data_root>", overrides=overrides,
+                        experiments=experiments)
 
 
 def inference_device(requested: str | torch.device | None, cfg) -> torch.device:
@@ -148,7 +155,7 @@ def prepare_for_inference(model: nn.Module, settings: PredictSettings) -> nn.Mod
 
 def load_model(experiment: str, checkpoint: str | Path, *, profile: str | None = None,
                device: str | torch.device | None = None, data_root: str | None = None,
-               overrides: list[str] | None = None) -> nn.Module:
+               overrides: list[str] | None = None, experiments: str | None = None) -> nn.Module:
     """The trained network of registered ``experiment`` with the weights of ``checkpoint``, ready
     for :func:`predict`: eval mode, on ``device`` (default: the experiment's device when present,
     else the CPU), norms folded as ``spgnet evaluate`` runs it, the experiment's test-time options
@@ -156,14 +163,15 @@ def load_model(experiment: str, checkpoint: str | Path, *, profile: str | None =
 
     ``profile``: the ``params/profiles`` entry to read the experiment with (default: the one
     recorded in the checkpoint, else ``mini``); ``overrides``: the ``--set`` items it was trained
-    with (``["model.channels=64"]``). Calling the returned module on a normalised
+    with (``["model.channels=64"]``); ``experiments``: the file of your own rows (default: the
+    checkpoint's). Calling the returned module on a normalised
     ``float32 [N, 3, H, W]`` batch gives ``{"out": logits [N, C, H, W], "aux": [...]}``.
     Errors (unknown experiment, missing or mismatched checkpoint) are one-line
     :class:`spgnet.errors.SpgnetError`.
     """
     from spgnet.engine.train.checkpoint import load_trained_model
 
-    cfg = run_config(experiment, checkpoint, profile, data_root, overrides)
+    cfg = run_config(experiment, checkpoint, profile, data_root, overrides, experiments)
     settings = PredictSettings.from_config(cfg)
     model = load_trained_model(checkpoint, cfg, inference_device(device, cfg))
     return prepare_for_inference(model, settings)

@@ -55,6 +55,12 @@ def _optional(flag: str, value: str | None) -> list[str]:
     return [flag, str(value)] if value else []
 
 
+def profile_args(plan: Plan) -> list[str]:
+    """``--profile`` (the profile's name, or its file: :attr:`Profile.arg`) and, when the plan has
+    rows of your own, ``--experiments FILE``."""
+    return ["--profile", plan.profile.arg, *_optional("--experiments", plan.profile.experiments_file)]
+
+
 def make_synthetic(root: str, spec) -> list[str]:
     """``make-synthetic``: write the embedded synthetic data set ``spec`` (a profile's
     ``datasets.<name>.synthetic``, a mapping or a dataclass: ``kind``, ``seed``, sizes; a value
@@ -64,10 +70,10 @@ def make_synthetic(root: str, spec) -> list[str]:
                                                for word in (f"--{key.replace('_', '-')}", str(value)))]
 
 
-def prepare_data(dataset: str, root: str, out: str) -> list[str]:
-    """``prepare-data``: check the data set under ``root``, write its split lists and summary into
-    ``out``."""
-    return ["prepare-data", "--dataset", dataset, "--root", root, "--out", out]
+def prepare_data(kind: str, root: str, out: str) -> list[str]:
+    """``prepare-data``: check the data set under ``root`` with the reader ``kind`` (a built-in data
+    set's, or ``folder``), write its split lists and summary into ``out``."""
+    return ["prepare-data", "--dataset", kind, "--root", root, "--out", out]
 
 
 def train(plan: Plan, run: str, seed: int, *, settings: Sequence[str] = (), data_root: str | None = None,
@@ -76,7 +82,7 @@ def train(plan: Plan, run: str, seed: int, *, settings: Sequence[str] = (), data
     reference (:meth:`Plan.untrained_json`); ``evaluate``: the evaluation the job also runs on the
     checkpoint it writes (:meth:`Plan.evaluated_by_training`), its outputs those of
     :func:`evaluate`."""
-    words = ["train", run, "--profile", plan.profile.name, *_optional("--data-root", data_root),
+    words = ["train", run, *profile_args(plan), *_optional("--data-root", data_root),
              *_optional("--weights-root", weights_root), *settings, "--seed", str(seed),
              "--out", plan.run_dir(run, seed), *(["--resume"] if resume else []),
              "--untrained-out", plan.untrained_json(run, seed)]
@@ -97,7 +103,7 @@ def evaluate(plan: Plan, evaluation: str, seed: int, *, settings: Sequence[str] 
     run's checkpoint under ``seed``: metrics JSON, its confusion matrix beside it, predictions."""
     ev = plan.unique_evaluations()[evaluation]
     metrics = plan.eval_json(ev.experiment, seed)
-    return ["evaluate", evaluation, "--profile", plan.profile.name, *_optional("--data-root", data_root), *settings,
+    return ["evaluate", evaluation, *profile_args(plan), *_optional("--data-root", data_root), *settings,
             "--checkpoint", plan.checkpoint(ev.run, seed), "--out", metrics, "--predictions", predictions_dir(metrics)]
 
 
@@ -117,8 +123,10 @@ def memory(plan: Plan) -> list[str]:
 
 
 def profile(plan: Plan) -> list[str]:
-    """``profile``: #Params and #FLOPs of every experiment at paper scale."""
-    return ["profile", "--out", plan.profile_json]
+    """``profile``: #Params and #FLOPs of every experiment at paper scale (rows of your own at their
+    data set's image size: the profile says where the data lie)."""
+    own = plan.profile.experiments_file
+    return ["profile", *(profile_args(plan) if own else []), "--out", plan.profile_json]
 
 
 def attention(plan: Plan, *, settings: Sequence[str] = (), data_root: str | None = None) -> list[str]:
@@ -127,17 +135,17 @@ def attention(plan: Plan, *, settings: Sequence[str] = (), data_root: str | None
     experiment = plan.attention_experiment()
     if experiment is None:
         raise ValueError(f"profile '{plan.profile.name}' has no row whose guided attention is drawn")
-    return ["attention", experiment, "--profile", plan.profile.name, *_optional("--data-root", data_root), *settings,
+    return ["attention", experiment, *profile_args(plan), *_optional("--data-root", data_root), *settings,
             "--checkpoint", plan.checkpoint(plan.evaluations[experiment].run, plan.seeds[0]),
             "--out", plan.figures_dir]
 
 
 def curves(plan: Plan, *, data_root: str | None = None) -> list[str]:
     """``curves``: loss and learning rate of every run against the step."""
-    return ["curves", "--profile", plan.profile.name, *_optional("--data-root", data_root), "--out", plan.curves_figure]
+    return ["curves", *profile_args(plan), *_optional("--data-root", data_root), "--out", plan.curves_figure]
 
 
 def report(plan: Plan, *, data_root: str | None = None) -> list[str]:
     """``report``: ``tables.md``, every cell beside the paper's."""
-    return ["report", "--profile", plan.profile.name, *_optional("--data-root", data_root),
+    return ["report", *profile_args(plan), *_optional("--data-root", data_root),
             "--out", f"{plan.report_dir}/tables.md"]

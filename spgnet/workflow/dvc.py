@@ -62,7 +62,7 @@ def dvc_variables(plan: Plan) -> dict:
             "summary": plan.data_summary(name),
             "lists": lists,
             "generate": _spgnet(commands.make_synthetic(source.root, source.synthetic)) if source.synthetic else "true",
-            "prepare": _spgnet(commands.prepare_data(name, source.root, lists)),
+            "prepare": _spgnet(commands.prepare_data(source.kind or name, source.root, lists)),
             "majority": plan.majority_json(name),
             "majority_cmd": _spgnet(commands.baseline_majority(plan, name)),
         }
@@ -123,8 +123,10 @@ def dvc_variables(plan: Plan) -> dict:
 
 def dvc_params(plan: Plan) -> dict:
     """``{"runs": {run: {"model": {...}, "train": {...}}}}``: what ``params.yaml`` holds (the location
-    of the ImageNet files, ``model.pretrained``, stays a profile setting: it is not a parameter)."""
-    return {"runs": {run: {"model": {k: v for k, v in _plain(cfg.model).items() if k != "pretrained"},
+    of the ImageNet files, ``model.pretrained``, stays a profile setting: it is not a parameter; an
+    unset ``model.builder``, a later setting, is left out, so that no recorded parameter changes)."""
+    return {"runs": {run: {"model": {k: v for k, v in _plain(cfg.model).items()
+                                     if k != "pretrained" and not (k == "builder" and v is None)},
                            "train": _plain(cfg.train)}
                      for run, cfg in plan.runs.items()}}
 

@@ -40,6 +40,7 @@ from spgnet.config import (
     config_hash,
     load_profile,
     load_registry,
+    own_experiments,
     parse_overrides,
     table_order,
 )
@@ -248,12 +249,16 @@ def _as_list(value) -> list:
 
 
 def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[int] | None = None,
-              overrides: dict | None = None) -> Plan:
+              overrides: dict | None = None, experiments: str | None = None) -> Plan:
     """The plan of ``profile`` (``data_root`` fills the paper profile's dataset roots; ``overrides``
-    maps a training run, or ``all``, to ``--set`` items: see :func:`run_overrides`). Rows that share
-    a training run share its overrides: they evaluate the same network."""
-    prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root)
-    registry = load_registry()
+    maps a training run, or ``all``, to ``--set`` items: see :func:`run_overrides`; ``experiments``:
+    a file of your own rows, :mod:`spgnet.config.own_experiments`, planned beside the paper's and
+    trained under its ``seeds`` when it gives some). Rows that share a training run share its
+    overrides: they evaluate the same network."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, data_root=data_root,
+                                                                     experiments=experiments)
+    registry = load_registry(extra=prof.experiments_file)
+    own = own_experiments(prof.experiments_file) if prof.experiments_file else None
     selected: list[Experiment] = [
         e for e in registry.values() if e.reproducible and (prof.experiments is None or e.name in prof.experiments)
     ]
@@ -280,7 +285,7 @@ def make_plan(profile: str | Profile, data_root: str | None = None, seeds: list[
     if not seeds:
         tables = _table_seeds(prof, registry)
         for exp in selected:
-            extra = tables.get(exp.table)
+            extra = own.seeds if exp.own and own.seeds else tables.get(exp.table)
             if extra:
                 run = evaluations[exp.name].run
                 run_seeds[run] = tuple(sorted(set(run_seeds[run]) | set(extra)))

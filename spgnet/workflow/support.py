@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from spgnet.config import ConfigError, ResourceSpec, WorkflowConfig, available_profiles, validate
+from spgnet.config import ConfigError, ResourceSpec, WorkflowConfig, available_profiles, is_profile_file, validate
 
 
 def check_config(config: dict, schema_path: str | Path | None = None) -> None:
@@ -32,7 +32,7 @@ def check_config(config: dict, schema_path: str | Path | None = None) -> None:
         if error is not None:  # the schema file disagrees with WorkflowConfig: a bug here, not in the config
             raise ConfigError(f"config: {schema_path} rejects {dict(config)}: {error.message} (regenerate it: "
                               "python -m spgnet.config)")
-    if config["profile"] not in available_profiles():
+    if not is_profile_file(config["profile"]) and config["profile"] not in available_profiles():
         raise ConfigError(
             f"config: key 'profile': unknown profile '{config['profile']}' (valid: {', '.join(available_profiles())})"
         )

@@ -15,7 +15,7 @@ warn_if_other_checkout()  # the workflow runs this checkout's code and params/ (
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
     PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"),
-                     overrides=config.get("set"))
+                     overrides=config.get("set"), experiments=config.get("experiments"))
     check_data_roots(PLAN)
     # torchvision's ImageNet files, one per backbone (spgnet.models.weights): all present, or stop here
     WEIGHTS_ROOT = config.get("weights_root") or PLAN.profile.weights_root

@@ -28,7 +28,7 @@ rule prepare_data:
         f"results/{PROFILE}/data/{{dataset}}/summary.json",
     params:
         command=lambda wildcards, input, output: commands.shell(
-            commands.prepare_data(wildcards.dataset, input[0], os.path.dirname(output[0]))),
+            commands.prepare_data(PLAN.datasets()[wildcards.dataset].kind, input[0], os.path.dirname(output[0]))),
     log:
         f"results/{PROFILE}/logs/prepare_data_{{dataset}}.log",
     threads: 1

@@ -53,16 +53,17 @@ __all__ = ["Problems", "Report", "ResultFiles", "build", "github_anchor", "main"
 def build(profile: str, data_root: str | None = None, results: str | Path | None = None,
           out: str | Path | None = None, figures: str | Path | None = None,
           seeds: list[int] | None = None, registry: str | Path | None = None,
-          claims: str | Path | None = None) -> tuple[str, Path, list[str]]:
+          claims: str | Path | None = None, experiments: str | None = None) -> tuple[str, Path, list[str]]:
     """(Markdown text, output path, problems) without writing anything. ``seeds`` replaces the
     profile's seeds (what the plan expects); seeds found on disk are added either way.
     ``registry`` / ``claims``: other files than ``params/experiments.yaml`` / ``params/claims.yaml``
-    for the paper's numbers and the claims (the plan itself always comes from ``params/``)."""
+    for the paper's numbers and the claims (the plan itself always comes from ``params/``);
+    ``experiments``: a file of your own rows, reported in a section of their own (:mod:`.own`)."""
     from spgnet.claims_config import CLAIMS_FILE, load_claims
     from spgnet.config import EXPERIMENTS_FILE, load_registry
     from spgnet.workflow.plan import make_plan
 
-    plan = make_plan(profile, data_root=data_root, seeds=seeds)
+    plan = make_plan(profile, data_root=data_root, seeds=seeds, experiments=experiments)
     results = Path(results) if results else PROJECT_ROOT / plan.results
     out = Path(out) if out else PROJECT_ROOT / plan.report_dir / "tables.md"
     figures = Path(figures) if figures else out.parent / "figures"
@@ -82,6 +83,7 @@ def main(args) -> int:
         out=getattr(args, "out", None),
         figures=getattr(args, "figures", None),
         seeds=getattr(args, "seeds", None),
+        experiments=getattr(args, "experiments", None),
     )
     if getattr(args, "strict", False) and problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -62,7 +62,7 @@ class TableReport:
         self.results = Path(results)
         self.figures_dir = Path(figures_dir)
         self.out = Path(out)
-        self.registry = registry if registry is not None else load_registry()
+        self.registry = registry if registry is not None else load_registry(extra=plan.profile.experiments_file)
         self._profile_rows = None
         self._measured: dict[str, Measured] = {}
         self._deviations: dict[str, list[str] | None] = {}
@@ -217,13 +217,16 @@ class TableReport:
     def sections(self) -> list[dict]:
         by_table: dict[str, list[Experiment]] = {}
         for exp in self.registry.values():
-            by_table.setdefault(exp.table, []).append(exp)
+            if not exp.own:  # rows of your own: their own section (spgnet.analysis.report.own)
+                by_table.setdefault(exp.table, []).append(exp)
         sections = []
         for table in section_order(by_table):
             sections.append(self.section(table, by_table[table]))
             if table in TRAINED and any(exp.reproducible for exp in by_table[table]):
                 sections.append(self.trained_section(table, by_table[table]))
-        return sections
+        from spgnet.analysis.report.own import own_sections
+
+        return sections + own_sections(self)
 
     def section(self, table: str, rows: list[Experiment]) -> dict:
         per_class = any(exp.paper.per_class for exp in rows)

@@ -21,6 +21,11 @@ images' labels there too (the same values, grayscale), and ``ImageSets/Segmentat
 ``JPEGImages/``, ``SegmentationPart/`` and ``ImageSets/Person/{train,val[,test]}.txt`` (see
 :mod:`spgnet.data.synthetic.pascal`). Test images of these two kinds have no labels, as in VOC.
 
+``--kind folder`` writes a data set of your own's layout: ``dataset.yaml``,
+``images/<split>/*.jpg`` and ``labels/{train,val}/*.png`` (RGB colour masks; five classes, an
+ignore colour on object outlines, images of slightly different non-square sizes; see
+:mod:`spgnet.data.synthetic.folder`), read by ``--dataset folder`` (:mod:`spgnet.data.folder`).
+
 Determinism: image ``i`` of a split is drawn from ``numpy.random.default_rng((seed, kind, split,
 i))`` alone, PNGs are written without timestamps, so the same arguments give byte-identical files
 (and changing ``--num-val`` does not change the training images).
@@ -47,8 +52,8 @@ from spgnet.errors import SpgnetError
 
 MANIFEST = "spgnet_synthetic.json"
 FORMAT_VERSION = 1
-KINDS = ("cityscapes", "voc", "person_part")
-_KIND_CODE = {"cityscapes": 0, "voc": 1, "person_part": 2}
+KINDS = ("cityscapes", "voc", "person_part", "folder")
+_KIND_CODE = {"cityscapes": 0, "voc": 1, "person_part": 2, "folder": 3}
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "aug": 3}
 _VOC_ID_OFFSET = {"train": 0, "val": 100000, "test": 200000, "aug": 300000}
 #: ``--kind voc --num-aug``: the extra "SBD" images (split "aug") and where their labels go.
@@ -90,6 +95,10 @@ def _check_arguments(args: dict) -> None:
             raise SpgnetError(f"--{key.replace('_', '-')} {args[key]}: must not be negative")
     if args.get("num_aug") and args["kind"] != "voc":
         raise SpgnetError(f"--num-aug {args['num_aug']}: only --kind voc has a trainaug split (SBD's extra images)")
+    if args["kind"] == "folder":  # dataset.yaml declares both, and prepare-data wants images in each
+        for key in ("num_train", "num_val"):
+            if args[key] < 1:
+                raise SpgnetError(f"--{key.replace('_', '-')} {args[key]}: --kind folder needs at least one image")
     if args["num_train"] + args["num_val"] + args["num_test"] == 0:
         raise SpgnetError("--num-train, --num-val and --num-test are all 0: nothing to generate")
     for key in ("height", "width"):
@@ -149,6 +158,17 @@ def _pascal_task(tmp: Path, args: dict, split: str, i: int, name: str, label_dir
         _save_png(label, label_dir / f"{name}.png")
     if args.get("num_aug") and split in ("train", "aug"):  # trainaug's labels: the values as a grayscale PNG, as DeepLab's
         _save_png(Image.fromarray(np.asarray(label), mode="L"), tmp / AUG_LABEL_DIR / f"{name}.png")
+
+
+def _folder_task(tmp: Path, args: dict, split: str, i: int, name: str) -> None:
+    from spgnet.data.synthetic import folder
+
+    rng = sample_rng(args["seed"], "folder", split, i)
+    height, width = folder.sample_size(rng, args["height"], args["width"], i)
+    image, label = folder.make_folder_sample(rng, height, width)
+    image.save(tmp / folder.IMAGE_DIR / split / f"{name}{folder.IMAGE_SUFFIX}", format="JPEG", quality=95)
+    if split != "test":
+        _save_png(label, tmp / folder.LABEL_DIR / split / f"{name}{folder.LABEL_SUFFIX}")
 
 
 def _workers(tasks: int) -> int:
@@ -225,6 +245,23 @@ def _write_pascal(tmp: Path, args: dict, counts: dict, progress) -> dict:
     return names
 
 
+def _write_folder(tmp: Path, args: dict, counts: dict, progress) -> dict:
+    from spgnet.data.synthetic import folder
+
+    names, tasks = {}, []
+    for split, count in counts.items():
+        names[split] = [f"{split}_{i:04d}" for i in range(count)]
+        if count:
+            (tmp / folder.IMAGE_DIR / split).mkdir(parents=True)
+            if split != "test":
+                (tmp / folder.LABEL_DIR / split).mkdir(parents=True)
+        tasks += [(tmp, args, split, i, name) for i, name in enumerate(names[split])]
+    text = folder.description_text(args["height"], args["width"], test=counts.get("test", 0) > 0)
+    (tmp / "dataset.yaml").write_text(text, encoding="utf-8")
+    _run_tasks(_folder_task, tasks, progress)
+    return names
+
+
 def generate(
     out: Path,
     kind: str = "cityscapes",
@@ -248,7 +285,7 @@ def generate(
     progress = _progress(sum(counts.values()), f"make-synthetic {kind}")
     try:
         with atomic_dir(out) as tmp:
-            writer = _write_cityscapes if kind == "cityscapes" else _write_pascal
+            writer = {"cityscapes": _write_cityscapes, "folder": _write_folder}.get(kind, _write_pascal)
             names = writer(tmp, args, counts, progress)
             manifest = {"tool": "spgnet make-synthetic", "format_version": FORMAT_VERSION, "arguments": args,
                         "counts": {s: len(n) for s, n in names.items()}}

@@ -66,13 +66,13 @@ def _build_model(model_cfg, device: torch.device) -> torch.nn.Module:
 def _build_dataset(cfg: RunConfig):
     from spgnet.data import build_dataset
 
-    return build_dataset(cfg.train.dataset, cfg.data.path(), cfg.eval.split)
+    return build_dataset(cfg.dataset_kind, cfg.data.path(), cfg.eval.split)
 
 
 def _class_names(cfg: RunConfig) -> list[str]:
-    from spgnet.data.labels import class_names
+    from spgnet.data import dataset_classes
 
-    names = list(class_names(cfg.train.dataset))
+    names = list(dataset_classes(cfg.dataset_kind, cfg.data.path()))
     if len(names) != cfg.model.num_classes:
         raise SpgnetError(
             f"experiment '{cfg.experiment}': model.num_classes is {cfg.model.num_classes} but "
@@ -101,6 +101,7 @@ def write_prediction(pred: np.ndarray, name: str, folder: Path, dataset: str) ->
         Image.fromarray(np.asarray(trainid_to_labelid(pred.astype(np.uint8)), dtype=np.uint8)).save(path)
         return path
     path = folder / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder data set's names may hold sub-folders
     image = Image.fromarray(pred.astype(np.uint8))
     if dataset == "voc":
         from spgnet.data.labels import voc_palette
@@ -228,12 +229,12 @@ def validation_miou(model: torch.nn.Module, cfg: RunConfig, device: torch.device
     norms not folded; the final numbers come from ``spgnet evaluate``)."""
     from spgnet.data import build_dataset
 
-    dataset = build_dataset(cfg.train.dataset, cfg.data.path(), "val")
+    dataset = build_dataset(cfg.dataset_kind, cfg.data.path(), "val")
     if len(dataset) == 0:
         raise SpgnetError(f"{cfg.data.path()}: split 'val' of {cfg.train.dataset} has no images (train.val_every)")
     result = evaluate_model(model, dataset, class_names=_class_names(cfg), strategy=cfg.eval.strategy,
                             crop=cfg.train.crop, overlap=cfg.eval.tile_overlap, device=device,
-                            dataset_name=cfg.train.dataset, pad_to=cfg.eval.pad_to)
+                            dataset_name=cfg.dataset_kind, pad_to=cfg.eval.pad_to)
     return result["miou"]
 
 
@@ -241,7 +242,7 @@ def main(args) -> int:
     """Entry point of ``spgnet evaluate`` (see :mod:`spgnet.cli`)."""
     keep_freed_memory()
     cfg = config_from_args(args)
-    apply_profile_threads(load_profile(args.profile, data_root=args.data_root), "evaluate")  # spgnet.runtime.threads
+    apply_profile_threads(load_profile(args.profile, data_root=args.data_root, experiments=getattr(args, "experiments", None)), "evaluate")  # spgnet.runtime.threads
     metrics = evaluate_checkpoint(cfg, args.checkpoint, args.out, getattr(args, "predictions", None))
     print(result_line(cfg, metrics, args.out))
     return 0
@@ -279,7 +280,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, out: str | Path,
         result = evaluate_model(
             model, dataset, class_names=names, scales=ev.scales, flip=ev.flip, strategy=ev.strategy,
             crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, predictions=predictions,
-            dataset_name=cfg.train.dataset, workers=cfg.train.workers, pad_to=ev.pad_to,
+            dataset_name=cfg.dataset_kind, workers=cfg.train.workers, pad_to=ev.pad_to,
         )
         metrics = {
             "experiment": cfg.experiment,

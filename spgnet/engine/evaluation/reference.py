@@ -106,7 +106,7 @@ def untrained_scores(cfg, seed: int) -> dict:
     ev = cfg.eval
     result = evaluate.evaluate_model(
         model, dataset, class_names=names, scales=ev.scales, flip=ev.flip, strategy=ev.strategy,
-        crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, dataset_name=cfg.train.dataset,
+        crop=cfg.train.crop, overlap=ev.tile_overlap, device=device, dataset_name=cfg.dataset_kind,
         workers=cfg.train.workers, pad_to=ev.pad_to,
     )
     if not result["labelled"]:

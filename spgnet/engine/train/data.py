@@ -36,7 +36,7 @@ def build_train_dataset(cfg: RunConfig, seed: int) -> Dataset:
 
     t = cfg.train
     transform = TrainTransform(t.crop, t.scale_min, t.scale_max, t.scale_step, seed=seed)
-    return build_dataset(t.dataset, cfg.data.path(), t.split, transform=transform)
+    return build_dataset(cfg.dataset_kind, cfg.data.path(), t.split, transform=transform)
 
 
 def collate_batch(samples: list[dict]) -> dict:

@@ -97,7 +97,7 @@ def main(args) -> int:
         raise SpgnetError("--predictions needs --evaluate-out (the predictions are those of that evaluation)")
     cfg = config_from_args(args)
     # the profile's thread counts, a training's shared by the job's processes (spgnet.runtime.threads)
-    profile = load_profile(args.profile, data_root=args.data_root)
+    profile = load_profile(args.profile, data_root=args.data_root, experiments=getattr(args, "experiments", None))
     apply_profile_threads(profile, "train", processes=int(os.environ.get("WORLD_SIZE", "1")))
     train(cfg, Path(args.out), seed=args.seed, resume=args.resume, untrained_out=args.untrained_out,
           evaluate_out=args.evaluate_out, predictions=args.predictions,

@@ -161,7 +161,8 @@ def log_model(run: Run, tracker) -> None:
     from spgnet.serving.mlflow_model import log_model_enabled, log_trained_model
 
     # only the profile's tracking section is read: any data root will do
-    if not tracker.run_id or not log_model_enabled(load_profile(run.cfg.profile, data_root=run.cfg.data.root)):
+    if not tracker.run_id or not log_model_enabled(load_profile(run.cfg.profile, data_root=run.cfg.data.root,
+                                                                            experiments=run.cfg.experiments_file)):
         return
     try:
         log_trained_model(run.model, run.cfg, tracker.run_id)
