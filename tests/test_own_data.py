@@ -84,6 +84,10 @@ def test_the_report_shows_your_rows_with_two_seeds_and_the_welch_test(own_projec
                      r"p = [\d.e-]+ \((Welch's t-test|no seed variance), n = 2, 2\)", comparison), comparison
     # the paper's tables are there too, their rows not run under this profile
     assert "## Table 3." in text and "not run in profile my-profile" in text
+    # nothing this profile does not make is listed as missing (the paper's Cityscapes attention
+    # figures, Sec. 3.4's memory measurement)
+    assert "fig5-general.png" not in text and "memory.json" not in text.split("## Claims")[0]
+    assert "missing:" not in text, [line for line in text.splitlines() if "missing:" in line][:3]
 
 
 def test_the_counts_use_the_data_sets_class_count(own_project):

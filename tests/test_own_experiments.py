@@ -168,7 +168,7 @@ BUILDER_ERRORS = [
     ("examples_nope.head:build", None, "module 'examples_nope.head' does not import (ModuleNotFoundError: "),
     ("userhead:nothing", "import torch\n", "module 'userhead' ("),
     ("userhead:build", "def build(cfg):\n    return 3\n",
-     "model.builder 'userhead:build': returned a int, not a torch.nn.Module"),
+     "experiment 'mine': key 'model.builder': 'userhead:build' returned a int, not a torch.nn.Module"),
     ("userhead:build", "raise RuntimeError('broken on import')\n",
      "module 'userhead' does not import (RuntimeError: broken on import)"),
 ]
@@ -189,7 +189,7 @@ def test_a_builder_that_does_not_import_or_build_a_module_stops_train_in_one_lin
                    "--iterations", "1", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert len(lines) == 1 and message in lines[0] and f"{experiments}: experiment 'mine'" in lines[0], done.stderr
     assert not (out / "checkpoint.pt").exists()
 
 
@@ -206,15 +206,28 @@ def test_an_own_network_that_returns_plain_logits_trains_and_evaluates(tmp_path,
     assert 0 <= metrics["miou"] <= 100
 
 
-def test_the_workflow_stops_at_its_start_on_a_builder_that_does_not_import(tmp_path, own_files):
-    """Snakemake builds the plan, which resolves every row: the bad path is one line before any job."""
+WORKFLOW_BUILDER_ERRORS = [
+    ("nowhere.at_all:build", None,
+     "module 'nowhere.at_all' does not import (ModuleNotFoundError: No module named 'nowhere')"),
+    ("userhead:build", "def build(cfg):\n    return 'a network'\n",
+     "'userhead:build' returned a str, not a torch.nn.Module"),
+]
+
+
+@pytest.mark.parametrize("builder, module, message", WORKFLOW_BUILDER_ERRORS, ids=["import", "not-a-module"])
+def test_the_workflow_stops_at_its_start_on_a_builder_that_does_not_build(tmp_path, own_files, builder, module,
+                                                                           message):
+    """Snakemake builds the plan (which resolves every row) and then each row's network on the meta
+    device: a bad builder is one line naming the file and the row, before any job."""
     from tests.helpers_workflow import copy_project
 
     profile, _ = own_files
     root = copy_project(tmp_path / "project")
+    if module is not None:
+        (root / "userhead.py").write_text(module, encoding="utf-8")
     experiments = tmp_path / "bad.yaml"
     experiments.write_text(yaml.safe_dump({"experiments": {"mine": {
-        "base": "t3-spg-sigmoid", "train": {"dataset": "my_roads"}, "model": {"builder": "nowhere.at_all:build"}}}}))
+        "base": "t3-spg-sigmoid", "train": {"dataset": "my_roads"}, "model": {"builder": builder}}}}))
     profile.write_text(profile.read_text().replace("[spg-roads, my-head]", "[mine]"))
     env = {**os.environ, "SPGNET_ROOT": str(root), "PYTHONPATH": str(PROJECT_ROOT), "SPGNET_TRACKING": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -224,5 +237,39 @@ def test_the_workflow_stops_at_its_start_on_a_builder_that_does_not_import(tmp_p
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "config error" in line]
     assert errors == [f"spgnet workflow: config error: {experiments}: experiment 'mine': key 'model.builder': "
-                      f"module 'nowhere.at_all' does not import (ModuleNotFoundError: No module named 'nowhere')"], done.stderr
+                      f"{message}"], done.stderr
     assert not (root / "results").exists()
+
+
+def test_every_verb_refuses_a_comparison_of_two_data_sets(tmp_path, own_files):
+    """The file's comparisons are checked whenever it is read, not only by the workflow."""
+    profile, _ = own_files
+    experiments = _write(tmp_path / "mine.yaml", """\
+        experiments:
+          mine: {base: t3-spg-sigmoid, train: {dataset: my_roads}}
+        comparisons: [{a: mine, b: t3-spg-sigmoid}]
+        """)
+    with pytest.raises(ConfigError, match=r"'mine' is trained on 'my_roads' and 't3-spg-sigmoid' on 'cityscapes'"):
+        build_config("mine", str(profile), experiments=str(experiments))
+
+
+def test_a_profile_listing_a_row_no_file_has_names_the_profile(own_files):
+    profile, experiments = own_files
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(profile))  # without the experiments file
+    assert str(err.value).startswith(f"{profile}: key 'experiments': unknown experiment 'spg-roads' (rows of your own "
+                                     f"need their file: --experiments FILE"), str(err.value)
+
+
+def test_a_misspelt_required_key_is_named_as_the_unknown_key_it_is(tmp_path):
+    from spgnet.config import load_description
+
+    _write(tmp_path / "dataset.yaml", """\
+        class: [road, sky]
+        splits:
+          train: {images: i, labels: l}
+          val: {images: i, labels: l}
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_description(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'dataset.yaml'}: unknown key 'class' (valid keys: classes,")

@@ -17,6 +17,10 @@ here. The ways:
 ``weights-folder`` / ``weights-url``
     the ImageNet download steps (no network here): the folder is the paper profile's
     ``weights_root``, each URL is torchvision's for the backbone whose file it names.
+``own-data``
+    the dry run of a workflow over your own data set (docs/own-data.md), in a scratch copy of the
+    project where ``spgnet make-synthetic --kind folder`` has written the data set its profile
+    names (the profile reads its ``dataset.yaml`` as the workflow starts).
 ``make``
     ``make`` with Snakemake's dry run (``PROFILE=smoke SNAKEMAKE_ARGS='-n --forceall'``) or
     ``make -n``; only where the ``CI`` variable is set: ``make`` first re-points the shared
@@ -52,6 +56,7 @@ HOW: dict[str, str] = {
     "python -m spgnet": "help",
     "torchrun": "help",  # torchrun's own options, then the `-m spgnet VERB ...` it starts
     "snakemake --report": "run",
+    "snakemake --cores all reproduce_all --config profile=examples/": "own-data",
     "snakemake": "dry-run",
     "dvc repro": "dry-run",
     "dvc metrics show": "run",
@@ -152,6 +157,26 @@ def _dry_run(words: list[str]) -> None:
         raise AssertionError(f"no dry run known for {' '.join(words)}")
 
 
+def _own_data_dry_run(words: list[str], tmp: Path) -> None:
+    from tests.helpers_workflow import WORKFLOW_FILES, copy_project
+
+    root = copy_project(tmp / "project", (*WORKFLOW_FILES, "examples"))
+    config = dict(word.split("=", 1) for word in words[words.index("--config") + 1:])
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPGNET_ROOT": str(root),
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    import yaml
+
+    for name, source in yaml.safe_load((root / config["profile"]).read_text())["datasets"].items():
+        if source.get("kind") == "folder":
+            made = subprocess.run([sys.executable, "-m", "spgnet", "make-synthetic", "--kind", "folder", "--out",
+                                   str(root / source["root"]), "--num-train", "2", "--num-val", "1", "--num-test", "0",
+                                   "--height", "32", "--width", "48"], cwd=root, env=env, capture_output=True, text=True)
+            assert made.returncode == 0, made.stderr
+    result = subprocess.run([words[0], "-n", "--forceall", *words[1:]], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and "This was a dry-run" in result.stdout, (result.stderr + result.stdout)[-3000:]
+
+
 def _real_run(words: list[str], tmp: Path) -> None:
     if words[:3] == ["dvc", "plots", "show"]:
         words = [*words, "-o", str(tmp / "plots")]
@@ -207,6 +232,8 @@ def test_readme_command_runs(command, tmp_path):
         _real_run(words, tmp_path)
     elif way == "make":
         _make(words)
+    elif way == "own-data":
+        _own_data_dry_run(words, tmp_path)
     elif way in ("weights-folder", "weights-url"):
         _check_weights_step(command, way)
     else:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import spgnet.config.paths as paths
 from spgnet.config.mappings import deep_merge, load_yaml
-from spgnet.config.registry import get_experiment
+from spgnet.config.registry import load_registry
 from spgnet.config.sections import DatasetSource, EvalOverrides, ModelOverrides, TrainOverrides
 from spgnet.config.types import (
     DATASET_KINDS, DATASETS, FORBID_EXTRA, ConfigError, DatasetName, NonNegativeInt, PositiveInt, RuleKind, Seeds, TableLabel, partial_of,
@@ -195,8 +195,13 @@ def load_profile(name: str, data_root: str | None = None, experiments: str | Non
     profile = dataclasses.replace(profile, datasets=datasets, weights_root=_weights_root(profile.weights_root, path),
                                   file=file, experiments_file=str(experiments) if experiments else None)
     if profile.experiments:
+        registry = load_registry(extra=profile.experiments_file)
         for exp in profile.experiments:
-            get_experiment(exp, extra=profile.experiments_file)  # fails with the list of valid names
+            if exp not in registry:
+                hint = (f"not a row of {profile.experiments_file}" if profile.experiments_file else
+                        "rows of your own need their file: --experiments FILE, --config experiments=FILE")
+                raise ConfigError(f"{path}: key 'experiments': unknown experiment '{exp}' ({hint}; "
+                                  f"`spgnet experiments` lists the paper's)")
     return profile
 
 

@@ -151,6 +151,7 @@ def load_registry(path: Path | None = None, extra: str | Path | None = None) -> 
             merged = {**raw, **own}
             for name in own:
                 registry[name] = _experiment(name, _expand(name, merged, extra_path), defaults, extra_path, own=True)
+            check_own_experiments(extra_path, registry)  # its comparisons, whichever verb reads it
         _REGISTRY_CACHE[key] = registry
     return _REGISTRY_CACHE[key]
 

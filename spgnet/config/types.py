@@ -178,8 +178,12 @@ class _PartialSectionError(ValueError):
 
 
 def describe(err: ValidationError, where: str, cls=None, prefix: str = "") -> str:
-    """The first error of ``err`` as one line: ``"<where>: key '<prefix.key>': <why>, got <value>"``."""
-    first = err.errors()[0]
+    """The first error of ``err`` as one line: ``"<where>: key '<prefix.key>': <why>, got <value>"``.
+    An unknown key is named before any other error: a misspelt required key (``class:`` for
+    ``classes:``) is that typo, not the key it leaves missing."""
+    errors = err.errors()
+    unknown = [e for e in errors if e["type"] in ("unexpected_keyword_argument", "extra_forbidden")]
+    first = min(unknown, key=lambda e: len(e["loc"])) if unknown else errors[0]
     names = [str(p) for p in first["loc"] if not isinstance(p, int) and p != "[key]"]  # "[key]": a bad dict key
     items = [p for p in first["loc"] if isinstance(p, int)]
     key = ".".join(([prefix] if prefix else []) + names)

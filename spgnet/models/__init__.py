@@ -29,14 +29,14 @@ def architectures() -> list[str]:
     return ["spgnet", *_peer_builders()]
 
 
-def build_model_from_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> nn.Module:
+def build_model_from_config(cfg: ModelConfig, device: str | torch.device = "cpu", where: str | None = None) -> nn.Module:
     """The network described by ``cfg``; ``device`` only chooses a norm layer that runs there. A
     ``cfg.builder`` (a function of your own, :mod:`spgnet.models.custom`) takes precedence over
-    ``cfg.arch``."""
+    ``cfg.arch``; ``where`` starts its one-line errors (the row and its file)."""
     if cfg.builder is not None:
         from spgnet.models.custom import build_own_network
 
-        return build_own_network(cfg)
+        return build_own_network(cfg, where)
     if cfg.arch == "spgnet":
         return SPGNet(cfg, device=device)
     builders = _peer_builders()

@@ -55,10 +55,13 @@ class OwnNetwork(nn.Module):
         return {"out": self._resized(output, size), "aux": []}
 
 
-def build_own_network(cfg: ModelConfig) -> OwnNetwork:
+def build_own_network(cfg: ModelConfig, where: str | None = None) -> OwnNetwork:
     """``cfg.builder``'s network (see the module's docstring). Raises :class:`ConfigError` in one
-    line when the path does not import or the function does not return an ``nn.Module``."""
-    function = import_builder(cfg.builder)
+    line starting with ``where`` (default ``model.builder '<path>'``; :func:`builder_where` names
+    the file and the row) when the path does not import, the function fails or it does not return
+    an ``nn.Module``."""
+    where = where or f"model.builder '{cfg.builder}'"
+    function = import_builder(cfg.builder, where)
     try:
         net = function(cfg)
     except (ConfigError, SpgnetError):
@@ -66,7 +69,26 @@ def build_own_network(cfg: ModelConfig) -> OwnNetwork:
     except Exception as err:  # noqa: BLE001 - the user's code: one line naming it
         from spgnet.errors import first_line
 
-        raise ConfigError(f"model.builder '{cfg.builder}': the function failed ({first_line(err)})") from None
+        raise ConfigError(f"{where}: '{cfg.builder}' failed ({first_line(err)})") from None
     if not isinstance(net, nn.Module):
-        raise ConfigError(f"model.builder '{cfg.builder}': returned a {type(net).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"{where}: '{cfg.builder}' returned a {type(net).__name__}, not a torch.nn.Module")
     return OwnNetwork(net, cfg.num_classes, cfg.builder)
+
+
+def builder_where(cfg) -> str:
+    """``<experiments file>: experiment '<row>': key 'model.builder'`` of a
+    :class:`~spgnet.config.RunConfig`: what its builder's errors start with."""
+    from spgnet.config import paths
+
+    return f"{cfg.experiments_file or paths.EXPERIMENTS_FILE}: experiment '{cfg.experiment}': key 'model.builder'"
+
+
+def check_builder(cfg) -> None:
+    """Build the network of a :class:`~spgnet.config.RunConfig` whose model has a ``builder`` on the
+    ``meta`` device (no memory, no weights read): one :class:`ConfigError` line naming the file
+    and the row when it does not build an ``nn.Module``. The workflow calls it for every run as
+    it starts (``workflow/rules/common.smk``), before any job."""
+    import dataclasses
+
+    with torch.device("meta"):
+        build_own_network(dataclasses.replace(cfg.model, pretrained=None), builder_where(cfg))

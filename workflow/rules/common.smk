@@ -17,6 +17,13 @@ try:
     PLAN = make_plan(config["profile"], data_root=config.get("data_root"), seeds=config.get("seeds"),
                      overrides=config.get("set"), experiments=config.get("experiments"))
     check_data_roots(PLAN)
+    # a network of your own (model.builder) must build an nn.Module: checked here, before any job
+    if any(cfg.model.builder for cfg in PLAN.runs.values()):
+        from spgnet.models.custom import check_builder
+
+        for _cfg in PLAN.runs.values():
+            if _cfg.model.builder:
+                check_builder(_cfg)
     # torchvision's ImageNet files, one per backbone (spgnet.models.weights): all present, or stop here
     WEIGHTS_ROOT = config.get("weights_root") or PLAN.profile.weights_root
     if WEIGHTS_ROOT:

@@ -105,6 +105,8 @@ class CountValues:
         return Value([float(row.get(key, row["flops_g"]))])
 
     def memory_context(self) -> str:
+        if self.report.plan.memory_settings() is None:  # the profile does not measure it
+            return ""
         rows, problem = self.memory()
         row = next(iter(rows.values()), None)
         if problem or row is None:

@@ -73,6 +73,7 @@ class Report(TableReport):
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "results": _show(self.results),
             "convention": (data or {}).get("convention"),
+            "own_rows": bool(self.profile.experiments_file),
             "torch": (data or {}).get("torch"),
             "schedule": to_markdown(pd.DataFrame.from_records(schedule), ["l", "l", "l", "r", "r", "r", "r", "c", "l", "l", "l"]),
         }
@@ -90,7 +91,10 @@ class Report(TableReport):
 
     def figures(self) -> list[dict]:
         figures = []
+        made = {Path(path).name for path in (*self.plan.attention_figures(), self.plan.curves_figure)}
         for name, caption in _figure_list():
+            if name not in made:  # a profile without a Cityscapes SPG row draws no attention figure
+                continue
             path = self.figures_dir / name
             link = Path(os.path.relpath(path, self.out.parent)).as_posix()
             missing = None if path.is_file() else self.problems.add(f"missing: {_show(path)}")

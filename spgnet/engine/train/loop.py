@@ -121,8 +121,9 @@ def build_network(cfg: RunConfig, device: torch.device) -> nn.Module:
     run, like ``build_train_dataset`` and ``build_train_loader``: tests put a small network, their
     own data or a shorter loader in their place (``tests/helpers_train.py``)."""
     from spgnet.models import build_model_from_config
+    from spgnet.models.custom import builder_where
 
-    return build_model_from_config(cfg.model, device=device)
+    return build_model_from_config(cfg.model, device=device, where=builder_where(cfg) if cfg.model.builder else None)
 
 
 # --------------------------------------------------------------------------------------------
