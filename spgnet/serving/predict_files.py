@@ -61,16 +61,6 @@ def palette(dataset: str, root: str | Path | None = None) -> np.ndarray:
     return dataset_palette(dataset, root)
 
 
-def run_palette(cfg) -> np.ndarray:
-    """The colours of the data set a :class:`spgnet.config.RunConfig` trains on: its reader kind
-    (``cfg.dataset_kind``; the data set's name where the config has no kind) and, for a folder
-    data set, its root."""
-    from spgnet.data.labels import FOLDER
-
-    kind = getattr(cfg, "dataset_kind", None) or cfg.train.dataset
-    return palette(kind, cfg.data.path() if kind == FOLDER else None)
-
-
 def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """``([(picture, output stem relative to DIR)], [(PATH, why)])`` for the ``--input`` values:
     files as given, folders searched recursively (sub-folders kept in the output), globs
@@ -155,7 +145,7 @@ def main(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from spgnet.runtime.allocator import keep_freed_memory
-    from spgnet.serving.predictor import as_rgb_array, load_model, run_config, settings_of
+    from spgnet.serving.predictor import as_rgb_array, load_model, settings_of
 
     if not 0.0 <= args.opacity <= 1.0:
         raise SpgnetError(f"--opacity must be between 0 and 1, got {args.opacity}")
@@ -169,8 +159,7 @@ def main(args) -> int:
     model = load_model(args.experiment, args.checkpoint, profile=args.profile, overrides=getattr(args, "set", None), device=args.device,
                        data_root=args.data_root, experiments=getattr(args, "experiments", None))
     settings = settings_of(model).replace(strategy=args.strategy, scales=args.scales, flip=args.flip)
-    colours = run_palette(run_config(args.experiment, args.checkpoint, args.profile, args.data_root,
-                                     getattr(args, "set", None), getattr(args, "experiments", None)))
+    colours = palette(settings.dataset, settings.data_root)  # the model's settings name its data set
     out = Path(args.out)
     written, resized = 0, 0
     for picture, stem in _progress(pictures, f"predict {settings.experiment}"):
